@@ -1,0 +1,90 @@
+"""Table 1: how many problems each model answers correctly, per task.
+
+Scoring as in the paper: a problem is correct when the ground-truth word has the highest logit among
+the p allowable words (results.csv `best_token == ground_truth`). Every model with a results.csv
+under the base dir gets a row. The greedy full-vocabulary exact match is shown beside it.
+
+    python3 intervention/table1.py [--base_dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from intervention.layout import TASK_NAMES, load_results_csv, results_csv_path
+from multid.config import add_base_dir_arg, figs_dir, resolve_base_dir
+from multid.errors import UserError, cli_entry
+from multid.io import save_csv, write_text_atomic
+
+TASK_TITLES = {"days_of_week": "Weekdays", "months_of_year": "Months"}
+COLUMNS = ("model", "task", "correct", "total", "greedy_exact_match")
+
+
+def accuracy_rows(base_dir: Path, models: list[str] | None = None) -> list[tuple]:
+    """(model, task, correct, total, greedy_exact) for every `<model>_<task>/results.csv` found."""
+    rows = []
+    for task in TASK_NAMES:
+        for path in sorted(base_dir.glob(f"*_{task}/results.csv")):
+            model = path.parent.name[: -len(task) - 1]
+            if models and model not in models:
+                continue
+            frame = load_results_csv(path)
+            if "best_token" not in frame.columns:
+                raise UserError(f"{path} has no best_token column (written with save_best_logit=False); rebuild it")
+            correct = int((frame["best_token"] == frame["ground_truth"]).sum())
+            rows.append((model, task, correct, len(frame), int(frame["model_correct"].sum())))
+    return rows
+
+
+def format_table(rows: list[tuple]) -> str:
+    """Plain-text table: one line per model, one column per task ("correct / total")."""
+    models = sorted({row[0] for row in rows})
+    cells = {(row[0], row[1]): f"{row[2]} / {row[3]}" for row in rows}
+    header = f"{'model':<12}" + "".join(f"{TASK_TITLES[task]:>14}" for task in TASK_NAMES)
+    lines = [header] + [
+        f"{model:<12}" + "".join(f"{cells.get((model, task), '-'):>14}" for task in TASK_NAMES) for model in models
+    ]
+    return "\n".join(lines)
+
+
+def latex_table(rows: list[tuple]) -> str:
+    models = sorted({row[0] for row in rows})
+    cells = {(row[0], row[1]): f"{row[2]} / {row[3]}" for row in rows}
+    body = "\n".join(
+        f"{model} & " + " & ".join(cells.get((model, task), "-") for task in TASK_NAMES) + r" \\" for model in models
+    )
+    return (
+        "\\begin{tabular}{lcc}\n\\toprule\nModel & Weekdays & Months \\\\\n\\midrule\n"
+        f"{body}\n\\bottomrule\n\\end{{tabular}}\n"
+    )
+
+
+def write_table1(base_dir: Path, models: list[str] | None = None) -> tuple[str, list[Path]]:
+    """Compute Table 1, save it as CSV and LaTeX under figs/paper_plots, return (text, paths)."""
+    rows = accuracy_rows(base_dir, models)
+    if not rows:
+        raise UserError(
+            f"no results.csv under {base_dir}; build one with: python3 intervention/days_of_week_task.py --model smollm2"
+        )
+    out = figs_dir(base_dir) / "paper_plots"
+    csv_path = save_csv(out / "table1.csv", COLUMNS, rows)
+    tex_path = write_text_atomic(out / "table1.tex", latex_table(rows))
+    return format_table(rows), [csv_path, tex_path]
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print and save Table 1 (accuracy per model and task).")
+    add_base_dir_arg(parser)
+    parser.add_argument("--models", nargs="*", default=None, help="only these models (default: all found)")
+    args = parser.parse_args(argv)
+    text, written = write_table1(resolve_base_dir(args.base_dir), args.models)
+    print("Table 1: correct answers (top logit among the allowable words)")
+    print(text)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
