@@ -428,7 +428,6 @@ class Sources:
     pca_dir: Path
     meta: dict[str, Any] | None
     command: str
-    copied: bool  # upstream style: files copied next to the script (or given by --results_csv/--pca_dir)
 
 
 def find_sources(
@@ -447,14 +446,14 @@ def find_sources(
     if results_csv is None and pca_dir is None:
         folder = task_dir(resolve_base_dir(base_dir, create=False), model, spec.task)
         csv_path = require_file(results_csv_path(folder), f"results.csv of the {model} {spec.task} cache", command)
-        return Sources(csv_path, folder / "pca", _read_meta(meta_path(folder)), command, copied=False)
+        return Sources(csv_path, folder / "pca", _read_meta(meta_path(folder)), command)
     if results_csv is None:
         results_csv = Path(pca_dir).parent / "results.csv"
     csv_path = require_file(Path(results_csv), "results.csv", command)
     if pca_dir is None:
         candidates = [csv_path.parent / "pca_components", csv_path.parent / "pca"]
         pca_dir = next((folder for folder in candidates if folder.is_dir()), candidates[0])
-    return Sources(csv_path, Path(pca_dir), _read_meta(csv_path.parent / "meta.json"), command, copied=True)
+    return Sources(csv_path, Path(pca_dir), _read_meta(csv_path.parent / "meta.json"), command)
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
