@@ -106,10 +106,31 @@ def load_pca_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    numpy_globals = [np.ndarray, np.dtype, np.core.multiarray._reconstruct] if hasattr(np, "core") else []
-    numpy_globals += [type(np.dtype(np.float32)), type(np.dtype(np.float64))]
     try:
-        with torch.serialization.safe_globals(numpy_globals):
+        with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise corrupted(path, err) from None
+
+
+def _numpy_array_globals() -> list:
+    """The numpy globals a pickled ndarray names, under both numpy 1.x and 2.x module paths.
+
+    numpy 1.x pickles name `numpy.core.multiarray._reconstruct`; numpy 2 renamed the package to
+    `numpy._core` (the old path is a deprecated shim), so we register the one function under both
+    names via (object, "qualified.name") pairs instead of touching the deprecated `numpy.core`.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return [
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.float64)),
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
