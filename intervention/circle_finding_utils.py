@@ -119,3 +119,48 @@ def relabel_null(
     values = np.asarray(values)
     scores = np.array([probe_r2(coords, rng.permutation(p)[values], p, names) for _ in range(n_permutations)])
     return float(scores.mean()), float(np.percentile(scores, 95))
+
+
+# ------------------------------------------------------------------------------- regression
+
+PINV_ATOL = 1e-2
+
+
+def pinv_atol(matrix: np.ndarray, atol: float = PINV_ATOL) -> np.ndarray:
+    """Pseudo-inverse zeroing singular values <= atol (torch.linalg.pinv(atol=...) semantics, rtol 0)."""
+    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
+    s_inv = np.where(s > atol, 1.0 / np.where(s > atol, s, 1.0), 0.0)
+    return (vt.T * s_inv) @ u.T
+
+
+@dataclass(frozen=True)
+class Regression:
+    r2: float  # pooled over all target columns
+    residuals: np.ndarray  # [n, k]
+    predictions: np.ndarray  # [n, k]
+    beta: np.ndarray  # [m, k]
+
+
+def do_regression(explanatory: np.ndarray, target: np.ndarray, atol: float = PINV_ATOL) -> Regression:
+    """Least squares of `target` [n, k] on the columns of `explanatory` [n, m] (upstream `do_regression`).
+
+    beta = pinv(X^T X, atol=1e-2) X^T Y, robust to the rank-deficient one-hot designs used here;
+    R^2 is pooled over all output dims: 1 - sum(res^2) / sum((Y - column mean)^2). Upstream also
+    always fitted a PCA(8) of the residuals for a plot, which forced k >= 8; that is left to callers.
+    """
+    x = np.asarray(explanatory, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    beta = pinv_atol(x.T @ x, atol) @ x.T @ y
+    predictions = x @ beta
+    residuals = y - predictions
+    total = np.sum((y - y.mean(axis=0)) ** 2)
+    r2 = float(1 - np.sum(residuals**2) / total) if total > 0 else float("nan")
+    return Regression(r2, residuals, predictions, beta)
+
+
+def one_hot(values: np.ndarray, size: int) -> np.ndarray:
+    """[n, size] indicator columns of integer `values` (values >= size get no indicator)."""
+    values = np.asarray(values)
+    return (values[:, None] == np.arange(size)[None, :]).astype(np.float64)
