@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
 
+from reducibility_demos import synthetic
 from reducibility_demos.reducibility import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
@@ -29,6 +34,7 @@ from reducibility_demos.reducibility import (
 
 torch.set_num_threads(1)  # other jobs share this CPU
 
+REPO = Path(__file__).resolve().parent.parent
 N = 4096
 GAUSS_SLAB = 2 * norm.cdf(0.1) - 1  # P(|z| < 0.1) for z ~ N(0, 1): about 0.0797
 
@@ -235,3 +241,56 @@ def test_bad_clouds_are_rejected():
         separability_index_batched(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="N >= 2"):
         mixture_index_batched([np.zeros((1, 2))])
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def test_dataset_draws_follow_upstream_order():
+    rng = np.random.RandomState(2)
+    randmat = rng.randn(2, 2)
+    vect1, offset1, vect2, offset2 = (rng.randn(2) for _ in range(4))
+    assert np.array_equal(synthetic.make_dataset("gaussian"), rng.randn(N, 2) @ randmat)
+    lattice = synthetic.make_dataset("lattice") @ np.linalg.inv(randmat)
+    np.testing.assert_allclose(lattice, np.round(lattice), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(synthetic.make_dataset("circle"), axis=1), 1.0)
+    for weights, shares in (("paper", (0.4, 0.3, 0.3)), ("rebuttal", (0.3, 0.6, 0.1))):
+        points = synthetic.make_dataset("gaussians", weights=weights)
+        on_line = []
+        for vect, offset in ((vect1, offset1), (vect2, offset2)):
+            rel = points - offset
+            on_line.append(np.abs(rel[:, 0] * vect[1] - rel[:, 1] * vect[0]) < 1e-9)
+        assert np.mean(on_line[0]) == pytest.approx(shares[1], abs=0.03)
+        assert np.mean(on_line[1]) == pytest.approx(shares[2], abs=0.03)
+        assert synthetic.mixture_shares(weights) == pytest.approx(shares)
+
+
+def test_demo_script_end_to_end(tmp_path):
+    from reducibility_demos.reducibility_demo import main
+
+    written = main(["--out_dir", str(tmp_path), "--steps", "200"])
+    figures = [p for p in written if p.suffix in (".png", ".pdf")]
+    assert len(figures) == 8 and all(p.stat().st_size > 1000 for p in figures)
+    record = json.loads((tmp_path / "reducibility_demo_paper.json").read_text())
+    assert set(record["datasets"]) == set(synthetic.DATASETS)
+    for values in record["datasets"].values():
+        assert 0.0 <= values["M"] <= 1.0 and values["S"] >= 0.0
+    assert record["datasets"]["circle"]["S"] > 10 * record["datasets"]["gaussian"]["S"]
+
+
+def test_demo_runs_as_plain_script_from_its_folder(tmp_path):
+    command = [sys.executable, "reducibility_demo.py", "--out_dir", str(tmp_path), "--steps", "20",
+               "--datasets", "circle", "--formats", "png", "--mixture_weights", "rebuttal"]
+    done = subprocess.run(command, cwd=REPO / "reducibility_demos", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "reducibility_circle.png").stat().st_size > 1000
+    assert "circle" in json.loads((tmp_path / "reducibility_demo_rebuttal.json").read_text())["datasets"]
+
+
+def test_demo_bad_argument_is_one_line(tmp_path, capsys):
+    from reducibility_demos.reducibility_demo import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out_dir", str(tmp_path), "--steps", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: --steps must be at least 1")
