@@ -321,12 +321,10 @@ class _MixtureState:
         rms = torch.sqrt(v[:, 0] * cov_v[:, 0] + v[:, 1] * cov_v[:, 1] + offset * offset)
         return offset, rms
 
-    def _z(self, v: torch.Tensor, offset: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
-        """z = (x'.v + c') / rms, B x N' (0 at padded entries)."""
-        z = self.x0 * (v[:, 0] / rms)[:, None]
-        z.addcmul_(self.x1, (v[:, 1] / rms)[:, None])
-        z.addcmul_(self.weight, (offset / rms)[:, None])
-        return z
+    def _z(self, v: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(x'.v + c') / scale, B x N' (scale = rms, or rms * T to fold the temperature in)."""
+        z = torch.addcmul((offset / scale)[:, None], self.x0, (v[:, 0] / scale)[:, None])
+        return z.addcmul_(self.x1, (v[:, 1] / scale)[:, None])
 
     def surrogate_and_gradient(self, v, c, eps: float, temp: float):
         """P = mean(sigmoid((eps - |z|)/T)) per cloud and its exact gradient in (v, c).
@@ -337,10 +335,9 @@ class _MixtureState:
         per-cloud sums over points: sum s, sum w, sum w x'_0, sum w x'_1 with w = s (1 - s) sign(z).
         """
         offset, rms = self._centred_offset_and_rms(v, c)
-        z = self._z(v, offset, rms)
-        s = torch.sigmoid(z.abs().mul_(-1.0 / temp).add_(eps / temp))
-        w = torch.addcmul(s, s, s, value=-1.0)  # s (1 - s)
-        w = torch.copysign(w, z)
+        z_over_t = self._z(v, offset, rms * temp)
+        s = torch.rsub(z_over_t.abs(), eps / temp).sigmoid_()  # sigmoid(eps/T - |z|/T)
+        w = torch.addcmul(s, s, s, value=-1.0).copysign_(z_over_t)  # s (1 - s) sign(z)
         surrogate = self._sum(s * self.weight) / self.count
         scale = -1.0 / (self.count * temp)
         g0 = self._sum(w * self.x0) * scale
