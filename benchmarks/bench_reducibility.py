@@ -62,10 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_clouds", type=int, default=400)
     parser.add_argument("--num_points", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=200, help="M optimiser steps (real scan: 10,000; default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: %(default)s, because on a CPU shared with other jobs a "
+                             "multi-threaded batch stalls in OpenMP barriers; 0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     clouds = make_clouds(args.num_clouds, args.num_points, args.seed)
     config = MixtureConfig(**{**SCAN_MIXTURE.__dict__, "steps": args.steps})

@@ -20,12 +20,13 @@ Upstream has two variants of each, kept here as named configurations:
   angles `linspace(0, 2 pi, 100)` (endpoint included, so angle 0 is evaluated twice).
 
 Everything is batched: a stack of B clouds (B x N x 2, with a B x N mask when clouds have different sizes)
-is optimised / histogrammed in tensor ops. The one-cloud functions are the batched ones with B = 1, so a
-loop over clouds and one batched call run the same arithmetic.
+is optimised / histogrammed in tensor ops. The one-cloud functions are the batched ones with B = 1, and the
+M engine is laid out so that a cloud gets bit-for-bit the same numbers alone or inside any padded batch
+(see `_MixtureState`); this matters because the annealed optimiser amplifies any rounding difference.
 
 The M optimiser uses the closed-form gradient of the surrogate instead of autograd. It is the same
-derivative (tests compare it with autograd), but it lets every step be a handful of fused element-wise
-passes plus per-cloud 2 x 2 moment algebra, which is what makes thousands of clouds cheap on a CPU.
+derivative (tests compare it with autograd), but it makes every step about a dozen element-wise passes
+over the points plus per-cloud 2 x 2 moment algebra, which is what makes thousands of clouds cheap on a CPU.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ SCAN_SEPARABILITY = SeparabilityConfig(
 
 @dataclass
 class MixtureResult:
-    """M for B clouds (tensors of leading size B; the one-cloud function returns B = 1 squeezed to floats).
+    """M for B clouds (tensors of leading size B; the one-cloud function returns 0-d tensors and v of size 2).
 
     m: the reported index (per config.report); m_hard: fraction |z| < eps at the final (v, c);
     m_surrogate: surrogate at the last step (before its update); v (B x 2), c (B): the final slab parameters,
@@ -200,7 +201,7 @@ def mixture_index_batched(
     seed: int = 0,
     v0=None,
     dtype: torch.dtype = torch.float32,
-    max_points: int = 1 << 19,
+    max_points: int = 1 << 18,
 ) -> MixtureResult:
     """M_eps for a stack of clouds: one gradient-ascent run per cloud, many clouds advanced together.
 
@@ -212,6 +213,8 @@ def mixture_index_batched(
     Clouds are run in chunks of about `max_points` points (all steps per chunk) so that a chunk's working set
     stays in the CPU cache; clouds never interact, so chunking does not change any cloud's numbers.
     """
+    if config.report not in ("surrogate", "hard"):
+        raise ValueError(f"MixtureConfig.report must be 'surrogate' or 'hard', got {config.report!r}")
     points, mask = as_cloud_stack(clouds, mask)
     num = points.shape[0]
     if v0 is None:
@@ -267,8 +270,8 @@ def row_sums(values: torch.Tensor) -> torch.Tensor:
     order (a float64 cumsum, which is sequential). A cloud padded with zeros to any longer row therefore gets
     bit-for-bit the same sum as the cloud alone: the loop-vs-batch guarantee of the M optimiser rests on this.
     """
-    blocks = values.reshape(values.shape[0], -1, ROW_BLOCK).sum(-1)
-    return blocks.cumsum(-1, dtype=torch.float64)[:, -1]
+    blocks = values.reshape(*values.shape[:-1], -1, ROW_BLOCK).sum(-1)
+    return blocks.cumsum(-1, dtype=torch.float64)[..., -1]
 
 
 def padded_length(num_points: int) -> int:
@@ -290,7 +293,10 @@ class _MixtureState:
 
     def __init__(self, x0, x1, weight, mean, cov, count):
         self.x0, self.x1, self.weight = x0, x1, weight  # B x N' each; padded entries are 0
-        self.mean, self.cov, self.count = mean, cov, count  # B x 2, B x 3 (Cov00, Cov01, Cov11), B
+        self.mean, self.cov, self.count = mean, cov, count  # B x 2, B x 2 x 2 (mean of x' x'^T), B
+        self.padded = bool((weight == 0).any())
+        # per step: sigmoid s, w x'_0, w x'_1 and w = s (1 - s) sign(z), summed per cloud in one call
+        self.buffer = torch.empty(x0.shape[0], 4, x0.shape[1], dtype=x0.dtype, device=x0.device)
 
     @classmethod
     def build(cls, points: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> "_MixtureState":
@@ -298,33 +304,30 @@ class _MixtureState:
         points = torch.nn.functional.pad(points.to(torch.float64), (0, 0, 0, pad))
         weight = torch.nn.functional.pad(mask.to(torch.float64), (0, pad))
         count = row_sums(weight)
-        mean = torch.stack([row_sums(points[..., k] * weight) for k in range(2)], -1) / count[:, None]
-        x0 = (points[..., 0] - mean[:, 0:1]) * weight
-        x1 = (points[..., 1] - mean[:, 1:2]) * weight
-        cov = torch.stack([row_sums(x0 * x0), row_sums(x0 * x1), row_sums(x1 * x1)], -1) / count[:, None]
-        return cls(x0=x0.to(dtype), x1=x1.to(dtype), weight=weight.to(dtype),
-                   mean=mean.to(dtype), cov=cov.to(dtype), count=count.to(dtype))
+        mean = row_sums((points * weight[..., None]).transpose(1, 2)) / count[:, None]
+        centred = (points - mean[:, None, :]) * weight[..., None]
+        pairs = (centred[..., :, None] * centred[..., None, :]).permute(0, 2, 3, 1)  # B x 2 x 2 x N'
+        cov = row_sums(pairs) / count[:, None, None]
+        return cls(x0=centred[..., 0].to(dtype).contiguous(), x1=centred[..., 1].to(dtype).contiguous(),
+                   weight=weight.to(dtype), mean=mean.to(dtype), cov=cov.to(dtype), count=count.to(dtype))
 
-    def _sum(self, values: torch.Tensor) -> torch.Tensor:
-        return row_sums(values).to(values.dtype)
+    def _masked(self, values: torch.Tensor) -> torch.Tensor:
+        """Zero the padded entries in place. Skipped when nothing is padded, which gives the same bits
+        (x * 1.0 == x), so a cloud's numbers still do not depend on the batch it runs in."""
+        return values.mul_(self.weight) if self.padded else values
 
-    def _cov_times(self, v: torch.Tensor) -> torch.Tensor:
-        """Cov v, B x 2."""
-        first = self.cov[:, 0] * v[:, 0] + self.cov[:, 1] * v[:, 1]
-        second = self.cov[:, 1] * v[:, 0] + self.cov[:, 2] * v[:, 1]
-        return torch.stack([first, second], dim=-1)
+    def _offset_and_rms(self, v: torch.Tensor, c: torch.Tensor):
+        """c' = c + mu.v, Cov v, and rms = sqrt(v.Cov v + c'^2) (= sqrt(mean((v.x + c)^2)) over real points)."""
+        offset = c + (self.mean * v).sum(-1)
+        cov_v = (self.cov * v[:, None, :]).sum(-1)
+        rms = torch.sqrt((v * cov_v).sum(-1) + offset * offset)
+        return offset, cov_v, rms
 
-    def _centred_offset_and_rms(self, v: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """c' = c + mu.v and rms = sqrt(v' Cov v + c'^2) (= sqrt(mean((v.x + c)^2)) over real points)."""
-        offset = c + self.mean[:, 0] * v[:, 0] + self.mean[:, 1] * v[:, 1]
-        cov_v = self._cov_times(v)
-        rms = torch.sqrt(v[:, 0] * cov_v[:, 0] + v[:, 1] * cov_v[:, 1] + offset * offset)
-        return offset, rms
-
-    def _z(self, v: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """(x'.v + c') / scale, B x N' (scale = rms, or rms * T to fold the temperature in)."""
-        z = torch.addcmul((offset / scale)[:, None], self.x0, (v[:, 0] / scale)[:, None])
-        return z.addcmul_(self.x1, (v[:, 1] / scale)[:, None])
+    def _z(self, coef: torch.Tensor) -> torch.Tensor:
+        """x'_0 coef_0 + x'_1 coef_1 + coef_2 per cloud, B x N' (coef = (v, c') / scale, B x 3)."""
+        z = self.x0 * coef[:, 0:1]
+        z.addcmul_(self.x1, coef[:, 1:2])
+        return z.add_(coef[:, 2:3])
 
     def surrogate_and_gradient(self, v, c, eps: float, temp: float):
         """P = mean(sigmoid((eps - |z|)/T)) per cloud and its exact gradient in (v, c).
@@ -332,29 +335,33 @@ class _MixtureState:
         With g_j = dP/dz_j = -s_j (1 - s_j) sign(z_j) / (N T) and z = y / r, y = x'.v + c', r^2 = mean(y^2):
         dP/dy_j = g_j / r - y_j * (sum_i g_i y_i) / (N r^3). Summing against x' and 1 and using
         sum_j y_j x'_j = N Cov v, sum_j y_j = N c', sum_j g_j y_j = v.G_x + c' G_1 leaves only four
-        per-cloud sums over points: sum s, sum w, sum w x'_0, sum w x'_1 with w = s (1 - s) sign(z).
+        per-cloud sums over points: sum s, sum w x'_0, sum w x'_1, sum w with w = s (1 - s) sign(z).
+        The temperature is folded into the coefficients: z / T = x'.(v / rT) + c' / rT.
         """
-        offset, rms = self._centred_offset_and_rms(v, c)
-        z_over_t = self._z(v, offset, rms * temp)
-        s = torch.rsub(z_over_t.abs(), eps / temp).sigmoid_()  # sigmoid(eps/T - |z|/T)
-        w = torch.addcmul(s, s, s, value=-1.0).copysign_(z_over_t)  # s (1 - s) sign(z)
-        surrogate = self._sum(s * self.weight) / self.count
-        scale = -1.0 / (self.count * temp)
-        g0 = self._sum(w * self.x0) * scale
-        g1 = self._sum(w * self.x1) * scale
-        g_one = self._sum(w * self.weight) * scale
-        k = (v[:, 0] * g0 + v[:, 1] * g1 + offset * g_one) / (rms * rms * rms)
-        cov_v = self._cov_times(v)
-        grad_v = torch.stack([g0, g1], dim=-1) / rms[:, None] - k[:, None] * cov_v
-        grad_offset = g_one / rms - k * offset
-        grad_v = grad_v + self.mean * grad_offset[:, None]  # c' depends on v through mu.v
-        return surrogate, grad_v, grad_offset
+        offset, cov_v, rms = self._offset_and_rms(v, c)
+        q = torch.cat([v, offset[:, None]], -1)  # (v, c')
+        z_over_t = self._z(q / (rms * temp)[:, None])
+        buf = self.buffer
+        s = torch.sigmoid(torch.rsub(z_over_t.abs(), eps / temp), out=buf[:, 0])  # sigmoid(eps/T - |z|/T)
+        w = torch.addcmul(s, s, s, value=-1.0, out=buf[:, 3]).copysign_(z_over_t)  # s (1 - s) sign(z)
+        torch.mul(w, self.x0, out=buf[:, 1])  # x' is 0 at padded entries
+        torch.mul(w, self.x1, out=buf[:, 2])
+        self._masked(s)
+        self._masked(w)
+        sums = row_sums(buf).to(v.dtype)  # B x 4
+        surrogate = sums[:, 0] / self.count
+        g = sums[:, 1:] * (-1.0 / (self.count * temp))[:, None]  # (G_x0, G_x1, G_1) = sums of dP/dz
+        k = (q * g).sum(-1) / (rms * rms * rms)
+        grad_q = g / rms[:, None] - k[:, None] * torch.cat([cov_v, offset[:, None]], -1)
+        grad_v = grad_q[:, :2] + self.mean * grad_q[:, 2:]  # c' depends on v through mu.v
+        return surrogate, grad_v, grad_q[:, 2]
 
     def hard_fraction(self, v, c, eps: float) -> torch.Tensor:
         """Fraction of real points with |z| < eps."""
-        offset, rms = self._centred_offset_and_rms(v, c)
-        inside = (self._z(v, offset, rms).abs() < eps).to(self.weight.dtype) * self.weight
-        return self._sum(inside) / self.count
+        offset, _, rms = self._offset_and_rms(v, c)
+        z = self._z(torch.cat([v, offset[:, None]], -1) / rms[:, None])
+        inside = self._masked((z.abs() < eps).to(z.dtype))
+        return row_sums(inside).to(z.dtype) / self.count
 
 
 def surrogate_autograd(points, v, c, eps: float, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -439,6 +446,8 @@ def separability_index_batched(
 ) -> SeparabilityResult:
     """S for a stack of clouds: all rotations of a chunk of clouds are binned with index arithmetic and one
     scatter_add, in float64 (numpy's default, as upstream). Chunks keep B_chunk x A x N <= max_elements."""
+    if config.grid not in ("fixed", "range"):
+        raise ValueError(f"SeparabilityConfig.grid must be 'fixed' or 'range', got {config.grid!r}")
     points, mask = as_cloud_stack(clouds, mask)
     if config.normalise:
         points = demo_normalise(points, mask)
@@ -469,12 +478,10 @@ def _separability_chunk(points, mask, count, angles, config: SeparabilityConfig)
         side = 2 * config.half_bins
         index_x = fixed_grid_bins(first, config.half_bins, config.bound)
         index_y = fixed_grid_bins(second, config.half_bins, config.bound)
-    elif config.grid == "range":
+    else:
         side = config.bins
         index_x = range_bins(first, config.bins)
         index_y = range_bins(second, config.bins)
-    else:
-        raise ValueError(f"unknown grid {config.grid!r}; use 'fixed' or 'range'")
     del first, second
     cells = side * side
     histogram_start = torch.arange(num * num_angles, dtype=torch.float64, device=points.device) * cells

@@ -135,7 +135,7 @@ def test_batched_mixture_equals_loop(config, threads):
     clouds[1][:1500, 1] = 0.5 * clouds[1][:1500, 0]
     torch.set_num_threads(threads)
     try:
-        batch = mixture_index_batched(clouds, config=config, seed=11, max_points=1 << 13)
+        batch = mixture_index_batched(clouds, config=config, seed=11, max_points=1 << 16)  # one chunk
         for b, cloud in enumerate(clouds):
             alone = mixture_index(cloud, config=config, seed=11 + b)
             assert abs(float(alone.m - batch.m[b])) <= 1e-5
