@@ -5,7 +5,8 @@ helper arrays in a fixed order (randmat 2x2, randvect1, randoffset1, randvect2, 
 dataset's own points, and finally the optimiser's starting direction v with torch. We draw the data with
 `np.random.RandomState(seed)` (the legacy generator behind `np.random.seed`, so the same numbers) and v
 with a torch generator seeded the same way (`reducibility.initial_directions`), so every dataset starts
-the optimiser from the same v, as upstream does.
+the optimiser from the same v, as upstream does. The paper-era script looped over all four datasets; upstream
+HEAD only runs the mixture ("gaussians") with its rebuttal weights. Both weightings are offered here.
 """
 
 from __future__ import annotations
