@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_clouds", type=int, default=400)
     parser.add_argument("--num_points", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=200, help="M optimiser steps (real scan: 10,000; default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="M optimiser steps (real scan: 10,000; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default: %(default)s, because on a CPU shared with other jobs a "
                              "multi-threaded batch stalls in OpenMP barriers; 0 = torch's default)")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     batch_m, t_batch_m = timed(lambda: mixture_index_batched(clouds, config=config, seed=args.seed))
     batch_s, t_batch_s = timed(lambda: separability_index_batched(clouds, config=SCAN_SEPARABILITY))
-    loop_m, t_loop_m = timed(lambda: [mixture_index(c, config=config, seed=args.seed + b) for b, c in enumerate(clouds)])
+    loop_m, t_loop_m = timed(
+        lambda: [mixture_index(cloud, config=config, seed=args.seed + b) for b, cloud in enumerate(clouds)])
     loop_s, t_loop_s = timed(lambda: [separability_index(c, config=SCAN_SEPARABILITY) for c in clouds])
 
     diff_m = max(abs(float(r.m) - float(batch_m.m[b])) for b, r in enumerate(loop_m))

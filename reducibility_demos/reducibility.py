@@ -407,8 +407,8 @@ def rotate(points: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def fixed_grid_bins(coord: torch.Tensor, half_bins: int, bound: float) -> torch.Tensor:
-    """Demo bins (as float64 integers): 2*half_bins equal bins on [-bound, bound]: floor(x * half_bins / bound) + half_bins,
-    clipped to [0, 2*half_bins - 1] (points outside the square land in the edge bins)."""
+    """Demo bins (float64 integers): 2*half_bins equal bins on [-bound, bound], i.e.
+    floor(x * half_bins / bound) + half_bins clipped to [0, 2*half_bins - 1] (points outside land in the edge bins)."""
     index = torch.floor(coord * (half_bins / bound)).add_(half_bins)
     return index.clamp_(0, 2 * half_bins - 1)
 

@@ -42,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "run, the annealing schedule T = 1 - i/steps is rescaled to match)")
     parser.add_argument("--datasets", nargs="+", choices=synthetic.DATASETS, default=list(synthetic.DATASETS),
                         help="which clouds to run (default: all four)")
-    parser.add_argument("--num_points", type=int, default=synthetic.NUM_POINTS, help="points per cloud (default: %(default)s)")
+    parser.add_argument("--num_points", type=int, default=synthetic.NUM_POINTS,
+                        help="points per cloud (default: %(default)s)")
     parser.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=["png", "pdf"],
                         help="figure formats (default: png pdf)")
-    parser.add_argument("--usetex", action="store_true", help="render text with LaTeX (needs `latex`; default: mathtext)")
+    parser.add_argument("--usetex", action="store_true",
+                        help="render text with LaTeX (needs `latex`; default: matplotlib mathtext)")
     return parser
 
 
