@@ -1,0 +1,530 @@
+"""The two reducibility indices of Engels et al. (2024), for one 2-D point cloud or thousands at once.
+
+A feature whose 2-D activations f (N x 2) are *reducible* is either a mixture (much of the mass sits in a
+thin slab around a line) or separable (some rotation makes the two coordinates independent). Two indices
+measure this (paper section 3, spec `sae_reducibility.md` section 6):
+
+- epsilon-mixture index M_eps(f) = max over (v, c) of the fraction of points with |z| < eps, where
+  z = (v.f + c) / sqrt(mean((v.f + c)^2)), eps = 0.1. Found by plain gradient ascent on the smooth
+  surrogate mean(sigmoid((eps - |z|) / T)).
+- separability index S(f) = min over rotations theta of the plug-in mutual information of a 2-D histogram of
+  the rotated cloud, reported in bits (nats / ln 2).
+
+Upstream has two variants of each, kept here as named configurations:
+
+- The synthetic demo (Fig 2 / 9, `reducibility_demo.py`): `DEMO_MIXTURE` anneals T from 1 towards 0 and
+  reports the surrogate at the last step; `DEMO_SEPARABILITY` normalises the cloud, bins it on a fixed
+  40 x 40 grid on [-3, 3]^2 and smooths the MI, over 1000 angles.
+- The GPT-2 cluster scan (`gpt2_compute_reducibility.py`): `SCAN_MIXTURE` keeps T = 1 and reports the hard
+  fraction; `SCAN_SEPARABILITY` uses `np.histogram2d(bins=10)` over each rotated cloud's own range, over 100
+  angles `linspace(0, 2 pi, 100)` (endpoint included, so angle 0 is evaluated twice).
+
+Everything is batched: a stack of B clouds (B x N x 2, with a B x N mask when clouds have different sizes)
+is optimised / histogrammed in tensor ops. The one-cloud functions are the batched ones with B = 1, and the
+M engine is laid out so that a cloud gets bit-for-bit the same numbers alone or inside any padded batch
+(see `_MixtureState`); this matters because the annealed optimiser amplifies any rounding difference.
+
+The M optimiser uses the closed-form gradient of the surrogate instead of autograd. It is the same
+derivative (tests compare it with autograd), but it makes every step about a dozen element-wise passes
+over the points plus per-cloud 2 x 2 moment algebra, which is what makes thousands of clouds cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configurations (upstream's two variants of each index)
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    """How M_eps is optimised and reported.
+
+    anneal: T_i = 1 - i / steps for step i = 0 .. steps-1 (demo; upstream hard-codes steps = 10,000 so T
+        runs 1 -> 1e-4); otherwise T = 1 throughout (scan; upstream commit "Removing temperature").
+    report: "surrogate" = the surrogate value computed at the last step, before its update (demo, which prints
+        the loss of the last iteration); "hard" = the fraction |z| < eps at the final (v, c) (scan).
+    """
+
+    eps: float = 0.1
+    lr: float = 0.1
+    steps: int = 10_000
+    anneal: bool = False
+    report: str = "hard"
+
+
+@dataclass(frozen=True)
+class SeparabilityConfig:
+    """How S is computed.
+
+    grid: "fixed" = 2*half_bins equal bins per axis on [-bound, bound], points outside clipped into the edge
+        bins (demo); "range" = `bins` equal bins per axis from the rotated cloud's own min to max, exactly as
+        `np.histogram2d(x, y, bins=bins)` (scan; the range is recomputed for every rotation, so outliers change
+        the bin widths).
+    angles: number of rotation angles; endpoint=False gives 2*pi*i/angles (demo), endpoint=True gives
+        `linspace(0, 2*pi, angles)` (scan).
+    normalise: demo only: centre the cloud, then divide by mean(x^2) over all entries (upstream quirk: the mean
+        square, not its square root, so the result is not unit-scale unless the variance is 1).
+    MI = sum over cells with p > 0 of p * log((p + num_smoothing) / (p_x p_y + den_smoothing)) in nats.
+        Demo: both smoothings 1e-4 (cells with p = 0 add exactly 0 either way). Scan: 0 and 1e-10 (upstream
+        masks p > 0 and adds 1e-10; with p > 0 the marginals are >= 1/N, so where the 1e-10 goes changes the
+        result by < 1e-5 bits).
+    """
+
+    grid: str = "range"
+    bins: int = 10
+    half_bins: int = 20
+    bound: float = 3.0
+    angles: int = 100
+    endpoint: bool = True
+    normalise: bool = False
+    num_smoothing: float = 0.0
+    den_smoothing: float = 1e-10
+
+
+DEMO_MIXTURE = MixtureConfig(anneal=True, report="surrogate")
+SCAN_MIXTURE = MixtureConfig(anneal=False, report="hard")
+DEMO_SEPARABILITY = SeparabilityConfig(
+    grid="fixed", half_bins=20, bound=3.0, angles=1000, endpoint=False, normalise=True,
+    num_smoothing=1e-4, den_smoothing=1e-4,
+)
+SCAN_SEPARABILITY = SeparabilityConfig(
+    grid="range", bins=10, angles=100, endpoint=True, normalise=False, num_smoothing=0.0, den_smoothing=1e-10,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class MixtureResult:
+    """M for B clouds (tensors of leading size B; the one-cloud function returns 0-d tensors and v of size 2).
+
+    m: the reported index (per config.report); m_hard: fraction |z| < eps at the final (v, c);
+    m_surrogate: surrogate at the last step (before its update); v (B x 2), c (B): the final slab parameters,
+    in the cloud's original coordinates (the slab is |v.x + c| < eps * rms(v.x + c)).
+    """
+
+    m: torch.Tensor
+    m_hard: torch.Tensor
+    m_surrogate: torch.Tensor
+    v: torch.Tensor
+    c: torch.Tensor
+
+
+@dataclass
+class SeparabilityResult:
+    """S for B clouds: s_bits (B), the argmin angle (B), MI in bits for every angle (B x A), the angles (A)."""
+
+    s_bits: torch.Tensor
+    angle: torch.Tensor
+    mi_bits: torch.Tensor
+    angles: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input helpers
+
+
+def as_cloud_stack(clouds, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (points B x N x 2 float64, mask B x N bool) from a B x N x 2 array/tensor or a list of N_i x 2.
+
+    A list of clouds of different sizes is zero-padded to the largest; the mask marks real points.
+    """
+    if isinstance(clouds, (list, tuple)):
+        if mask is not None:
+            raise ValueError("pass a mask only with a stacked B x N x 2 array, not with a list of clouds")
+        return pad_clouds(clouds)
+    points = torch.as_tensor(np.asarray(clouds) if not torch.is_tensor(clouds) else clouds).to(torch.float64)
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"clouds must be B x N x 2, got shape {tuple(points.shape)}")
+    if mask is None:
+        mask = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
+    mask = torch.as_tensor(mask, device=points.device).to(torch.bool)
+    if mask.shape != points.shape[:2]:
+        raise ValueError(f"mask must be B x N = {tuple(points.shape[:2])}, got {tuple(mask.shape)}")
+    if bool((mask.sum(-1) < 2).any()):
+        raise ValueError("every cloud needs at least 2 points")
+    points = points * mask[..., None]
+    return points, mask
+
+
+def pad_clouds(clouds: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad a list of N_i x 2 clouds into B x max(N_i) x 2 (float64) with a B x max(N_i) bool mask."""
+    arrays = [torch.as_tensor(np.asarray(c) if not torch.is_tensor(c) else c).to(torch.float64) for c in clouds]
+    for i, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] < 2:
+            raise ValueError(f"cloud {i} must be N x 2 with N >= 2, got shape {tuple(a.shape)}")
+    n_max = max(a.shape[0] for a in arrays)
+    points = torch.zeros(len(arrays), n_max, 2, dtype=torch.float64)
+    mask = torch.zeros(len(arrays), n_max, dtype=torch.bool)
+    for i, a in enumerate(arrays):
+        points[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = True
+    return points, mask
+
+
+def initial_directions(num_clouds: int, seed: int) -> torch.Tensor:
+    """The optimiser's starting v for each cloud (B x 2, float32), drawn in a fixed documented order.
+
+    Cloud b gets `torch.randn(2)` from a CPU generator seeded with `seed + b`. So cloud 0 of any batch equals
+    what `torch.manual_seed(seed); torch.randn(2)` gives (upstream's demo draws v right after seeding, its
+    data coming from numpy), and a loop calling the one-cloud function with seed + b reproduces the batch.
+    """
+    rows = [torch.randn(2, generator=torch.Generator().manual_seed(seed + b)) for b in range(num_clouds)]
+    return torch.stack(rows) if rows else torch.zeros(0, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# epsilon-mixture index
+
+
+def temperature(step: int, config: MixtureConfig) -> float:
+    """T at optimiser step `step`: 1 - step/steps when annealing (demo), else 1 (scan)."""
+    return 1.0 - step / config.steps if config.anneal else 1.0
+
+
+def mixture_index_batched(
+    clouds,
+    mask=None,
+    config: MixtureConfig = SCAN_MIXTURE,
+    seed: int = 0,
+    v0=None,
+    dtype: torch.dtype = torch.float32,
+    max_points: int = 1 << 18,
+) -> MixtureResult:
+    """M_eps for a stack of clouds: one gradient-ascent run per cloud, many clouds advanced together.
+
+    clouds: B x N x 2 (with optional B x N bool mask) or a list of N_i x 2 clouds (padded here).
+    v0: B x 2 starting directions; default `initial_directions(B, seed)`. c starts at 0 (upstream).
+    Every step, for every cloud: z = (v.x + c) / rms(v.x + c) with the RMS over the cloud's own points and
+    including the offset (upstream: not a standard deviation); surrogate P = mean(sigmoid((eps - |z|) / T));
+    (v, c) += lr * dP/d(v, c). The arithmetic runs in `dtype` (float32 = torch's default, as upstream).
+    Clouds are run in chunks of about `max_points` points (all steps per chunk) so that a chunk's working set
+    stays in the CPU cache; clouds never interact, so chunking does not change any cloud's numbers.
+    """
+    if config.report not in ("surrogate", "hard"):
+        raise ValueError(f"MixtureConfig.report must be 'surrogate' or 'hard', got {config.report!r}")
+    points, mask = as_cloud_stack(clouds, mask)
+    num = points.shape[0]
+    if v0 is None:
+        v0 = initial_directions(num, seed)
+    v0 = torch.as_tensor(v0).to(device=points.device, dtype=dtype).reshape(num, 2)
+    chunk = max(1, max_points // points.shape[1])
+    parts = [
+        _ascend(points[start : start + chunk], mask[start : start + chunk], v0[start : start + chunk], config, dtype)
+        for start in range(0, num, chunk)
+    ]
+    return MixtureResult(*(torch.cat(field, 0) for field in zip(*parts)))
+
+
+def _ascend(points, mask, v0, config: MixtureConfig, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Gradient ascent for one chunk of clouds; returns (m, m_hard, m_surrogate, v, c)."""
+    state = _MixtureState.build(points, mask, dtype)
+    v = v0.clone()
+    c = torch.zeros(points.shape[0], dtype=dtype, device=points.device)
+    surrogate = torch.full_like(c, float("nan"))
+    for step in range(config.steps):
+        surrogate, grad_v, grad_c = state.surrogate_and_gradient(v, c, config.eps, temperature(step, config))
+        v = v + config.lr * grad_v
+        c = c + config.lr * grad_c
+    hard = state.hard_fraction(v, c, config.eps)
+    reported = surrogate if config.report == "surrogate" else hard
+    return reported, hard, surrogate, v, c
+
+
+def mixture_index(points, config: MixtureConfig = SCAN_MIXTURE, seed: int = 0, v0=None,
+                  dtype: torch.dtype = torch.float32) -> MixtureResult:
+    """M_eps of one N x 2 cloud: `mixture_index_batched` with B = 1 (same arithmetic), squeezed."""
+    batch_v0 = None if v0 is None else torch.as_tensor(v0).reshape(1, 2)
+    result = mixture_index_batched(np.asarray(points)[None] if not torch.is_tensor(points) else points[None],
+                                   config=config, seed=seed, v0=batch_v0, dtype=dtype)
+    return MixtureResult(m=result.m[0], m_hard=result.m_hard[0], m_surrogate=result.m_surrogate[0],
+                         v=result.v[0], c=result.c[0])
+
+
+def slab_coordinate(points, v, c) -> np.ndarray:
+    """z = (v.x + c) / sqrt(mean((v.x + c)^2)) for one N x 2 cloud (the quantity M thresholds at eps)."""
+    x = np.asarray(points, dtype=np.float64)
+    y = x @ np.asarray(v, dtype=np.float64).reshape(2) + float(c)
+    return y / np.sqrt(np.mean(y * y))
+
+
+ROW_BLOCK = 512
+
+
+def row_sums(values: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis (length a multiple of ROW_BLOCK) in a way that does not depend on padding.
+
+    Each block of ROW_BLOCK entries is summed by one vectorised reduction, then the block sums are added in
+    order (a float64 cumsum, which is sequential). A cloud padded with zeros to any longer row therefore gets
+    bit-for-bit the same sum as the cloud alone: the loop-vs-batch guarantee of the M optimiser rests on this.
+    """
+    blocks = values.reshape(*values.shape[:-1], -1, ROW_BLOCK).sum(-1)
+    return blocks.cumsum(-1, dtype=torch.float64)[..., -1]
+
+
+def padded_length(num_points: int) -> int:
+    """Row length used by the M engine: num_points rounded up to a multiple of ROW_BLOCK."""
+    return -(-num_points // ROW_BLOCK) * ROW_BLOCK
+
+
+class _MixtureState:
+    """Per-cloud data laid out for fast steps: centred coordinates, masks, means and second moments.
+
+    The cloud is centred internally (x' = x - mu) with the offset moved along (c' = c + mu.v), which leaves
+    v.x + c unchanged; this keeps the moment formula for the RMS free of cancellation. Gradients are then
+    mapped back to the original (v, c), so the trajectory is upstream's plain ascent in (v, c).
+
+    Rows are zero-padded to a multiple of ROW_BLOCK (a one-cloud call too), so every element-wise kernel runs
+    its vectorised path on every point and every per-cloud sum goes through `row_sums`: a cloud's numbers are
+    then the same whether it runs alone or inside any padded batch (tests check this at 1 and 2 threads).
+    """
+
+    def __init__(self, x0, x1, weight, mean, cov, count):
+        self.x0, self.x1, self.weight = x0, x1, weight  # B x N' each; padded entries are 0
+        self.mean, self.cov, self.count = mean, cov, count  # B x 2, B x 2 x 2 (mean of x' x'^T), B
+        self.padded = bool((weight == 0).any())
+        # per step: sigmoid s, w x'_0, w x'_1 and w = s (1 - s) sign(z), summed per cloud in one call
+        self.buffer = torch.empty(x0.shape[0], 4, x0.shape[1], dtype=x0.dtype, device=x0.device)
+
+    @classmethod
+    def build(cls, points: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> "_MixtureState":
+        pad = padded_length(points.shape[1]) - points.shape[1]
+        points = torch.nn.functional.pad(points.to(torch.float64), (0, 0, 0, pad))
+        weight = torch.nn.functional.pad(mask.to(torch.float64), (0, pad))
+        count = row_sums(weight)
+        mean = row_sums((points * weight[..., None]).transpose(1, 2)) / count[:, None]
+        centred = (points - mean[:, None, :]) * weight[..., None]
+        pairs = (centred[..., :, None] * centred[..., None, :]).permute(0, 2, 3, 1)  # B x 2 x 2 x N'
+        cov = row_sums(pairs) / count[:, None, None]
+        return cls(x0=centred[..., 0].to(dtype).contiguous(), x1=centred[..., 1].to(dtype).contiguous(),
+                   weight=weight.to(dtype), mean=mean.to(dtype), cov=cov.to(dtype), count=count.to(dtype))
+
+    def _masked(self, values: torch.Tensor) -> torch.Tensor:
+        """Zero the padded entries in place. Skipped when nothing is padded, which gives the same bits
+        (x * 1.0 == x), so a cloud's numbers still do not depend on the batch it runs in."""
+        return values.mul_(self.weight) if self.padded else values
+
+    def _offset_and_rms(self, v: torch.Tensor, c: torch.Tensor):
+        """c' = c + mu.v, Cov v, and rms = sqrt(v.Cov v + c'^2) (= sqrt(mean((v.x + c)^2)) over real points)."""
+        offset = c + (self.mean * v).sum(-1)
+        cov_v = (self.cov * v[:, None, :]).sum(-1)
+        rms = torch.sqrt((v * cov_v).sum(-1) + offset * offset)
+        return offset, cov_v, rms
+
+    def _z(self, coef: torch.Tensor) -> torch.Tensor:
+        """x'_0 coef_0 + x'_1 coef_1 + coef_2 per cloud, B x N' (coef = (v, c') / scale, B x 3)."""
+        z = self.x0 * coef[:, 0:1]
+        z.addcmul_(self.x1, coef[:, 1:2])
+        return z.add_(coef[:, 2:3])
+
+    def surrogate_and_gradient(self, v, c, eps: float, temp: float):
+        """P = mean(sigmoid((eps - |z|)/T)) per cloud and its exact gradient in (v, c).
+
+        With g_j = dP/dz_j = -s_j (1 - s_j) sign(z_j) / (N T) and z = y / r, y = x'.v + c', r^2 = mean(y^2):
+        dP/dy_j = g_j / r - y_j * (sum_i g_i y_i) / (N r^3). Summing against x' and 1 and using
+        sum_j y_j x'_j = N Cov v, sum_j y_j = N c', sum_j g_j y_j = v.G_x + c' G_1 leaves only four
+        per-cloud sums over points: sum s, sum w x'_0, sum w x'_1, sum w with w = s (1 - s) sign(z).
+        The temperature is folded into the coefficients: z / T = x'.(v / rT) + c' / rT.
+        """
+        offset, cov_v, rms = self._offset_and_rms(v, c)
+        q = torch.cat([v, offset[:, None]], -1)  # (v, c')
+        z_over_t = self._z(q / (rms * temp)[:, None])
+        buf = self.buffer
+        s = torch.sigmoid(torch.rsub(z_over_t.abs(), eps / temp), out=buf[:, 0])  # sigmoid(eps/T - |z|/T)
+        w = torch.addcmul(s, s, s, value=-1.0, out=buf[:, 3]).copysign_(z_over_t)  # s (1 - s) sign(z)
+        torch.mul(w, self.x0, out=buf[:, 1])  # x' is 0 at padded entries
+        torch.mul(w, self.x1, out=buf[:, 2])
+        self._masked(s)
+        self._masked(w)
+        sums = row_sums(buf).to(v.dtype)  # B x 4
+        surrogate = sums[:, 0] / self.count
+        g = sums[:, 1:] * (-1.0 / (self.count * temp))[:, None]  # (G_x0, G_x1, G_1) = sums of dP/dz
+        k = (q * g).sum(-1) / (rms * rms * rms)
+        grad_q = g / rms[:, None] - k[:, None] * torch.cat([cov_v, offset[:, None]], -1)
+        grad_v = grad_q[:, :2] + self.mean * grad_q[:, 2:]  # c' depends on v through mu.v
+        return surrogate, grad_v, grad_q[:, 2]
+
+    def hard_fraction(self, v, c, eps: float) -> torch.Tensor:
+        """Fraction of real points with |z| < eps."""
+        offset, _, rms = self._offset_and_rms(v, c)
+        z = self._z(torch.cat([v, offset[:, None]], -1) / rms[:, None])
+        inside = self._masked((z.abs() < eps).to(z.dtype))
+        return row_sums(inside).to(z.dtype) / self.count
+
+
+def surrogate_autograd(points, v, c, eps: float, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference: upstream's surrogate for one cloud and its autograd gradient (tests check the engine)."""
+    x = torch.as_tensor(points)
+    v = torch.as_tensor(v, dtype=x.dtype).clone().requires_grad_(True)
+    c = torch.as_tensor(c, dtype=x.dtype).reshape(()).clone().requires_grad_(True)
+    y = x @ v + c
+    z = y / torch.sqrt(torch.mean(y**2))
+    surrogate = torch.mean(torch.sigmoid((eps - torch.abs(z)) / temp))
+    grad_v, grad_c = torch.autograd.grad(surrogate, (v, c))
+    return surrogate.detach(), grad_v, grad_c
+
+
+# ----------------------------------------------------------------------------------------------------------
+# separability index
+
+
+def rotation_angles(config: SeparabilityConfig) -> np.ndarray:
+    """The angles S minimises over: 2*pi*i/A, i < A (demo) or linspace(0, 2*pi, A) with endpoint (scan)."""
+    if config.endpoint:
+        return np.linspace(0.0, 2.0 * np.pi, config.angles)
+    return np.array([2.0 * np.pi * i / config.angles for i in range(config.angles)])
+
+
+def demo_normalise(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Demo quirk: centre each cloud, then divide by mean(x^2) over all its entries (not the RMS)."""
+    weight = mask.to(points.dtype)[..., None]
+    count = weight.sum(1)
+    centred = (points - (points * weight).sum(1, keepdim=True) / count[:, None, :]) * weight
+    mean_square = (centred**2).sum((1, 2)) / (2.0 * count[:, 0])
+    return centred / mean_square[:, None, None]
+
+
+def rotate(points: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotated coordinates (B x A x N each) of row vectors x @ R(theta), R = cos I + sin [[0, -1], [1, 0]].
+
+    x @ R = (x0 cos + x1 sin, -x0 sin + x1 cos), as upstream's `xy @ R`.
+    """
+    cos, sin = torch.cos(angles)[None, :, None], torch.sin(angles)[None, :, None]
+    x0, x1 = points[:, None, :, 0], points[:, None, :, 1]
+    return x0 * cos + x1 * sin, -x0 * sin + x1 * cos
+
+
+def fixed_grid_bins(coord: torch.Tensor, half_bins: int, bound: float) -> torch.Tensor:
+    """Demo bins (float64 integers): 2*half_bins equal bins on [-bound, bound], i.e.
+    floor(x * half_bins / bound) + half_bins clipped to [0, 2*half_bins - 1] (points outside land in the edge bins)."""
+    index = torch.floor(coord * (half_bins / bound)).add_(half_bins)
+    return index.clamp_(0, 2 * half_bins - 1)
+
+
+def range_bins(coord: torch.Tensor, bins: int) -> torch.Tensor:
+    """Scan bins, bit-for-bit `np.histogram2d(..., bins=bins)` per axis: `bins` equal bins from min to max of
+    the coordinate along the last axis (recomputed for every rotation: the upstream quirk). Edges are
+    linspace(min, max, bins + 1) computed as numpy does (k * step + min, last edge = max); a point goes to
+    the bin k with edges[k] <= x < edges[k+1] (numpy's searchsorted), x == max to the last bin; min == max
+    widens the range by +-0.5 (numpy). The bin is guessed arithmetically, then fixed against the edges,
+    which is exact (the guess is off by at most one) and much faster than a batched searchsorted."""
+    low, high = torch.aminmax(coord, dim=-1, keepdim=True)
+    flat = low == high
+    low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
+    step = (high - low) / bins  # edge k = k * step + low (numpy's linspace), last edge = high
+    index = (coord - low).mul_(bins / (high - low)).floor_().clamp_(0, bins - 1)
+    index.sub_((coord < index * step + low).to(coord.dtype))  # guess above the true bin
+    index.add_(((coord >= (index + 1) * step + low) & (index < bins - 1)).to(coord.dtype))  # guess below it
+    return index
+
+
+def mutual_information_nats(counts: torch.Tensor, total: torch.Tensor, config: SeparabilityConfig) -> torch.Tensor:
+    """Plug-in MI (nats) of joint histograms counts (... x K x K) with `total` points each.
+
+    sum over p > 0 of p log((p + num_smoothing) / (p_x p_y + den_smoothing)), see SeparabilityConfig.
+    """
+    p = counts / total[..., None, None]
+    outer = p.sum(-1)[..., :, None] * p.sum(-2)[..., None, :]
+    terms = p * torch.log((p + config.num_smoothing) / (outer + config.den_smoothing))
+    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum((-1, -2))
+
+
+def separability_index_batched(
+    clouds, mask=None, config: SeparabilityConfig = SCAN_SEPARABILITY, max_elements: int = 1 << 19
+) -> SeparabilityResult:
+    """S for a stack of clouds: all rotations of a chunk of clouds are binned with index arithmetic and one
+    scatter_add, in float64 (numpy's default, as upstream). Chunks keep B_chunk x A x N <= max_elements (at least
+    one cloud): binning is memory-bound, so small cache-sized chunks are fastest; one cloud's 100 angles x 4096
+    points already fill a chunk, which is why batching S gains little over a loop."""
+    if config.grid not in ("fixed", "range"):
+        raise ValueError(f"SeparabilityConfig.grid must be 'fixed' or 'range', got {config.grid!r}")
+    points, mask = as_cloud_stack(clouds, mask)
+    if config.normalise:
+        points = demo_normalise(points, mask)
+    angles = torch.as_tensor(rotation_angles(config), dtype=torch.float64, device=points.device)
+    count = mask.sum(-1).to(torch.float64)
+    per_cloud = angles.numel() * points.shape[1]
+    chunk = max(1, max_elements // per_cloud)
+    mi = [
+        _separability_chunk(points[start : start + chunk], mask[start : start + chunk],
+                            count[start : start + chunk], angles, config)
+        for start in range(0, points.shape[0], chunk)
+    ]
+    mi_bits = torch.cat(mi, 0) / LN2
+    s_bits, best = mi_bits.min(-1)
+    return SeparabilityResult(s_bits=s_bits, angle=angles[best], mi_bits=mi_bits, angles=angles)
+
+
+def _separability_chunk(points, mask, count, angles, config: SeparabilityConfig) -> torch.Tensor:
+    """MI in nats (chunk x A) for every cloud of the chunk and every angle.
+
+    Padded entries are replaced by copies of the cloud's first point, which leaves every min/max (and so
+    every bin edge) unchanged; their counts are then taken back out of point 0's cell.
+    """
+    num, num_angles = points.shape[0], angles.numel()
+    points = torch.where(mask[..., None], points, points[:, :1, :])
+    first, second = rotate(points, angles)
+    if config.grid == "fixed":
+        side = 2 * config.half_bins
+        index_x = fixed_grid_bins(first, config.half_bins, config.bound)
+        index_y = fixed_grid_bins(second, config.half_bins, config.bound)
+    else:
+        side = config.bins
+        index_x = range_bins(first, config.bins)
+        index_y = range_bins(second, config.bins)
+    del first, second
+    cells = side * side
+    histogram_start = torch.arange(num * num_angles, dtype=torch.float64, device=points.device) * cells
+    flat = index_x.mul_(side).add_(index_y).add_(histogram_start.reshape(num, num_angles, 1))
+    flat = flat.to(torch.int64).reshape(-1)  # bins were kept as exact small integers in float64 until here
+    counts = torch.zeros(num * num_angles * cells, dtype=torch.float64, device=points.device)
+    counts.scatter_add_(0, flat, torch.ones(1, dtype=torch.float64, device=points.device).expand(flat.numel()))
+    padding = (points.shape[1] - count)[:, None].expand(num, num_angles).reshape(-1)
+    counts[flat.reshape(num * num_angles, -1)[:, 0]] -= padding
+    counts = counts.reshape(num, num_angles, side, side)
+    return mutual_information_nats(counts, count[:, None].expand(num, num_angles), config)
+
+
+def separability_index(points, config: SeparabilityConfig = SCAN_SEPARABILITY) -> SeparabilityResult:
+    """S of one N x 2 cloud: `separability_index_batched` with B = 1 (same arithmetic), squeezed."""
+    stacked = np.asarray(points)[None] if not torch.is_tensor(points) else points[None]
+    result = separability_index_batched(stacked, config=config)
+    return SeparabilityResult(s_bits=result.s_bits[0], angle=result.angle[0], mi_bits=result.mi_bits[0],
+                              angles=result.angles)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# both indices
+
+
+@dataclass
+class ReducibilityResult:
+    mixture: MixtureResult
+    separability: SeparabilityResult
+
+
+def reducibility_batched(
+    clouds,
+    mask=None,
+    mixture_config: MixtureConfig = SCAN_MIXTURE,
+    separability_config: SeparabilityConfig = SCAN_SEPARABILITY,
+    seed: int = 0,
+    v0=None,
+) -> ReducibilityResult:
+    """Both indices for a stack of clouds (e.g. 1000 clusters x 4 PC planes, padded to one size)."""
+    points, mask = as_cloud_stack(clouds, mask)
+    mixture = mixture_index_batched(points, mask, config=mixture_config, seed=seed, v0=v0)
+    separability = separability_index_batched(points, mask, config=separability_config)
+    return ReducibilityResult(mixture=mixture, separability=separability)
