@@ -254,10 +254,21 @@ def mixture_index(points, config: MixtureConfig = SCAN_MIXTURE, seed: int = 0, v
 
 
 def slab_coordinate(points, v, c) -> np.ndarray:
-    """z = (v.x + c) / sqrt(mean((v.x + c)^2)) for one N x 2 cloud (the quantity M thresholds at eps)."""
-    x = np.asarray(points, dtype=np.float64)
-    y = x @ np.asarray(v, dtype=np.float64).reshape(2) + float(c)
-    return y / np.sqrt(np.mean(y * y))
+    """z = (v.x + c) / sqrt(mean((v.x + c)^2)) for one N x 2 cloud (the quantity M thresholds at eps), float64."""
+    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    v = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(2))
+    return slab_z(x, v, torch.tensor(float(c), dtype=torch.float64)).numpy()
+
+
+def slab_z(x: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Upstream's z for one cloud, written as upstream does: y = x @ v + c, z = y / sqrt(mean(y^2))."""
+    y = x @ v + c
+    return y / torch.sqrt(torch.mean(y**2))
+
+
+def surrogate_value(x: torch.Tensor, v: torch.Tensor, c: torch.Tensor, eps: float, temp: float) -> torch.Tensor:
+    """Upstream's smooth surrogate for one cloud: mean(sigmoid((eps - |z|) / T)) (autograd-differentiable)."""
+    return torch.mean(torch.sigmoid((eps - torch.abs(slab_z(x, v, c))) / temp))
 
 
 ROW_BLOCK = 512
@@ -369,11 +380,42 @@ def surrogate_autograd(points, v, c, eps: float, temp: float) -> tuple[torch.Ten
     x = torch.as_tensor(points)
     v = torch.as_tensor(v, dtype=x.dtype).clone().requires_grad_(True)
     c = torch.as_tensor(c, dtype=x.dtype).reshape(()).clone().requires_grad_(True)
-    y = x @ v + c
-    z = y / torch.sqrt(torch.mean(y**2))
-    surrogate = torch.mean(torch.sigmoid((eps - torch.abs(z)) / temp))
+    surrogate = surrogate_value(x, v, c, eps, temp)
     grad_v, grad_c = torch.autograd.grad(surrogate, (v, c))
     return surrogate.detach(), grad_v, grad_c
+
+
+def reference_mixture_index(points, config: MixtureConfig = SCAN_MIXTURE, seed: int = 0, v0=None,
+                            dtype: torch.dtype = torch.float32) -> MixtureResult:
+    """Reference (tests, benchmark): M_eps of one cloud the way upstream computes it, not used by the engine.
+
+    A plain torch autograd loop on one N x 2 cloud: every step y = x @ v + c, z = y / sqrt(mean(y^2)),
+    P = mean(sigmoid((eps - |z|) / T)), P.backward(), then v += lr * v.grad, c += lr * c.grad (gradient
+    ascent) with the gradients cleared. Same start as the engine (v0, else `initial_directions(1, seed)[0]`
+    = `torch.manual_seed(seed); torch.randn(2)`; c = 0), same T schedule and report (config.report).
+    Arithmetic in `dtype` (float32 = upstream's torch default). The engine reaches the same (v, c) with a
+    closed-form gradient on centred coordinates: equal up to rounding (see the tests for how far that goes).
+    """
+    x = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points).to(dtype)
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] < 2:
+        raise ValueError(f"points must be N x 2 with N >= 2, got shape {tuple(x.shape)}")
+    start = initial_directions(1, seed)[0] if v0 is None else torch.as_tensor(v0).reshape(2)
+    v = start.to(dtype).clone().requires_grad_(True)
+    c = torch.zeros((), dtype=dtype, requires_grad=True)
+    surrogate = torch.tensor(float("nan"), dtype=dtype)
+    for step in range(config.steps):
+        loss = surrogate_value(x, v, c, config.eps, temperature(step, config))
+        loss.backward()
+        with torch.no_grad():
+            v += config.lr * v.grad
+            c += config.lr * c.grad
+        v.grad = None
+        c.grad = None
+        surrogate = loss.detach()
+    with torch.no_grad():
+        hard = (slab_z(x, v, c).abs() < config.eps).to(dtype).mean()
+    reported = surrogate if config.report == "surrogate" else hard
+    return MixtureResult(m=reported, m_hard=hard, m_surrogate=surrogate, v=v.detach(), c=c.detach())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -503,6 +545,46 @@ def separability_index(points, config: SeparabilityConfig = SCAN_SEPARABILITY) -
     result = separability_index_batched(stacked, config=config)
     return SeparabilityResult(s_bits=result.s_bits[0], angle=result.angle[0], mi_bits=result.mi_bits[0],
                               angles=result.angles)
+
+
+def reference_separability_index(points, config: SeparabilityConfig = SCAN_SEPARABILITY) -> SeparabilityResult:
+    """Reference (tests, benchmark): S of one cloud the way upstream computes it, not used by the engine.
+
+    numpy float64, a Python loop over `rotation_angles(config)`: rotate as row vectors xy @ R(theta) with
+    R = cos I + sin [[0, -1], [1, 0]]; histogram with `np.histogram2d(x, y, bins=config.bins)` (grid "range",
+    the scan) or, for the demo (grid "fixed", after centring and dividing by mean(x^2)), 2*half_bins bins per
+    axis on [-bound, bound] by floor(x * half_bins / bound) + half_bins clipped to the edge bins; then the
+    plug-in MI sum over p > 0 of p log((p + num_smoothing) / (p_x p_y + den_smoothing)) in nats, / ln 2.
+    """
+    xy = np.asarray(points.detach().cpu().numpy() if torch.is_tensor(points) else points, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 2:
+        raise ValueError(f"points must be N x 2 with N >= 2, got shape {tuple(xy.shape)}")
+    if config.grid not in ("fixed", "range"):
+        raise ValueError(f"SeparabilityConfig.grid must be 'fixed' or 'range', got {config.grid!r}")
+    if config.normalise:
+        xy = xy - xy.mean(0)
+        xy = xy / np.mean(xy**2)
+    angles = rotation_angles(config)
+    side = 2 * config.half_bins
+    mi_nats = []
+    for theta in angles:
+        rotation = np.cos(theta) * np.eye(2) + np.sin(theta) * np.array([[0.0, -1.0], [1.0, 0.0]])
+        rotated = xy @ rotation
+        if config.grid == "range":
+            counts, _, _ = np.histogram2d(rotated[:, 0], rotated[:, 1], bins=config.bins)
+        else:
+            index = np.clip(np.floor(rotated * (config.half_bins / config.bound)) + config.half_bins, 0, side - 1)
+            index = index.astype(np.int64)
+            counts = np.bincount(index[:, 0] * side + index[:, 1], minlength=side * side).reshape(side, side)
+        p = counts / counts.sum()
+        outer = p.sum(1)[:, None] * p.sum(0)[None, :]
+        cells = p > 0
+        mi_nats.append(np.sum(p[cells] * np.log((p[cells] + config.num_smoothing)
+                                                 / (outer[cells] + config.den_smoothing))))
+    mi_bits = torch.as_tensor(np.array(mi_nats) / LN2)
+    best = int(torch.argmin(mi_bits))
+    angles_t = torch.as_tensor(angles, dtype=torch.float64)
+    return SeparabilityResult(s_bits=mi_bits[best], angle=angles_t[best], mi_bits=mi_bits, angles=angles_t)
 
 
 # ----------------------------------------------------------------------------------------------------------
