@@ -291,11 +291,12 @@ def padded_length(num_points: int) -> int:
 
 
 class _MixtureState:
-    """Per-cloud data laid out for fast steps: centred coordinates, masks, means and second moments.
+    """Per-cloud data laid out for fast steps: raw coordinates, masks, means and centred second moments.
 
-    The cloud is centred internally (x' = x - mu) with the offset moved along (c' = c + mu.v), which leaves
-    v.x + c unchanged; this keeps the moment formula for the RMS free of cancellation. Gradients are then
-    mapped back to the original (v, c), so the trajectory is upstream's plain ascent in (v, c).
+    z is computed from the raw coordinates, y = x.v + c as upstream computes it (so a point with y exactly 0
+    in upstream, e.g. a point at the origin while c = 0, also has z exactly 0 here), while the RMS comes from
+    the centred moments, rms^2 = v.Cov v + c'^2 with c' = c + mu.v, which is free of cancellation. The
+    gradient in (v, c) is then assembled from per-cloud sums, so the trajectory is upstream's plain ascent.
 
     Rows are zero-padded to a multiple of ROW_BLOCK (a one-cloud call too), so every element-wise kernel runs
     its vectorised path on every point and every per-cloud sum goes through `row_sums`: a cloud's numbers are
@@ -304,22 +305,22 @@ class _MixtureState:
 
     def __init__(self, x0, x1, weight, mean, cov, count):
         self.x0, self.x1, self.weight = x0, x1, weight  # B x N' each; padded entries are 0
-        self.mean, self.cov, self.count = mean, cov, count  # B x 2, B x 2 x 2 (mean of x' x'^T), B
+        self.mean, self.cov, self.count = mean, cov, count  # B x 2, B x 2 x 2 (mean of (x-mu)(x-mu)^T), B
         self.padded = bool((weight == 0).any())
-        # per step: sigmoid s, w x'_0, w x'_1 and w = s (1 - s) sign(z), summed per cloud in one call
+        # per step: sigmoid s, w x_0, w x_1 and w = s (1 - s) sign(z), summed per cloud in one call
         self.buffer = torch.empty(x0.shape[0], 4, x0.shape[1], dtype=x0.dtype, device=x0.device)
 
     @classmethod
     def build(cls, points: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> "_MixtureState":
         pad = padded_length(points.shape[1]) - points.shape[1]
-        points = torch.nn.functional.pad(points.to(torch.float64), (0, 0, 0, pad))
         weight = torch.nn.functional.pad(mask.to(torch.float64), (0, pad))
+        points = torch.nn.functional.pad(points.to(torch.float64), (0, 0, 0, pad)) * weight[..., None]
         count = row_sums(weight)
-        mean = row_sums((points * weight[..., None]).transpose(1, 2)) / count[:, None]
+        mean = row_sums(points.transpose(1, 2)) / count[:, None]
         centred = (points - mean[:, None, :]) * weight[..., None]
         pairs = (centred[..., :, None] * centred[..., None, :]).permute(0, 2, 3, 1)  # B x 2 x 2 x N'
         cov = row_sums(pairs) / count[:, None, None]
-        return cls(x0=centred[..., 0].to(dtype).contiguous(), x1=centred[..., 1].to(dtype).contiguous(),
+        return cls(x0=points[..., 0].to(dtype).contiguous(), x1=points[..., 1].to(dtype).contiguous(),
                    weight=weight.to(dtype), mean=mean.to(dtype), cov=cov.to(dtype), count=count.to(dtype))
 
     def _masked(self, values: torch.Tensor) -> torch.Tensor:
@@ -335,7 +336,7 @@ class _MixtureState:
         return offset, cov_v, rms
 
     def _z(self, coef: torch.Tensor) -> torch.Tensor:
-        """x'_0 coef_0 + x'_1 coef_1 + coef_2 per cloud, B x N' (coef = (v, c') / scale, B x 3)."""
+        """x_0 coef_0 + x_1 coef_1 + coef_2 per cloud, B x N' (coef = (v, c) / scale, B x 3)."""
         z = self.x0 * coef[:, 0:1]
         z.addcmul_(self.x1, coef[:, 1:2])
         return z.add_(coef[:, 2:3])
@@ -343,19 +344,19 @@ class _MixtureState:
     def surrogate_and_gradient(self, v, c, eps: float, temp: float):
         """P = mean(sigmoid((eps - |z|)/T)) per cloud and its exact gradient in (v, c).
 
-        With g_j = dP/dz_j = -s_j (1 - s_j) sign(z_j) / (N T) and z = y / r, y = x'.v + c', r^2 = mean(y^2):
-        dP/dy_j = g_j / r - y_j * (sum_i g_i y_i) / (N r^3). Summing against x' and 1 and using
-        sum_j y_j x'_j = N Cov v, sum_j y_j = N c', sum_j g_j y_j = v.G_x + c' G_1 leaves only four
-        per-cloud sums over points: sum s, sum w x'_0, sum w x'_1, sum w with w = s (1 - s) sign(z).
-        The temperature is folded into the coefficients: z / T = x'.(v / rT) + c' / rT.
+        With g_j = dP/dz_j = -s_j (1 - s_j) sign(z_j) / (N T) (sign(0) = 0, as autograd's |z|), z = y / r,
+        y = x.v + c, r^2 = mean(y^2): dP/dy_j = g_j / r - y_j * (sum_i g_i y_i) / (N r^3). Summing against x
+        and 1 and using sum_j y_j x_j = N (Cov v + mu c'), sum_j y_j = N c', sum_j g_j y_j = v.G_x + c G_1
+        leaves only four per-cloud sums over points: sum s, sum w x_0, sum w x_1, sum w with
+        w = s (1 - s) sign(z). The temperature is folded into the coefficients: z / T = x.(v / rT) + c / rT.
         """
         offset, cov_v, rms = self._offset_and_rms(v, c)
-        q = torch.cat([v, offset[:, None]], -1)  # (v, c')
+        q = torch.cat([v, c[:, None]], -1)  # (v, c)
         z_over_t = self._z(q / (rms * temp)[:, None])
         buf = self.buffer
         s = torch.sigmoid(torch.rsub(z_over_t.abs(), eps / temp), out=buf[:, 0])  # sigmoid(eps/T - |z|/T)
-        w = torch.addcmul(s, s, s, value=-1.0, out=buf[:, 3]).copysign_(z_over_t)  # s (1 - s) sign(z)
-        torch.mul(w, self.x0, out=buf[:, 1])  # x' is 0 at padded entries
+        w = torch.addcmul(s, s, s, value=-1.0, out=buf[:, 3]).mul_(z_over_t.sign_())  # s (1 - s) sign(z)
+        torch.mul(w, self.x0, out=buf[:, 1])  # x is 0 at padded entries
         torch.mul(w, self.x1, out=buf[:, 2])
         self._masked(s)
         self._masked(w)
@@ -363,14 +364,14 @@ class _MixtureState:
         surrogate = sums[:, 0] / self.count
         g = sums[:, 1:] * (-1.0 / (self.count * temp))[:, None]  # (G_x0, G_x1, G_1) = sums of dP/dz
         k = (q * g).sum(-1) / (rms * rms * rms)
-        grad_q = g / rms[:, None] - k[:, None] * torch.cat([cov_v, offset[:, None]], -1)
-        grad_v = grad_q[:, :2] + self.mean * grad_q[:, 2:]  # c' depends on v through mu.v
-        return surrogate, grad_v, grad_q[:, 2]
+        grad_v = g[:, :2] / rms[:, None] - k[:, None] * (cov_v + self.mean * offset[:, None])
+        grad_c = g[:, 2] / rms - k * offset
+        return surrogate, grad_v, grad_c
 
     def hard_fraction(self, v, c, eps: float) -> torch.Tensor:
         """Fraction of real points with |z| < eps."""
-        offset, _, rms = self._offset_and_rms(v, c)
-        z = self._z(torch.cat([v, offset[:, None]], -1) / rms[:, None])
+        _, _, rms = self._offset_and_rms(v, c)
+        z = self._z(torch.cat([v, c[:, None]], -1) / rms[:, None])
         inside = self._masked((z.abs() < eps).to(z.dtype))
         return row_sums(inside).to(z.dtype) / self.count
 
