@@ -1,4 +1,4 @@
-"""Reducibility indices: known answers, upstream formulas re-derived in numpy, batched == one-cloud, the demo."""
+"""Reducibility indices: known answers, engine == upstream-style references, batched == one-cloud, the demo."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from reducibility_demos.reducibility import (
     mixture_index,
     mixture_index_batched,
     reducibility_batched,
+    reference_mixture_index,
+    reference_separability_index,
     separability_index,
     separability_index_batched,
     slab_coordinate,
@@ -62,6 +64,13 @@ def clouds() -> dict[str, np.ndarray]:
         "circle": np.stack([np.cos(theta), np.sin(theta)], 1),
         "lines": lines,
     }
+
+
+@pytest.fixture(scope="module")
+def padded_stack(clouds) -> list[np.ndarray]:
+    """Four different clouds of four different sizes (padded together in a batch), moved off the origin."""
+    return [clouds["gaussian"] @ np.array([[1.5, 0.3], [0.2, 0.6]]) + [2.0, -1.0], clouds["uniform"][:3000],
+            clouds["circle"][:1001] * 2.0, clouds["lines"][::3]]
 
 
 # ------------------------------------------------------------------------------------------------ M
@@ -145,53 +154,84 @@ def test_batched_mixture_equals_loop(config, threads):
         torch.set_num_threads(1)
 
 
+# The engine against upstream's one-cloud loop (`reference_mixture_index`: torch autograd, v += lr * grad).
+# Both compute the same gradient, with different rounding (closed form on per-cloud sums vs autograd through
+# x @ v + c), and plain gradient ascent with a fixed lr amplifies rounding differences:
+# - the step in direction is lr / |(v, c)|^2 (z is scale-invariant), so a small start |v0| (below about 1)
+#   makes the ascent overshoot and end in a small chaotic orbit around the maximum, where any difference
+#   grows about 10x every 25 steps until it saturates at 1e-5..1e-3 in (v, c); perturbing v0 by 1e-14 in
+#   the reference itself does the same. The tests therefore use seeds with |v0| >= 1.5 (0, 4, 6, 9);
+# - on an exact line (here 70 % / 30 % of the "lines" cloud) the optimum sits on the kink of |z|: once the
+#   slab is aligned to rounding precision the signs of z on the line are rounding noise. In float32 that
+#   happens within ~150 steps, in float64 much later;
+# - annealing divides the gradient by T -> 1/steps, so the annealed run is chaotic in its late phase: with
+#   the demo's 10,000 steps the trajectories separate after a few hundred steps even in float64, and the
+#   final M of the demo's gaussian and circle depends on rounding (in the reference alone too), while the
+#   mixture of lines and the lattice end on the same M. Agreement to 1e-5 is therefore only expected for
+#   short annealed runs (40 steps in float32, 200 in float64, where T still ends at 1/steps).
+# The hard fraction M is far more robust than (v, c): at 300 scan steps in float32 it is identical.
+EQUIVALENCE_SEEDS = (0, 4, 6, 9)  # |initial_directions| = 1.57, 1.62, 2.12, 1.91
+
+
+@pytest.mark.parametrize(
+    "config, dtype, check_slab",
+    [
+        (with_steps(SCAN_MIXTURE, 500), torch.float64, True),
+        (with_steps(SCAN_MIXTURE, 100), torch.float32, True),
+        (with_steps(SCAN_MIXTURE, 300), torch.float32, False),
+        (with_steps(DEMO_MIXTURE, 200), torch.float64, True),
+        (with_steps(DEMO_MIXTURE, 40), torch.float32, True),
+    ],
+    ids=["scan-f64-500", "scan-f32-100", "scan-f32-300-M-only", "demo-f64-200", "demo-f32-40"],
+)
+def test_batched_mixture_equals_reference(padded_stack, config, dtype, check_slab):
+    seeds = [EQUIVALENCE_SEEDS[(b + shift) % 4] for shift in (0, 1) for b in range(len(padded_stack))]
+    stack = padded_stack * 2
+    v0 = torch.stack([initial_directions(1, seed)[0] for seed in seeds])
+    batch = mixture_index_batched(stack, config=config, v0=v0, dtype=dtype)
+    for b, (points, seed) in enumerate(zip(stack, seeds)):
+        reference = reference_mixture_index(points, config, seed=seed, dtype=dtype)
+        assert abs(float(batch.m[b] - reference.m)) <= 1e-5
+        assert abs(float(batch.m_hard[b] - reference.m_hard)) <= 1e-5
+        if check_slab:
+            assert abs(float(batch.m_surrogate[b] - reference.m_surrogate)) <= 1e-5
+            assert torch.allclose(batch.v[b], reference.v, atol=1e-5, rtol=0)
+            assert abs(float(batch.c[b] - reference.c)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_points_with_zero_z_contribute_no_gradient(dtype, tol):
+    # the demo lattice has ~7 % of its points exactly at the origin, so at step 0 (c = 0) their z is exactly 0;
+    # autograd's |z| has gradient sign(0) = 0 there, and so must the engine (which computes z from the raw
+    # coordinates as upstream does)
+    points = synthetic.make_dataset("lattice")
+    assert np.mean(np.all(points == 0, axis=1)) > 0.05
+    config = with_steps(DEMO_MIXTURE, 1)
+    engine = mixture_index(points, config=config, seed=2, dtype=dtype)
+    reference = reference_mixture_index(points, config, seed=2, dtype=dtype)
+    assert torch.allclose(engine.v, reference.v, atol=tol, rtol=0)
+    assert abs(float(engine.c - reference.c)) <= tol
+
+
 # ------------------------------------------------------------------------------------------------ S
 
 
-def numpy_scan_mi_bits(points: np.ndarray) -> np.ndarray:
-    """Upstream scan S written directly: np.histogram2d(bins=10) of xy @ R for linspace(0, 2pi, 100)."""
-    values = []
-    for theta in np.linspace(0, 2 * np.pi, 100):
-        rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-        rotated = points @ rotation
-        hist, _, _ = np.histogram2d(rotated[:, 0], rotated[:, 1], bins=10)
-        p = hist / hist.sum()
-        outer = p.sum(1)[:, None] * p.sum(0)[None, :]
-        nz = p > 0
-        values.append(np.sum(p[nz] * np.log(p[nz] / (outer[nz] + 1e-10))) / np.log(2))
-    return np.array(values)
-
-
-def numpy_demo_mi_bits(points: np.ndarray) -> np.ndarray:
-    """Upstream demo S written directly: normalise by mean(x^2), 40 x 40 bins on [-3, 3]^2, smoothed MI."""
-    x = points - points.mean(0)
-    x = x / np.mean(x**2)
-    values = []
-    for i in range(1000):
-        theta = 2 * np.pi * i / 1000
-        rotation = np.cos(theta) * np.eye(2) + np.sin(theta) * np.array([[0.0, -1.0], [1.0, 0.0]])
-        rotated = x @ rotation
-        index = np.clip(np.floor(rotated * (20 / 3.0)) + 20, 0, 39).astype(int)
-        hist = np.zeros((40, 40))
-        np.add.at(hist, (index[:, 0], index[:, 1]), 1)
-        p = hist / len(x)
-        outer = p.sum(1)[:, None] * p.sum(0)[None, :]
-        values.append(np.sum(p * np.log((p + 1e-4) / (outer + 1e-4))) / np.log(2))
-    return np.array(values)
-
-
-def test_scan_separability_matches_numpy_histogram2d(clouds):
-    points = clouds["lines"][:1500] * 3.0 + 1.0
-    ours = separability_index(points, SCAN_SEPARABILITY)
-    reference = numpy_scan_mi_bits(points)
-    np.testing.assert_allclose(ours.mi_bits.numpy(), reference, atol=1e-9)
-    assert float(ours.s_bits) == pytest.approx(reference.min(), abs=1e-9)
-
-
-def test_demo_separability_matches_numpy_reference(clouds):
-    points = clouds["lines"][:800] @ np.array([[1.5, 0.2], [0.1, 0.7]])
-    ours = separability_index(points, DEMO_SEPARABILITY)
-    np.testing.assert_allclose(ours.mi_bits.numpy(), numpy_demo_mi_bits(points), atol=1e-9)
+@pytest.mark.parametrize("config", [SCAN_SEPARABILITY, DEMO_SEPARABILITY], ids=["scan", "demo"])
+def test_batched_separability_equals_reference(padded_stack, config):
+    # the engine (index arithmetic + scatter_add on a padded stack) against upstream's way (a Python loop over
+    # angles, xy @ R, np.histogram2d for the scan / the fixed 40 x 40 grid for the demo, plug-in MI): the
+    # histograms are the same counts, so only the summation order of the MI differs
+    batch = separability_index_batched(padded_stack, config=config)
+    for b, points in enumerate(padded_stack):
+        reference = reference_separability_index(points, config)
+        assert abs(float(batch.s_bits[b] - reference.s_bits)) <= 1e-6
+        np.testing.assert_allclose(batch.mi_bits[b].numpy(), reference.mi_bits.numpy(), atol=1e-9, rtol=0)
+        # rotations by a quarter turn give the same MI up to rounding, so compare the minimum, not the argmin
+        at_angle = reference.mi_bits[int(torch.argmin((reference.angles - batch.angle[b]).abs()))]
+        assert float(at_angle) == pytest.approx(float(reference.s_bits), abs=1e-9)
+    alone = separability_index(padded_stack[3] * 3.0 + 1.0, config)  # the one-cloud function, too
+    reference = reference_separability_index(padded_stack[3] * 3.0 + 1.0, config)
+    np.testing.assert_allclose(alone.mi_bits.numpy(), reference.mi_bits.numpy(), atol=1e-9, rtol=0)
 
 
 def test_isotropic_gaussian_separability_at_the_plugin_floor(clouds):
