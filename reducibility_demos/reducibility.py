@@ -19,14 +19,27 @@ Upstream has two variants of each, kept here as named configurations:
   fraction; `SCAN_SEPARABILITY` uses `np.histogram2d(bins=10)` over each rotated cloud's own range, over 100
   angles `linspace(0, 2 pi, 100)` (endpoint included, so angle 0 is evaluated twice).
 
-Everything is batched: a stack of B clouds (B x N x 2, with a B x N mask when clouds have different sizes)
-is optimised / histogrammed in tensor ops. The one-cloud functions are the batched ones with B = 1, and the
-M engine is laid out so that a cloud gets bit-for-bit the same numbers alone or inside any padded batch
-(see `_MixtureState`); this matters because the annealed optimiser amplifies any rounding difference.
+Two sets of functions compute them:
 
-The M optimiser uses the closed-form gradient of the surrogate instead of autograd. It is the same
-derivative (tests compare it with autograd), but it makes every step about a dozen element-wise passes
-over the points plus per-cloud 2 x 2 moment algebra, which is what makes thousands of clouds cheap on a CPU.
+- The engine (what the demo and scans use): `mixture_index_batched`, `separability_index_batched` and
+  `reducibility_batched` take a stack of B clouds (B x N x 2, with a B x N mask when clouds have different
+  sizes) and optimise / histogram them in tensor ops. The one-cloud functions `mixture_index` and
+  `separability_index` are the engine with B = 1, and the M engine is laid out so that a cloud gets
+  bit-for-bit the same numbers alone or inside any padded batch (see `_MixtureState`); this matters because
+  the annealed optimiser amplifies any rounding difference. The M engine uses the closed-form gradient of
+  the surrogate instead of autograd: the same derivative (tests compare it with autograd), but every step is
+  about a dozen element-wise passes over the points plus per-cloud 2 x 2 moment algebra, which is what makes
+  thousands of clouds cheap on a CPU.
+- The references `reference_mixture_index` and `reference_separability_index` compute one cloud the way
+  upstream does (a torch autograd loop with v += lr * grad; a Python loop over angles with
+  `np.histogram2d`), written from the spec's formulas. They are not used by the pipeline: the tests check
+  the engine against them, and `benchmarks/bench_reducibility.py` uses them as the baseline, because they
+  are what one would otherwise loop over. S agrees to ~1e-15 bits (same histogram counts). M agrees to
+  1e-5 for the same seeds and steps on short or well-conditioned runs; plain fixed-lr gradient ascent
+  amplifies rounding (a small start |v0| gives a chaotic orbit around the maximum, exact lines put the
+  maximum on the kink of |z|, annealing divides the gradient by T -> 1e-4), so on long runs two equivalent
+  gradient computations, or the reference started one float32 ulp away, can end on different M
+  (tests/test_reducibility.py states where the equivalence holds).
 """
 
 from __future__ import annotations
