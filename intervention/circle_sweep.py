@@ -84,11 +84,11 @@ class SweepParams:
         data["targets"] = list(self.targets)
         return data
 
-    def probe_json(self) -> dict:
-        """The parameters a probe file depends on (not the intervention formula)."""
-        data = self.to_json()
-        data.pop("centered")
-        return data
+    def plane_json(self) -> dict:
+        """The parameters that define the probe plane (Q, R, E): not the null or the intervention formula."""
+        return {"letter": self.letter, "targets": list(self.targets), "pca_k": self.pca_k,
+                "inverse_regression": self.inverse_regression,
+                "upstream_one_hot_8": self.upstream_one_hot_8 if self.inverse_regression else False}
 
 
 def default_pca_k(inverse_regression: bool) -> int:
@@ -219,8 +219,15 @@ def fit_layer_probe(cache: TaskCache, params: SweepParams, layer: int) -> LayerP
 
 
 def probe_meta(cache: TaskCache, params: SweepParams, layer: int) -> dict:
+    """What a probe file was made from; "null" only affects its stored null, not the plane."""
     return {"cache_id": cache.cache_id, "model": cache.model, "task": cache.task, "layer": layer,
-            "token": letter_token(cache, params.letter), "params": params.probe_json(), "version": SWEEP_VERSION}
+            "token": letter_token(cache, params.letter), "plane": params.plane_json(), "version": SWEEP_VERSION,
+            "null": {"permutations": params.null_permutations, "seed": params.seed}}
+
+
+def same_plane(stored_meta: dict, wanted: dict) -> bool:
+    strip = lambda meta: {key: value for key, value in meta.items() if key != "null"}  # noqa: E731
+    return strip(stored_meta or {}) == strip(wanted)
 
 
 def save_probe(path: Path, probe: LayerProbe, meta: dict) -> Path:
@@ -250,7 +257,7 @@ def load_probe(cache: TaskCache, params: SweepParams, layer: int, base_dir: Path
     if not path.exists():
         raise MissingArtifactError(f"layer-{layer} {params.letter}-probe", path, command)
     stored = load_pt(path)
-    if stored.get("meta") != probe_meta(cache, params, layer):
+    if not same_plane(stored.get("meta"), probe_meta(cache, params, layer)):
         raise UserError(f"the probe {path} was made from another cache or with other parameters; remake it with: {command}")
     return stored
 
@@ -489,6 +496,7 @@ def plot_sweep_means(result: SweepResult, out_path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for index, variant in enumerate(VARIANTS):
@@ -498,6 +506,7 @@ def plot_sweep_means(result: SweepResult, out_path: Path) -> Path:
     ax.set_title(f"{result.meta.get('model')} {result.meta.get('task')}: intervene on {params.get('letter')} "
                  f"({'_'.join(params.get('targets', []))}, k={params.get('pca_k')})", fontsize=9)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("mean logit[c] - logit[c']")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -514,6 +523,7 @@ def plot_probe_r2(result: SweepResult, out_path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     params = result.meta.get("params", {})
     targets = params.get("targets", [])
@@ -527,6 +537,7 @@ def plot_probe_r2(result: SweepResult, out_path: Path) -> Path:
         ax.plot(result.layers, result.c_circle_r2[:, 1], color="tab:purple", label="find_c_circle R$^2$ (after)")
     ax.set_ylim(min(0.0, float(np.nanmin(result.r2))), 1.02)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("R$^2$")
     ax.set_title(f"{result.meta.get('model')} {result.meta.get('task')}: probe of {params.get('letter')} "
                  f"(PCA-{params.get('pca_k')}, {params.get('null_permutations')} relabellings)", fontsize=9)
