@@ -81,6 +81,7 @@ class PrefixKV:
         return TransformerLensKeyValueCache(entries, mask, frozen=True)
 
 
+@torch.no_grad()
 def last_position_logits(model, final_resid: torch.Tensor) -> torch.Tensor:
     """Logits [m, vocab] from the final residual [m, pos, d] at the last position (ln_final + unembed)."""
     resid = final_resid[:, -1:, :]
