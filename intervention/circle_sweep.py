@@ -292,10 +292,30 @@ class SweepResult:
         return self.means[:, VARIANTS.index(variant)]
 
     def recovery(self, variant: str) -> np.ndarray:
-        """Fraction of the patch-layer effect (relative to no-op) that `variant` reproduces, per layer."""
+        """Fraction of the mean patch-layer effect (relative to no-op) that `variant` reproduces, per layer.
+
+        A ratio of means: unstable when the patch-layer mean effect is near zero (e.g. a model that
+        does not do the arithmetic); see `per_run_recovery` for a per-run measure.
+        """
         noop = self.variant_means("no_op")
         with np.errstate(divide="ignore", invalid="ignore"):
             return (self.variant_means(variant) - noop) / (self.variant_means("patch_layer") - noop)
+
+    def per_run_recovery(self, variant: str) -> tuple[np.ndarray, np.ndarray]:
+        """(slope, correlation) per layer of the per-run effect of `variant` on the per-run patch-layer effect.
+
+        Effects are changes of the metric against no-op in the same run. The slope <d_v, d_layer> /
+        <d_layer, d_layer> is the share of the patch-layer change that `variant` reproduces run by run.
+        """
+        noop = self.raw[:, VARIANTS.index("no_op"), :]
+        effect = self.raw[:, VARIANTS.index(variant), :] - noop
+        layer_effect = self.raw[:, VARIANTS.index("patch_layer"), :] - noop
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.sum(effect * layer_effect, axis=1) / np.sum(layer_effect**2, axis=1)
+            centred = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731
+            corr = np.sum(centred(effect) * centred(layer_effect), axis=1) / np.sqrt(
+                np.sum(centred(effect) ** 2, axis=1) * np.sum(centred(layer_effect) ** 2, axis=1))
+        return slope, corr
 
 
 def sweep_meta(cache: TaskCache, params: SweepParams) -> dict:
@@ -387,17 +407,22 @@ def load_sweep_result(path: Path) -> SweepResult:
     )
 
 
+RECOVERY_VARIANTS = ("patch_circle", "average_ablate")
 SUMMARY_COLUMNS = ("layer", *(f"mean_{name}" for name in VARIANTS), "probe_r2", "null_mean", "null_p95",
-                   "c_circle_r2_before", "c_circle_r2_after", "patch_circle_recovery", "average_ablate_recovery")
+                   "c_circle_r2_before", "c_circle_r2_after",
+                   *(f"{name}_recovery" for name in RECOVERY_VARIANTS),
+                   *(f"{name}_per_run_{kind}" for name in RECOVERY_VARIANTS for kind in ("slope", "r")))
 
 
 def summary_rows(result: SweepResult) -> list[tuple]:
-    """One row per layer: the seven means, probe R^2 and its null, and the recovery fractions."""
-    circle, ablate = result.recovery("patch_circle"), result.recovery("average_ablate")
+    """One row per layer: the seven means, probe R^2 and its null, and how much of patch layer's effect
+    patch circle and average ablate reproduce (ratio of means; per-run slope and correlation)."""
+    ratios = [result.recovery(name) for name in RECOVERY_VARIANTS]
+    per_run = [array for name in RECOVERY_VARIANTS for array in result.per_run_recovery(name)]
     rows = []
     for index, layer in enumerate(result.layers):
         numbers = [*result.means[index], float(np.mean(result.r2[index])), result.null_mean[index], result.null_p95[index],
-                   *result.c_circle_r2[index], circle[index], ablate[index]]
+                   *result.c_circle_r2[index], *(ratio[index] for ratio in ratios), *(array[index] for array in per_run)]
         rows.append((int(layer), *(f"{value:.6g}" for value in numbers)))
     return rows
 

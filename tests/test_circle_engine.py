@@ -77,3 +77,14 @@ def test_clean_logits_match_a_full_forward(tiny_model, tiny_caches):
     with torch.no_grad():
         full = tiny_model(task_tokens(tiny_model, cache))[:, -1, cache.answer_token_ids]
     torch.testing.assert_close(clean_answer_logits(tiny_model, cache, cache.answer_token_ids), full, atol=1e-4, rtol=0)
+
+
+def test_patch_layer_at_layer_zero_is_the_donor_run(tiny_model, tiny_caches):
+    """Letter a: the donor differs only in the start word, so patching its layer-0 residual there is its clean run."""
+    cache = tiny_caches["days_of_week"]
+    basis, runs, _, prefix, _ = engine_inputs(tiny_model, cache, "a", 0)
+    clean = clean_answer_logits(tiny_model, cache, cache.answer_token_ids)
+    raw = layer_metrics(tiny_model, cache, prefix, basis, 0, runs, cache.answer_token_ids, clean)
+    c = cache.infos[runs.problem, 2]
+    expected = clean[runs.donor, c] - clean[runs.donor, runs.new_answer]
+    np.testing.assert_allclose(raw[VARIANTS.index("patch_layer")], expected.double().numpy(), atol=1e-4)
