@@ -180,15 +180,20 @@ def figure5(runs: Sequence[tuple[str, str, Path]], out_path: Path, max_layer: in
                         "day a smollm2 --intervention_pca_k 5 --probe_on_cos --probe_on_sin")
     n = len(runs)
     rows, cols = (2, 2) if n == 4 else (int(np.ceil(n / 4)), min(n, 4))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), squeeze=False)
+    legend_width = 1.4 if cols == 1 else 0.0  # one panel: legend on the right, else below
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + legend_width, 2.6 * rows), squeeze=False)
     for ax, (model, task, path) in zip(axes.ravel(), runs):
         limit = figure5_max_layer(model) if max_layer == "paper" else max_layer
         draw_figure5_panel(ax, load_sweep_result(path), f"{MODEL_TITLES.get(model, model)} {TASK_TITLES[task]}", limit)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(FIGURE5_VARIANTS), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if cols == 1:
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - legend_width / fig.get_figwidth(), 1))
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=len(FIGURE5_VARIANTS), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.08 / rows, 1, 1))
     save_figure(fig, out_path, dpi=200)
     plt.close(fig)
     return out_path
