@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     base_dir = resolve_base_dir(args.base_dir)
     written: list[Path] = []
     started = time.time()
+    loaders: dict = {}  # one model load per model, also across tasks (upstream reloaded per b)
     for model, problem_type, layers, bs in settings(args):
         args.model = model
-        load = model_loader(args)
+        load = loaders.setdefault(model, model_loader(args))
         cache = open_or_build_cache(args, PROBLEM_TYPES[problem_type], load_model_fn=load)
         bs = bs or list(range(1, cache.p + 1))
         names = cache.meta["answer_words"]

@@ -188,3 +188,27 @@ def test_comparison_methods(tiny_model, tiny_base, tmp_path, capsys):
     assert set(written) == {"fixed_layer_probe", "sae_subspace", "per_layer_probe"}
     with pytest.raises(UserError):
         run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1, 9], 2, methods=["per_layer_probe"])
+
+
+def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny_caches, monkeypatch):
+    """Ctrl-C during layer 3: layers 1 and 2 stay saved, the rerun computes only layer 3, same final file."""
+    import intervention.circle_sweep as sweep
+
+    cache = open_cache(tiny_base)
+    real = sweep.layer_metrics
+
+    def interrupt_at_layer_3(*args, **kwargs):
+        if args[4] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "layer_metrics", interrupt_at_layer_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    monkeypatch.setattr(sweep, "layer_metrics", real)
+    resumed = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert sorted(resumed.meta["timings_s"]) == ["3"]
+    fresh_base = tmp_path_factory.mktemp("fresh_interrupt")
+    shutil.copytree(tiny_caches["days_of_week"].folder, fresh_base / "tiny_days_of_week")
+    fresh = run_circle_sweep(open_cache(fresh_base), DAYS_A, fresh_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert resumed.paths["combined"].read_bytes() == fresh.paths["combined"].read_bytes()
