@@ -111,6 +111,7 @@ def compute_grid_logits(
         stored = load_npz(path) if path.exists() else None
         if stored is None or json.loads(str(stored["meta_json"])) != meta:
             if not state:
+                grid_basis(cache, layer, k, centered, "cpu", base_dir)  # a missing probe fails before the model loads
                 state["model"] = load_model_fn()
                 state["basis"] = grid_basis(cache, layer, k, centered, model_device(state["model"]), base_dir)
                 state["prefix"] = PrefixKV(state["model"], task_tokens(state["model"], cache), cache.layout.a_token, batch_size)
