@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from intervention.caches import TaskCache, build_task_cache, ensure_pca_files
 from intervention.layout import results_csv_path
@@ -21,9 +22,9 @@ from multid.errors import cli_entry
 from multid.models import add_model_args, get_spec, load_model
 
 
-def add_cache_args(parser: argparse.ArgumentParser) -> None:
-    """Flags every script that may build a task cache shares."""
-    add_model_args(parser)
+def add_cache_args(parser: argparse.ArgumentParser, positional_model: bool = False) -> None:
+    """Flags every script that may build a task cache shares (model positional as upstream, or --model)."""
+    add_model_args(parser, positional=positional_model)
     add_base_dir_arg(parser)
     add_device_arg(parser)
     add_dtype_arg(parser)
@@ -38,21 +39,35 @@ def add_cache_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_devices", type=int, default=None, help="GPUs to split the model over (TransformerLens)")
 
 
-def open_or_build_cache(args: argparse.Namespace, task_name: str, force: bool = False) -> TaskCache:
-    """Reuse the task cache if current, else load the model and build it."""
+def model_loader(args: argparse.Namespace) -> Callable[[], Any]:
+    """A function that loads the model of `args` on first call and returns the same model afterwards."""
     get_spec(args.model)  # unknown model names fail before anything else
     base_dir = resolve_base_dir(args.base_dir)
     device = resolve_device(args.device)
+    held: dict[str, Any] = {}
 
     def load():
-        print(f"loading {args.model} on {device} ({args.dtype})")
-        return load_model(args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=base_dir, n_devices=args.n_devices)
+        if "model" not in held:
+            print(f"loading {args.model} on {device} ({args.dtype})")
+            held["model"] = load_model(
+                args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=base_dir, n_devices=args.n_devices
+            )
+        return held["model"]
 
+    return load
+
+
+def open_or_build_cache(
+    args: argparse.Namespace, task_name: str, force: bool = False, load_model_fn: Callable[[], Any] | None = None
+) -> TaskCache:
+    """Reuse the task cache if current, else load the model (with `load_model_fn` if given) and build it."""
+    get_spec(args.model)  # unknown model names fail before anything else
+    base_dir = resolve_base_dir(args.base_dir)
     return build_task_cache(
         get_task_spec(task_name),
         args.model,
         base_dir,
-        load,
+        load_model_fn or model_loader(args),
         model_path=args.model_path,
         dtype=args.dtype,
         answer_mode=args.answer_tokens,

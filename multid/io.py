@@ -86,12 +86,25 @@ def load_pt(path: str | os.PathLike, map_location: str = "cpu") -> Any:
         raise corrupted(path, err) from None
 
 
+NPZ_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip member time: equal arrays give byte-identical files
+
+
 def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """np.savez-compatible archive (uncompressed, no pickled objects) with fixed member timestamps.
+
+    np.savez stamps each member with the current time, so two runs that compute the same arrays
+    write different bytes; a fixed time makes "the resumed run ends with the same file" checkable.
+    """
+    import zipfile
+
     import numpy as np
 
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, value in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=NPZ_DATE_TIME)
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     return Path(path)
 
 

@@ -1,0 +1,192 @@
+"""Which plane to patch: a fixed-layer probe, an SAE subspace, or each layer's own probe (upstream
+`compare_circle_intervention_types.py`, spec §4.2; the paper's rebuttal comparison).
+
+All three use the "patch circle" family of formulas at the start-word token (letter a, cos+sin) over a
+few layers; only the plane changes:
+  fixed_layer_probe: the probe fitted at `probe_layer`, used at every layer. Its plane is U Q with
+      U = the PCA basis of `probe_layer` (the plane stays the same direction in activation space).
+      Upstream paired the probe's Q with the PCA basis of the *target* layer (spec §6.10), which only
+      matches at probe_layer; `upstream_basis_pairing=True` reproduces that.
+  sae_subspace: two PCs of the SAE-cluster reconstructions (a PCA file written by the SAE folder,
+      default PCs 2 and 3); Q, R from least squares of the centred probe-layer activations projected
+      on them to cos/sin(a); U = those PCs.
+  per_layer_probe: each layer's own probe (as the main sweep).
+The mean, PCA coordinates and donors always come from the target layer, as upstream.
+
+SAE PCA file: .npz or .pt with "components" [m, d_model] (rows = PCs, orthonormal), e.g. written by
+the SAE folder for the Mistral layer-8 weekday cluster. Upstream read a pickled sklearn PCA
+(`fit_pca_days.pkl`); pickles are not loaded here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from intervention.caches import TaskCache
+from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device, task_tokens
+from intervention.circle_finding_utils import VARIANTS, CircleBasis, intervention_runs, probe_targets, target_table
+from intervention.circle_sweep import SweepParams, fit_layer_probe, rows_per_forward
+from multid.config import figs_dir
+from multid.errors import MissingArtifactError, UserError
+from multid.io import load_npz, load_pt, save_figure, save_npz
+
+METHODS = ("fixed_layer_probe", "sae_subspace", "per_layer_probe")
+COMPARE_VERSION = 1
+SAE_COMMAND = "the SAE folder's weekday-cluster PCA step (upstream: sae_multid_feature_discovery/mistral_days_months.py)"
+
+
+def method_label(method: str, probe_layer: int) -> str:
+    return {"fixed_layer_probe": f"Intervene with Layer {probe_layer} Probe", "sae_subspace": "Intervene with SAE Subspace",
+            "per_layer_probe": "Intervene with Probe"}[method]
+
+
+def load_sae_components(path: Path | None, pcs: Sequence[int], d_model: int) -> np.ndarray:
+    """[len(pcs), d] orthonormal rows picked from the SAE PCA file (MissingArtifactError if absent)."""
+    if path is None or not Path(path).exists():
+        raise MissingArtifactError("SAE subspace PCA file", path or "(no --sae_pca given)", f"{SAE_COMMAND} and pass --sae_pca PATH, or leave it out with --methods fixed_layer_probe per_layer_probe")
+    path = Path(path)
+    stored = load_npz(path) if path.suffix == ".npz" else load_pt(path)
+    if not isinstance(stored, dict) or "components" not in stored:
+        raise UserError(f"{path} has no 'components' array; expected a .npz/.pt dict with components [m, d_model]")
+    components = np.asarray(stored["components"], dtype=np.float64)
+    if components.ndim != 2 or components.shape[1] != d_model:
+        raise UserError(f"{path}: components have shape {components.shape}, expected [m, {d_model}] for this model")
+    if max(pcs) >= components.shape[0]:
+        raise UserError(f"--sae_pcs {list(pcs)} but {path} has only {components.shape[0]} components")
+    q, _ = np.linalg.qr(components[list(pcs)].T)  # orthonormalise (a no-op up to sign for PCA rows)
+    return q.T
+
+
+def sae_plane(cache: TaskCache, components: np.ndarray, probe_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, R) of the cos/sin(a) least-squares fit on the probe-layer activations projected on the SAE PCs."""
+    acts = cache.get_acts(probe_layer, cache.layout.a_token).double().numpy()
+    coords = (acts - acts.mean(axis=0)) @ components.T
+    weights = np.linalg.lstsq(coords, probe_targets(cache.infos[:, 0], cache.p, ("cos", "sin")), rcond=None)[0]
+    return np.linalg.qr(weights)
+
+
+def comparison_basis(
+    cache: TaskCache, method: str, layer: int, probe_layer: int, k: int, sae_components: np.ndarray | None,
+    upstream_basis_pairing: bool = False, centered: bool = False, device="cpu",
+) -> CircleBasis:
+    """The intervention basis of one method at one target layer."""
+    params = SweepParams("a", ("cos", "sin"), k, null_permutations=1)
+    target = cache.get_pca(layer, cache.layout.a_token, k)
+    table = target_table(cache.p, ("cos", "sin"))
+    if method == "fixed_layer_probe":
+        probe = fit_layer_probe(cache, params, probe_layer)
+        q, r = probe.q, probe.r
+        undo = None if upstream_basis_pairing else probe.pca.components.T
+    elif method == "sae_subspace":
+        if sae_components is None:
+            raise UserError("the sae_subspace method needs the SAE PCA components")
+        q, r = sae_plane(cache, sae_components, probe_layer)
+        undo = sae_components.T
+    elif method == "per_layer_probe":
+        probe = fit_layer_probe(cache, params, layer)
+        q, r, undo = probe.q, probe.r, None
+    else:
+        raise UserError(f"unknown method {method!r}; choose from {METHODS}")
+    return CircleBasis.from_arrays(q, r, table, target.mean, target.components, target.coords, undo=undo,
+                                   centered=centered, device=device)
+
+
+def comparison_dir(base_dir: Path, cache: TaskCache) -> Path:
+    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "circle_intervention_comparison"
+
+
+def run_comparison(
+    cache: TaskCache,
+    base_dir: Path,
+    load_model_fn: Callable[[], object],
+    layers: Sequence[int] = (6, 7, 8, 9, 10),
+    probe_layer: int = 8,
+    k: int = 5,
+    sae_path: Path | None = None,
+    sae_pcs: Sequence[int] = (1, 2),
+    methods: Sequence[str] = METHODS,
+    upstream_basis_pairing: bool = False,
+    centered: bool = False,
+    batch_size: int = 64,
+) -> dict[str, dict]:
+    """Run every method at every layer; one npz per method (raw [L, 7, R], means), reused when inputs match."""
+    bad = [layer for layer in [*layers, probe_layer] if not 0 <= layer < cache.n_cache_layers]
+    if bad:
+        raise UserError(f"layers {bad} are outside the cache layers 0..{cache.n_cache_layers - 1}")
+    sae = load_sae_components(sae_path, sae_pcs, int(cache.meta["d_model"])) if "sae_subspace" in methods else None
+    runs = intervention_runs(cache.infos, cache.p, "a")
+    out, state = {}, {}
+    for method in methods:
+        meta = {"cache_id": cache.cache_id, "method": method, "layers": list(layers), "probe_layer": probe_layer, "pca_k": k,
+                "sae_file": str(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
+                "upstream_basis_pairing": upstream_basis_pairing, "centered": centered, "version": COMPARE_VERSION}
+        path = comparison_dir(base_dir, cache) / f"{method}.npz"
+        stored = load_npz(path) if path.exists() else None
+        if stored is None or json.loads(str(stored["meta_json"])) != meta:
+            if not state:
+                model = load_model_fn()
+                state.update(model=model, prefix=PrefixKV(model, task_tokens(model, cache), cache.layout.a_token, batch_size),
+                             clean=clean_answer_logits(model, cache, cache.answer_token_ids),
+                             rows=rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - cache.layout.a_token))
+            raw = np.stack([
+                layer_metrics(state["model"], cache, state["prefix"],
+                              comparison_basis(cache, method, layer, probe_layer, k, sae, upstream_basis_pairing, centered,
+                                               model_device(state["model"])),
+                              layer, runs, cache.answer_token_ids, state["clean"], state["rows"])
+                for layer in layers
+            ])
+            save_npz(path, meta_json=np.array(json.dumps(meta, sort_keys=True)), layers=np.array(layers), raw=raw,
+                     means=raw.mean(axis=2), variants=np.array(VARIANTS))
+            stored = load_npz(path)
+        out[method] = {"path": path, "layers": stored["layers"], "raw": stored["raw"], "means": stored["means"], "meta": meta}
+    return out
+
+
+def plot_comparison(results: dict[str, dict], probe_layer: int, out_path: Path) -> Path:
+    """Mean and 96% t-interval of the patch-circle logit difference vs layer, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from intervention.paper_figures import t_interval
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.0))
+    for method, result in results.items():
+        mean, half = t_interval(result["raw"][:, VARIANTS.index("patch_circle"), :])
+        ax.plot(result["layers"], mean, marker="o", markersize=3, label=method_label(method, probe_layer))
+        ax.fill_between(result["layers"], mean - half, mean + half, alpha=0.2, linewidth=0)
+    ax.set_xlabel("Layer")
+    ax.set_ylabel("Logit difference after patch circle")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out_path, dpi=200)
+    plt.close(fig)
+    return out_path
+
+
+def plot_sae_projections(cache: TaskCache, components: np.ndarray, probe_layer: int, out_path: Path) -> Path:
+    """Probe-layer start-word activations projected on the two SAE PCs, coloured by the start word."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acts = cache.get_acts(probe_layer, cache.layout.a_token).double().numpy()
+    coords = (acts - acts.mean(axis=0)) @ components.T
+    colors = plt.get_cmap("hsv")(np.arange(cache.p) / cache.p)
+    fig, ax = plt.subplots(figsize=(3.4, 3.2))
+    ax.scatter(coords[:, 0], coords[:, 1], c=colors[cache.infos[:, 0]], s=14)
+    names = cache.meta["answer_words"]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=names[i][:3]) for i in range(cache.p)]
+    ax.legend(handles=handles, fontsize=6)
+    ax.set_xlabel("SAE PC a")
+    ax.set_ylabel("SAE PC b")
+    fig.tight_layout()
+    save_figure(fig, out_path, dpi=200)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,575 @@
+"""The circle probe + intervention sweep over layers (upstream `circle_probe_interventions.py`, spec §2).
+
+Per layer L (cache layer: residual entering block L) at the token of the chosen letter:
+  1. probe: least-squares cos/sin(/centred linear) probe of the label on the PCA-k coordinates, its QR
+     factors, per-target R^2, and the relabel null (the same fit with the p label values permuted:
+     mean and 95th percentile over a fixed number of seeded permutations; upstream has no such
+     control, and with 7 classes and 5 coordinates a 2-target fit is high for almost any labelling);
+     in inverse-regression mode (letter c) the intervention plane comes from `find_c_circle` instead;
+  2. the seven interventions for every (problem, value) run, batched (intervention/circle_engine.py).
+
+Artifacts (each stores the cache id and every parameter; a mismatch means recompute, never reuse):
+  <base_dir>/<model>_<task>/circle_probes_<letter>/<ext>_layer_<L>_token_<T>_pca_<k><suffix>.pt
+  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>/layer_<L>.npz      one per finished layer
+  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_all_layers.npz     all finished layers
+  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_summary.csv        means, R^2, null, recovery
+  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_logit_diffs.png    7 variant means vs layer
+  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_probe_r2.png       R^2 vs layer with the null band
+with stem = <letter>_<ext>_token_<T>_pca_<k>[_regression_circle][_onehot8][_centered]. Upstream's
+file name lacked k (runs with different k shared one pickle); ours has it. A finished layer is saved
+atomically, so an interrupted sweep resumes where it stopped and ends with the same combined file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from intervention.caches import PcaFit, TaskCache
+from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device, task_tokens
+from intervention.circle_finding_utils import (
+    VARIANT_LABELS,
+    VARIANTS,
+    CircleBasis,
+    check_target_names,
+    find_c_circle,
+    fit_circle_probe,
+    intervention_runs,
+    relabel_null,
+)
+from multid.config import figs_dir
+from multid.errors import MissingArtifactError, UserError
+from multid.io import load_npz, load_pt, save_csv, save_npz, save_pt
+
+SWEEP_VERSION = 1
+LETTER_INFO_INDEX = {"a": 0, "c": 2}
+DEFAULT_NULL_PERMUTATIONS = 100
+PROBLEM_TYPES = {"day": "days_of_week", "month": "months_of_year"}
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """Everything that defines one sweep's numbers (besides the cache)."""
+
+    letter: str  # "a" or "c"
+    targets: tuple[str, ...] = ("cos", "sin")
+    pca_k: int = 5
+    inverse_regression: bool = False
+    centered: bool = False  # centred "patch circle" / "patch PCA" formulas instead of upstream's
+    upstream_one_hot_8: bool = False  # find_c_circle with upstream's 8 indicators instead of p
+    null_permutations: int = DEFAULT_NULL_PERMUTATIONS
+    seed: int = 0
+
+    @property
+    def ext(self) -> str:
+        return "_".join(self.targets)
+
+    @property
+    def probe_suffix(self) -> str:
+        suffix = "_regression_circle" if self.inverse_regression else ""
+        return suffix + ("_onehot8" if self.inverse_regression and self.upstream_one_hot_8 else "")
+
+    def stem(self, token: int) -> str:
+        return f"{self.letter}_{self.ext}_token_{token}_pca_{self.pca_k}{self.probe_suffix}" + ("_centered" if self.centered else "")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["targets"] = list(self.targets)
+        return data
+
+    def plane_json(self) -> dict:
+        """The parameters that define the probe plane (Q, R, E): not the null or the intervention formula."""
+        return {"letter": self.letter, "targets": list(self.targets), "pca_k": self.pca_k,
+                "inverse_regression": self.inverse_regression,
+                "upstream_one_hot_8": self.upstream_one_hot_8 if self.inverse_regression else False}
+
+
+def default_pca_k(inverse_regression: bool) -> int:
+    """Upstream default: 20 with the inverse-regression probe, else 5."""
+    return 20 if inverse_regression else 5
+
+
+def check_params(params: SweepParams, cache: TaskCache | None = None) -> SweepParams:
+    """Validate a parameter set (and, given a cache, k against its size); raise one-line UserErrors."""
+    if params.letter not in LETTER_INFO_INDEX:
+        raise UserError(f"intervene_on must be a or c, got {params.letter!r}")
+    check_target_names(params.targets)
+    if params.inverse_regression and params.letter != "c":
+        raise UserError("--use_inverse_regression_probe finds the c circle; use it with intervene_on c, not a")
+    if params.inverse_regression and tuple(params.targets) != ("cos", "sin"):
+        raise UserError(
+            f"--use_inverse_regression_probe gives a 2-D (cos, sin) plane; use --probe_on_cos --probe_on_sin, not {params.ext}"
+        )
+    if params.null_permutations < 1:
+        raise UserError(f"--null_permutations must be >= 1, got {params.null_permutations}")
+    limit = min(cache.infos.shape[0], int(cache.meta["d_model"])) if cache is not None else None
+    if params.pca_k < len(params.targets) or (limit is not None and params.pca_k > limit):
+        raise UserError(f"--intervention_pca_k {params.pca_k} must be between {len(params.targets)} and {limit or 'n_problems'}")
+    return params
+
+
+def letter_token(cache: TaskCache, letter: str) -> int:
+    """Position of the intervention: the start word for a, the last prompt token for c."""
+    return cache.layout.a_token if letter == "a" else cache.layout.before_c_token
+
+
+def sweep_layers(cache: TaskCache, letter: str) -> list[int]:
+    """Upstream's layer range: cache layers 0..n for a, 1..n for c (layer 0 of the last token is constant)."""
+    return list(range(0 if letter == "a" else 1, cache.n_cache_layers))
+
+
+def check_layers(layers: Sequence[int] | None, cache: TaskCache, letter: str) -> list[int]:
+    allowed = sweep_layers(cache, letter)
+    if layers is None:
+        return allowed
+    bad = [layer for layer in layers if layer not in allowed]
+    if bad:
+        raise UserError(f"--layers {bad} out of range for letter {letter}: allowed {allowed[0]}..{allowed[-1]}")
+    return sorted(set(int(layer) for layer in layers))
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+
+def rotation_dir(base_dir: Path, cache: TaskCache) -> Path:
+    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "rotation_probing"
+
+
+def probe_path(cache: TaskCache, params: SweepParams, layer: int) -> Path:
+    token = letter_token(cache, params.letter)
+    name = f"{params.ext}_layer_{layer}_token_{token}_pca_{params.pca_k}{params.probe_suffix}.pt"
+    return cache.folder / f"circle_probes_{params.letter}" / name
+
+
+def layer_result_path(base_dir: Path, cache: TaskCache, params: SweepParams, layer: int) -> Path:
+    return rotation_dir(base_dir, cache) / params.stem(letter_token(cache, params.letter)) / f"layer_{layer}.npz"
+
+
+def combined_path(base_dir: Path, cache: TaskCache, params: SweepParams, suffix: str = "_all_layers.npz") -> Path:
+    return rotation_dir(base_dir, cache) / (params.stem(letter_token(cache, params.letter)) + suffix)
+
+
+def sweep_command(cache: TaskCache, params: SweepParams, layers: Sequence[int] | None = None, base_dir: Path | None = None) -> str:
+    """The command line that makes this sweep's artifacts (for error messages)."""
+    problem_type = {v: k for k, v in PROBLEM_TYPES.items()}[cache.task]
+    flags = " ".join(f"--probe_on_{name}" for name in params.targets)
+    parts = [f"python3 intervention/circle_probe_interventions.py {problem_type} {params.letter} {cache.model}",
+             f"--intervention_pca_k {params.pca_k} {flags}"]
+    if params.inverse_regression:
+        parts.append("--use_inverse_regression_probe")
+    if layers:
+        parts.append("--layers " + " ".join(str(layer) for layer in layers))
+    if base_dir is not None:
+        parts.append(f"--base_dir {base_dir}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ probes
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """The probe of one layer and the plane the interventions use."""
+
+    layer: int
+    token: int
+    pca: PcaFit
+    q: np.ndarray  # [k, D] intervention plane in PCA coordinates (probe QR, or find_c_circle QR)
+    r: np.ndarray  # [D, D]
+    target_to_embedding: np.ndarray  # [p, D]
+    weights: np.ndarray  # [k, D] least-squares probe
+    r2: np.ndarray  # [D] per-target R^2 of the least-squares probe
+    mae: np.ndarray  # [D]
+    null_mean: float  # relabel null of the mean R^2
+    null_p95: float
+    c_circle_r2: tuple[float, float] = (float("nan"), float("nan"))  # find_c_circle (before, after)
+
+    @property
+    def mean_r2(self) -> float:
+        return float(np.mean(self.r2))
+
+    def basis(self, centered: bool = False, device: str | torch.device = "cpu") -> CircleBasis:
+        return CircleBasis.from_arrays(
+            self.q, self.r, self.target_to_embedding, self.pca.mean, self.pca.components, self.pca.coords,
+            centered=centered, device=device,
+        )
+
+
+def fit_layer_probe(cache: TaskCache, params: SweepParams, layer: int) -> LayerProbe:
+    """Fit the probe (and the inverse-regression plane) at one layer; no model needed."""
+    token = letter_token(cache, params.letter)
+    pca = cache.get_pca(layer, token, params.pca_k)
+    labels = cache.infos[:, LETTER_INFO_INDEX[params.letter]]
+    probe = fit_circle_probe(pca.coords, labels, cache.p, params.targets)
+    null_mean, null_p95 = relabel_null(pca.coords, labels, cache.p, params.targets, params.null_permutations, params.seed)
+    q, r, c_r2 = probe.q, probe.r, (float("nan"), float("nan"))
+    if params.inverse_regression:
+        fit = find_c_circle(cache.infos, pca.coords, cache.p, params.upstream_one_hot_8)
+        q, r = np.linalg.qr(fit.readout)
+        c_r2 = (fit.r2_before, fit.r2_after)
+    return LayerProbe(layer, token, pca, q, r, probe.target_to_embedding, probe.weights, probe.r2, probe.mae,
+                      null_mean, null_p95, c_r2)
+
+
+def probe_meta(cache: TaskCache, params: SweepParams, layer: int) -> dict:
+    """What a probe file was made from; "null" only affects its stored null, not the plane."""
+    return {"cache_id": cache.cache_id, "model": cache.model, "task": cache.task, "layer": layer,
+            "token": letter_token(cache, params.letter), "plane": params.plane_json(), "version": SWEEP_VERSION,
+            "null": {"permutations": params.null_permutations, "seed": params.seed}}
+
+
+def same_plane(stored_meta: dict, wanted: dict) -> bool:
+    strip = lambda meta: {key: value for key, value in meta.items() if key != "null"}  # noqa: E731
+    return strip(stored_meta or {}) == strip(wanted)
+
+
+def save_probe(path: Path, probe: LayerProbe, meta: dict) -> Path:
+    """Probe as a dict of tensors (upstream keys layer, token, pca_k, probe_q, probe_r, target_to_embedding, plus ours)."""
+    as_tensor = lambda array: torch.as_tensor(np.asarray(array, dtype=np.float64))  # noqa: E731
+    return save_pt(path, {
+        "layer": probe.layer,
+        "token": probe.token,
+        "pca_k": int(probe.q.shape[0]),
+        "probe_q": as_tensor(probe.q),
+        "probe_r": as_tensor(probe.r),
+        "target_to_embedding": as_tensor(probe.target_to_embedding),
+        "weights": as_tensor(probe.weights),
+        "r2": as_tensor(probe.r2),
+        "mae": as_tensor(probe.mae),
+        "null_mean": float(probe.null_mean),
+        "null_p95": float(probe.null_p95),
+        "c_circle_r2": [float(value) for value in probe.c_circle_r2],
+        "meta": meta,
+    })
+
+
+def load_probe(cache: TaskCache, params: SweepParams, layer: int, base_dir: Path | None = None) -> dict:
+    """A saved probe of this cache and parameters, or a MissingArtifactError naming the command that makes it."""
+    path = probe_path(cache, params, layer)
+    command = sweep_command(cache, params, [layer], base_dir)
+    if not path.exists():
+        raise MissingArtifactError(f"layer-{layer} {params.letter}-probe", path, command)
+    stored = load_pt(path)
+    if not same_plane(stored.get("meta"), probe_meta(cache, params, layer)):
+        raise UserError(f"the probe {path} was made from another cache or with other parameters; remake it with: {command}")
+    return stored
+
+
+def probe_plane_from_file(stored: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Q, R, E) of a saved probe as float64 arrays."""
+    return tuple(stored[key].numpy() for key in ("probe_q", "probe_r", "target_to_embedding"))
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class SweepResult:
+    """Finished layers of one sweep, stacked in layer order."""
+
+    layers: np.ndarray  # [L]
+    means: np.ndarray  # [L, 7] in VARIANTS order
+    raw: np.ndarray  # [L, 7, R]
+    r2: np.ndarray  # [L, D] per-target probe R^2
+    null_mean: np.ndarray  # [L]
+    null_p95: np.ndarray  # [L]
+    c_circle_r2: np.ndarray  # [L, 2] (nan unless inverse regression)
+    problem: np.ndarray  # [R] run -> problem index
+    value: np.ndarray  # [R]
+    new_answer: np.ndarray  # [R]
+    donor: np.ndarray  # [R]
+    meta: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+
+    def variant_means(self, variant: str) -> np.ndarray:
+        return self.means[:, VARIANTS.index(variant)]
+
+    def recovery(self, variant: str) -> np.ndarray:
+        """Fraction of the mean patch-layer effect (relative to no-op) that `variant` reproduces, per layer.
+
+        A ratio of means: unstable when the patch-layer mean effect is near zero (e.g. a model that
+        does not do the arithmetic); see `per_run_recovery` for a per-run measure.
+        """
+        noop = self.variant_means("no_op")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.variant_means(variant) - noop) / (self.variant_means("patch_layer") - noop)
+
+    def per_run_recovery(self, variant: str) -> tuple[np.ndarray, np.ndarray]:
+        """(slope, correlation) per layer of the per-run effect of `variant` on the per-run patch-layer effect.
+
+        Effects are changes of the metric against no-op in the same run. The slope <d_v, d_layer> /
+        <d_layer, d_layer> is the share of the patch-layer change that `variant` reproduces run by run.
+        """
+        noop = self.raw[:, VARIANTS.index("no_op"), :]
+        effect = self.raw[:, VARIANTS.index(variant), :] - noop
+        layer_effect = self.raw[:, VARIANTS.index("patch_layer"), :] - noop
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.sum(effect * layer_effect, axis=1) / np.sum(layer_effect**2, axis=1)
+            centred = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731
+            corr = np.sum(centred(effect) * centred(layer_effect), axis=1) / np.sqrt(
+                np.sum(centred(effect) ** 2, axis=1) * np.sum(centred(layer_effect) ** 2, axis=1))
+        return slope, corr
+
+
+def sweep_meta(cache: TaskCache, params: SweepParams) -> dict:
+    return {"cache_id": cache.cache_id, "model": cache.model, "task": cache.task, "p": cache.p,
+            "token": letter_token(cache, params.letter), "answer_token_ids": cache.answer_token_ids,
+            "params": params.to_json(), "variants": list(VARIANTS), "version": SWEEP_VERSION}
+
+
+def meta_array(meta: dict) -> np.ndarray:
+    return np.array(json.dumps(meta, sort_keys=True))
+
+
+def read_meta(stored: dict) -> dict:
+    return json.loads(str(stored["meta_json"])) if "meta_json" in stored else {}
+
+
+def save_layer_result(path: Path, meta: dict, layer: int, raw: np.ndarray, probe: LayerProbe, runs) -> Path:
+    return save_npz(
+        path,
+        meta_json=meta_array(meta),
+        layer=np.int64(layer),
+        means=raw.mean(axis=1),
+        raw=raw,
+        r2=np.asarray(probe.r2, dtype=np.float64),
+        null_mean=np.float64(probe.null_mean),
+        null_p95=np.float64(probe.null_p95),
+        c_circle_r2=np.asarray(probe.c_circle_r2, dtype=np.float64),
+        problem=runs.problem,
+        value=runs.value,
+        new_answer=runs.new_answer,
+        donor=runs.donor,
+    )
+
+
+def current_layer_result(path: Path, meta: dict) -> dict | None:
+    """The stored layer result if it exists and was made with exactly `meta`, else None."""
+    if not path.exists():
+        return None
+    try:
+        stored = load_npz(path)
+    except UserError:
+        return None
+    return stored if read_meta(stored) == meta else None
+
+
+def combine_layers(stored_layers: list[dict], meta: dict) -> SweepResult:
+    """Stack per-layer results (sorted by layer)."""
+    stored_layers = sorted(stored_layers, key=lambda item: int(item["layer"]))
+    first = stored_layers[0] if stored_layers else None
+    stack = lambda key: np.stack([item[key] for item in stored_layers])  # noqa: E731
+    runs = {key: (first[key] if first else np.zeros(0, np.int64)) for key in ("problem", "value", "new_answer", "donor")}
+    if not stored_layers:
+        empty = np.zeros((0, len(VARIANTS)))
+        return SweepResult(np.zeros(0, np.int64), empty, np.zeros((0, len(VARIANTS), 0)), np.zeros((0, 0)),
+                           np.zeros(0), np.zeros(0), np.zeros((0, 2)), **runs, meta=meta)
+    return SweepResult(stack("layer").astype(np.int64), stack("means"), stack("raw"), stack("r2"), stack("null_mean"),
+                       stack("null_p95"), stack("c_circle_r2"), **runs, meta=meta)
+
+
+def save_combined(path: Path, result: SweepResult) -> Path:
+    return save_npz(
+        path,
+        meta_json=meta_array(result.meta),
+        variants=np.array(VARIANTS),
+        layers=result.layers,
+        means=result.means,
+        raw=result.raw,
+        r2=result.r2,
+        null_mean=result.null_mean,
+        null_p95=result.null_p95,
+        c_circle_r2=result.c_circle_r2,
+        problem=result.problem,
+        value=result.value,
+        new_answer=result.new_answer,
+        donor=result.donor,
+    )
+
+
+def load_sweep_result(path: Path) -> SweepResult:
+    """Read a combined `<stem>_all_layers.npz`."""
+    stored = load_npz(path)
+    variants = tuple(str(name) for name in stored["variants"])
+    if variants != VARIANTS:
+        raise UserError(f"{path} lists variants {variants}, expected {VARIANTS}; rerun the sweep")
+    return SweepResult(
+        stored["layers"], stored["means"], stored["raw"], stored["r2"], stored["null_mean"], stored["null_p95"],
+        stored["c_circle_r2"], stored["problem"], stored["value"], stored["new_answer"], stored["donor"],
+        meta=read_meta(stored), paths={"combined": Path(path)},
+    )
+
+
+RECOVERY_VARIANTS = ("patch_circle", "average_ablate")
+SUMMARY_COLUMNS = ("layer", *(f"mean_{name}" for name in VARIANTS), "probe_r2", "null_mean", "null_p95",
+                   "c_circle_r2_before", "c_circle_r2_after",
+                   *(f"{name}_recovery" for name in RECOVERY_VARIANTS),
+                   *(f"{name}_per_run_{kind}" for name in RECOVERY_VARIANTS for kind in ("slope", "r")))
+
+
+def summary_rows(result: SweepResult) -> list[tuple]:
+    """One row per layer: the seven means, probe R^2 and its null, and how much of patch layer's effect
+    patch circle and average ablate reproduce (ratio of means; per-run slope and correlation)."""
+    ratios = [result.recovery(name) for name in RECOVERY_VARIANTS]
+    per_run = [array for name in RECOVERY_VARIANTS for array in result.per_run_recovery(name)]
+    rows = []
+    for index, layer in enumerate(result.layers):
+        numbers = [*result.means[index], float(np.mean(result.r2[index])), result.null_mean[index], result.null_p95[index],
+                   *result.c_circle_r2[index], *(ratio[index] for ratio in ratios), *(array[index] for array in per_run)]
+        rows.append((int(layer), *(f"{value:.6g}" for value in numbers)))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ the sweep
+
+
+def rows_per_forward(batch_size: int, seq_len: int, suffix_len: int) -> int:
+    """Patched runs per forward pass: `batch_size` counts full prompts, a run computes only `suffix_len` positions."""
+    return max(1, batch_size * seq_len // max(1, suffix_len))
+
+
+def run_circle_sweep(
+    cache: TaskCache,
+    params: SweepParams,
+    base_dir: Path,
+    layers: Sequence[int] | None = None,
+    load_model_fn: Callable[[], object] | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    make_figures: bool = True,
+) -> SweepResult:
+    """Probe + seven interventions at each layer; resumable; writes the artifacts listed in the module doc.
+
+    `load_model_fn()` is called once, and only if some layer still has to be computed. The returned
+    result (and the combined file) holds every finished layer of this cache and parameter set, also
+    ones from earlier runs that are not in `layers`.
+    """
+    check_params(params, cache)
+    layers = check_layers(layers, cache, params.letter)
+    meta = sweep_meta(cache, params)
+    runs = intervention_runs(cache.infos, cache.p, params.letter)
+    token = letter_token(cache, params.letter)
+    state: dict = {}
+
+    def engine():
+        if not state:
+            if load_model_fn is None:
+                raise UserError("this sweep needs the model but no loader was given")
+            model = load_model_fn()
+            started = time.time()
+            state["model"] = model
+            state["prefix"] = PrefixKV(model, task_tokens(model, cache), token, batch_size)
+            state["clean"] = clean_answer_logits(model, cache, cache.answer_token_ids)
+            state["rows"] = rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - token)
+            state["setup_s"] = time.time() - started
+        return state
+
+    timings: dict[int, float] = {}
+    for layer in tqdm(layers, desc=f"{cache.model} {cache.task} {params.letter}-circle layers", unit="layer", disable=not progress):
+        probe = fit_layer_probe(cache, params, layer)
+        p_path = probe_path(cache, params, layer)
+        p_meta = probe_meta(cache, params, layer)
+        if not p_path.exists() or load_pt(p_path).get("meta") != p_meta:
+            save_probe(p_path, probe, p_meta)
+        path = layer_result_path(base_dir, cache, params, layer)
+        if current_layer_result(path, {**meta, "layer": layer}) is not None:
+            continue
+        started = time.time()
+        run = engine()
+        basis = probe.basis(params.centered, device=model_device(run["model"]))
+        raw = layer_metrics(run["model"], cache, run["prefix"], basis, layer, runs, cache.answer_token_ids,
+                            run["clean"], run["rows"])
+        save_layer_result(path, {**meta, "layer": layer}, layer, raw, probe, runs)
+        timings[layer] = time.time() - started
+    result = collect_finished_layers(base_dir, cache, params)
+    result.paths["combined"] = save_combined(combined_path(base_dir, cache, params), result)
+    result.paths["summary"] = save_csv(combined_path(base_dir, cache, params, "_summary.csv"), SUMMARY_COLUMNS, summary_rows(result))
+    result.paths["probes"] = probe_path(cache, params, layers[0]).parent if layers else None
+    if make_figures and len(result.layers):
+        result.paths["logit_diffs_figure"] = plot_sweep_means(result, combined_path(base_dir, cache, params, "_logit_diffs.png"))
+        result.paths["probe_r2_figure"] = plot_probe_r2(result, combined_path(base_dir, cache, params, "_probe_r2.png"))
+    result.meta = {**result.meta, "timings_s": {str(k): round(v, 2) for k, v in timings.items()}, "setup_s": state.get("setup_s")}
+    return result
+
+
+def collect_finished_layers(base_dir: Path, cache: TaskCache, params: SweepParams) -> SweepResult:
+    """Every finished layer file of this cache and parameter set (stale ones are left out)."""
+    meta = sweep_meta(cache, params)
+    folder = layer_result_path(base_dir, cache, params, 0).parent
+    stored = []
+    for path in sorted(folder.glob("layer_*.npz")) if folder.exists() else []:
+        layer = int(path.stem.split("_")[1])
+        item = current_layer_result(path, {**meta, "layer": layer})
+        if item is not None:
+            stored.append(item)
+    return combine_layers(stored, meta)
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def plot_sweep_means(result: SweepResult, out_path: Path) -> Path:
+    """The seven variant means of logit[c] - logit[c'] vs layer (upstream's per-sweep figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for index, variant in enumerate(VARIANTS):
+        ax.plot(result.layers, result.means[:, index], marker="o", markersize=3, label=VARIANT_LABELS[variant])
+    ax.axhline(0, color="0.6", linewidth=0.8)
+    params = result.meta.get("params", {})
+    ax.set_title(f"{result.meta.get('model')} {result.meta.get('task')}: intervene on {params.get('letter')} "
+                 f"({'_'.join(params.get('targets', []))}, k={params.get('pca_k')})", fontsize=9)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("mean logit[c] - logit[c']")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    from multid.io import save_figure
+
+    save_figure(fig, out_path, dpi=150)
+    plt.close(fig)
+    return out_path
+
+
+def plot_probe_r2(result: SweepResult, out_path: Path) -> Path:
+    """Probe R^2 vs layer (per target and mean) with the relabel null (mean line, band up to the 95th percentile)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+
+    params = result.meta.get("params", {})
+    targets = params.get("targets", [])
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for index, name in enumerate(targets):
+        ax.plot(result.layers, result.r2[:, index], linewidth=0.8, alpha=0.6, label=f"R$^2$ {name}")
+    ax.plot(result.layers, result.r2.mean(axis=1), color="black", marker="o", markersize=3, label="R$^2$ mean")
+    ax.fill_between(result.layers, 0, result.null_p95, color="tab:red", alpha=0.15, label="relabel null (up to 95th pct)")
+    ax.plot(result.layers, result.null_mean, color="tab:red", linestyle="--", label="relabel null mean")
+    if np.isfinite(result.c_circle_r2).any():
+        ax.plot(result.layers, result.c_circle_r2[:, 1], color="tab:purple", label="find_c_circle R$^2$ (after)")
+    ax.set_ylim(min(0.0, float(np.nanmin(result.r2))), 1.02)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("R$^2$")
+    ax.set_title(f"{result.meta.get('model')} {result.meta.get('task')}: probe of {params.get('letter')} "
+                 f"(PCA-{params.get('pca_k')}, {params.get('null_permutations')} relabellings)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    from multid.io import save_figure
+
+    save_figure(fig, out_path, dpi=150)
+    plt.close(fig)
+    return out_path

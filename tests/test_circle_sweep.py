@@ -1,0 +1,214 @@
+"""The circle sweep, Figure 6 grid, intervention-type comparison and paper figures on the tiny model:
+artifacts, resume, invalidation, CLI errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from intervention import circle_probe_interventions, compare_circle_intervention_types, intervene_in_middle_of_circle
+from intervention.caches import TaskCache
+from intervention.circle_compare import run_comparison
+from intervention.circle_finding_utils import VARIANTS
+from intervention.circle_grid import circle_points, compute_grid_logits
+from intervention.circle_sweep import (
+    SweepParams,
+    combined_path,
+    load_sweep_result,
+    probe_path,
+    run_circle_sweep,
+)
+from intervention.paper_figures import (
+    all_layer_pca_grid,
+    figure5,
+    figure6,
+    find_sweep_results,
+    load_grid_logits,
+    residual_c_figure,
+    residual_c_panel,
+    results_table,
+)
+from multid.errors import MissingArtifactError, UserError
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+DAYS_A = SweepParams("a", ("cos", "sin"), 5, null_permutations=20)
+
+
+@pytest.fixture()
+def tiny_base(tmp_path, tiny_caches) -> Path:
+    """A private base dir holding copies of the tiny task caches (the session caches stay untouched)."""
+    for cache in tiny_caches.values():
+        shutil.copytree(cache.folder, tmp_path / cache.folder.name)
+    return tmp_path
+
+
+def open_cache(base: Path, task: str = "days_of_week") -> TaskCache:
+    return TaskCache.open(base, "tiny", task)
+
+
+class CountingLoader:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.model
+
+
+def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_path_factory, tiny_caches):
+    cache = open_cache(tiny_base)
+    first = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2], CountingLoader(tiny_model), progress=False)
+    assert sorted(first.meta["timings_s"]) == ["1", "2"]
+    resumed = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert sorted(resumed.meta["timings_s"]) == ["3"]  # only the missing layer was computed
+    fresh_base = tmp_path_factory.mktemp("fresh")
+    shutil.copytree(tiny_caches["days_of_week"].folder, fresh_base / "tiny_days_of_week")
+    fresh = run_circle_sweep(open_cache(fresh_base), DAYS_A, fresh_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert resumed.paths["combined"].read_bytes() == fresh.paths["combined"].read_bytes()
+    # nothing left to do: the model is not even loaded
+    loader = CountingLoader(tiny_model)
+    again = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], loader, progress=False)
+    assert loader.calls == 0 and again.meta["timings_s"] == {}
+    result = load_sweep_result(combined_path(tiny_base, cache, DAYS_A))
+    assert list(result.layers) == [1, 2, 3] and result.raw.shape == (3, len(VARIANTS), 294)
+    np.testing.assert_allclose(result.means, result.raw.mean(axis=2))
+    for name in ("summary", "logit_diffs_figure", "probe_r2_figure"):
+        assert resumed.paths[name].stat().st_size > 0
+    assert (result.null_p95 >= result.null_mean).all()
+
+
+def test_changed_parameters_recompute(tiny_model, tiny_base):
+    cache = open_cache(tiny_base)
+    run_circle_sweep(cache, DAYS_A, tiny_base, [2], CountingLoader(tiny_model), progress=False, make_figures=False)
+    changed = SweepParams("a", ("cos", "sin"), 5, null_permutations=10)
+    result = run_circle_sweep(cache, changed, tiny_base, [2], CountingLoader(tiny_model), progress=False, make_figures=False)
+    assert sorted(result.meta["timings_s"]) == ["2"]
+    centred = SweepParams("a", ("cos", "sin"), 5, centered=True, null_permutations=10)
+    other = run_circle_sweep(cache, centred, tiny_base, [2], CountingLoader(tiny_model), progress=False, make_figures=False)
+    assert "_centered" in other.paths["combined"].name and other.paths["combined"] != result.paths["combined"]
+
+
+def test_probe_file_is_plain_tensors(tiny_model, tiny_base):
+    cache = open_cache(tiny_base, "months_of_year")
+    params = SweepParams("c", ("cos", "sin"), 20, inverse_regression=True, null_permutations=5)
+    result = run_circle_sweep(cache, params, tiny_base, [3], CountingLoader(tiny_model), progress=False, make_figures=False)
+    path = probe_path(cache, params, 3)
+    assert path.name == f"cos_sin_layer_3_token_{cache.layout.before_c_token}_pca_20_regression_circle.pt"
+    stored = torch.load(path, weights_only=True)
+    assert stored["probe_q"].shape == (20, 2) and stored["probe_r"].shape == (2, 2)
+    assert stored["target_to_embedding"].shape == (12, 2) and stored["meta"]["cache_id"] == cache.cache_id
+    assert np.isfinite(result.c_circle_r2).all()
+
+
+def run_cli(module, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["day", "a", "tiny", "--probe_on_cos", "--probe_on_sin", "--use_inverse_regression_probe"], "intervene_on c"),
+        (["day", "a", "tiny"], "choose at least one probe target"),
+        (["day", "c", "tiny", "--probe_on_cos", "--layers", "0"], "out of range"),
+        (["day", "a", "nomodel", "--probe_on_cos"], "unknown model"),
+    ],
+)
+def test_cli_errors_are_one_line(tiny_base, capsys, argv, message):
+    code, err = run_cli(circle_probe_interventions, argv + ["--base_dir", str(tiny_base), "--device", "cpu"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_script_runs_from_its_folder(tiny_base):
+    command = [sys.executable, "circle_probe_interventions.py", "day", "a", "tiny", "--device", "cpu", "--intervention_pca_k", "5",
+               "--probe_on_cos", "--probe_on_sin", "--layers", "1", "--base_dir", str(tiny_base), "--null_permutations", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO / "intervention", capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "a_cos_sin_token_" in done.stdout and "_pca_5_all_layers.npz" in done.stdout
+
+
+def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys):
+    cache = open_cache(tiny_base)
+    points, angles, radii = circle_points()
+    assert points.shape == (2000, 2) and radii[99] == 0 and np.isclose(radii[100], 0.1) and np.isclose(radii[-1], 1.9)
+    with pytest.raises(MissingArtifactError, match="circle_probe_interventions.py day a tiny"):
+        compute_grid_logits(cache, 1, [2], tiny_base, CountingLoader(tiny_model), num_angles=8, num_radii=3)
+    run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2], CountingLoader(tiny_model), progress=False)
+    grids = compute_grid_logits(cache, 1, [2, 3], tiny_base, CountingLoader(tiny_model), num_angles=7, num_radii=3)
+    assert grids[2].logits.shape == (21, 7)
+    # radius 0 is one point whatever the angle: the same logits
+    np.testing.assert_allclose(grids[2].logits[:7], np.repeat(grids[2].logits[:1], 7, axis=0), atol=1e-5)
+    out = tiny_base / "figs" / "paper_plots"
+    written = [
+        figure6(load_grid_logits(cache, tiny_base, 1, 5, [2, 3]), cache.meta["answer_words"], out / "fig6.png"),
+        figure5(find_sweep_results(tiny_base), out / "fig5.png"),
+        residual_c_figure(cache, out / "residual_c.png"),
+        all_layer_pca_grid(cache, out / "all_pca.png"),
+    ]
+    assert all(path.stat().st_size > 1000 for path in written)
+    assert residual_c_panel(cache, 2)[1] == (49, 14)
+    code = intervene_in_middle_of_circle.main(["--model", "tiny", "--layer", "2", "--b", "4", "--num_angles", "5", "--radii", "2",
+                                               "--base_dir", str(tiny_base), "--device", "cpu"])
+    assert any(path.name == "logits_2_15_5_4_a.npz" for path in code)
+
+
+def test_results_table(tiny_base):
+    latex, counts = results_table(tiny_base, "days_of_week")
+    frame = open_cache(tiny_base).results()
+    wrong = int((frame["best_token"] != frame["ground_truth"]).sum())
+    assert counts == {"tiny": 49 - wrong}
+    assert latex.count(r"\\") - 1 == wrong  # one header row, one row per problem the model gets wrong
+    assert "Weekdays" in latex and "Tiny correct?" in latex
+
+
+def test_comparison_methods(tiny_model, tiny_base, tmp_path, capsys):
+    cache = open_cache(tiny_base)
+    with pytest.raises(MissingArtifactError, match="--sae_pca"):
+        run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1, 2], 2, sae_path=None)
+    rng = np.random.default_rng(0)
+    sae_file = tmp_path / "sae_pca.npz"
+    np.savez(sae_file, components=np.linalg.qr(rng.normal(size=(64, 4)))[0].T)
+    results = run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1, 2], 2, sae_path=sae_file)
+    sweep = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2], CountingLoader(tiny_model), progress=False, make_figures=False)
+    np.testing.assert_allclose(results["per_layer_probe"]["raw"], sweep.raw, atol=1e-6)
+    # the fixed probe at its own layer is the per-layer probe there
+    np.testing.assert_allclose(results["fixed_layer_probe"]["raw"][1], results["per_layer_probe"]["raw"][1], atol=1e-6)
+    written = compare_circle_intervention_types.main(["--model", "tiny", "--probe_layer", "2", "--layers", "1", "2",
+                                                      "--sae_pca", str(sae_file), "--base_dir", str(tiny_base), "--device", "cpu"])
+    assert set(written) == {"fixed_layer_probe", "sae_subspace", "per_layer_probe"}
+    with pytest.raises(UserError):
+        run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1, 9], 2, methods=["per_layer_probe"])
+
+
+def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny_caches, monkeypatch):
+    """Ctrl-C during layer 3: layers 1 and 2 stay saved, the rerun computes only layer 3, same final file."""
+    import intervention.circle_sweep as sweep
+
+    cache = open_cache(tiny_base)
+    real = sweep.layer_metrics
+
+    def interrupt_at_layer_3(*args, **kwargs):
+        if args[4] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "layer_metrics", interrupt_at_layer_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    monkeypatch.setattr(sweep, "layer_metrics", real)
+    resumed = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert sorted(resumed.meta["timings_s"]) == ["3"]
+    fresh_base = tmp_path_factory.mktemp("fresh_interrupt")
+    shutil.copytree(tiny_caches["days_of_week"].folder, fresh_base / "tiny_days_of_week")
+    fresh = run_circle_sweep(open_cache(fresh_base), DAYS_A, fresh_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
+    assert resumed.paths["combined"].read_bytes() == fresh.paths["combined"].read_bytes()
