@@ -19,7 +19,7 @@ from intervention.task import ANSWER_MODES
 from intervention.tasks import get_task_spec
 from multid.config import add_base_dir_arg, add_device_arg, add_dtype_arg, resolve_base_dir, resolve_device
 from multid.errors import cli_entry
-from multid.models import add_model_args, get_spec, load_model
+from multid.models import add_model_args, get_spec, lazy_loader
 
 
 def add_cache_args(parser: argparse.ArgumentParser, positional_model: bool = False) -> None:
@@ -41,20 +41,8 @@ def add_cache_args(parser: argparse.ArgumentParser, positional_model: bool = Fal
 
 def model_loader(args: argparse.Namespace) -> Callable[[], Any]:
     """A function that loads the model of `args` on first call and returns the same model afterwards."""
-    get_spec(args.model)  # unknown model names fail before anything else
-    base_dir = resolve_base_dir(args.base_dir)
-    device = resolve_device(args.device)
-    held: dict[str, Any] = {}
-
-    def load():
-        if "model" not in held:
-            print(f"loading {args.model} on {device} ({args.dtype})")
-            held["model"] = load_model(
-                args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=base_dir, n_devices=args.n_devices
-            )
-        return held["model"]
-
-    return load
+    return lazy_loader(args.model, device=resolve_device(args.device), dtype=args.dtype, model_path=args.model_path,
+                       base_dir=resolve_base_dir(args.base_dir), n_devices=args.n_devices)
 
 
 def open_or_build_cache(

@@ -133,6 +133,25 @@ def load_model(
     return model
 
 
+def lazy_loader(name: str, device: str = "cpu", dtype: str = "float32", model_path=None, base_dir: Path | None = None,
+                n_devices: int | None = None):
+    """A function that loads the model on its first call and returns the same model afterwards.
+
+    Steps that may find everything cached take it instead of a model, so nothing is loaded in vain.
+    """
+    get_spec(name)  # unknown names fail at once, not at first use
+    held: dict[str, Any] = {}
+
+    def load():
+        if "model" not in held:
+            print(f"loading {name} on {device} ({dtype})")
+            held["model"] = load_model(name, device=device, dtype=dtype, model_path=model_path, base_dir=base_dir,
+                                       n_devices=n_devices)
+        return held["model"]
+
+    return load
+
+
 def load_hub_model(spec: ModelSpec, device: str, dtype, n_devices: int):
     """The real TransformerLens hub load, exactly as a user with internet runs it."""
     from transformer_lens import HookedTransformer
