@@ -1,0 +1,199 @@
+"""Render every paper figure and table whose artifacts exist, without Jupyter (the notebooks call the same steps).
+
+    python3 intervention/render_figures.py [--base_dir DIR] [--model auto|mistral|llama|smollm2|...] [--part main|appendix|all]
+
+Model choice ("auto"): the paper's models where their artifacts exist (Mistral for weekdays, Llama for
+months, as in the paper's single-model figures; both for Figure 5 and the tables), else the first model with
+artifacts for both tasks (SmolLM2 after `make demo`). A step whose artifacts are missing is skipped with the
+command that makes them; nothing is computed with a model here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from intervention.caches import TaskCache  # noqa: E402
+from intervention.layout import TASK_NAMES, meta_path  # noqa: E402
+from intervention.paper_figures import (  # noqa: E402
+    PAPER_MODELS,
+    all_layer_pca_grid,
+    all_layer_pca_path,
+    figure3,
+    figure5,
+    figure6,
+    find_sweep_results,
+    load_grid_logits,
+    paper_plots_dir,
+    residual_c_figure,
+    write_results_table,
+)
+from intervention.table1 import write_table1  # noqa: E402
+from multid.config import add_base_dir_arg, resolve_base_dir  # noqa: E402
+from multid.errors import UserError, cli_entry  # noqa: E402
+
+PAPER_CHOICE = {"days_of_week": "mistral", "months_of_year": "llama"}  # Figure 3's panels
+FIGURE6_DEFAULT = {"layer": 5, "k": 5, "bs": (2, 3, 4, 5)}  # the paper's Mistral setting
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which model's artifacts each task's single-model figures use."""
+
+    base_dir: Path
+    models: dict[str, str]  # task -> model
+
+    def cache(self, task: str) -> TaskCache:
+        return TaskCache.open(self.base_dir, self.models[task], task)
+
+    def caches(self) -> list[TaskCache]:
+        return [self.cache(task) for task in TASK_NAMES]
+
+
+def models_with_cache(base_dir: Path, task: str) -> list[str]:
+    return sorted(path.parent.name[: -len(task) - 1] for path in Path(base_dir).glob(f"*_{task}/{meta_path(Path('.')).name}"))
+
+
+def choose_models(base_dir: str | Path | None = None, model: str = "auto") -> Selection:
+    """Resolve the notebook's first-cell choice into one model per task (see module docstring)."""
+    base = resolve_base_dir(base_dir, create=False)
+    found = {task: models_with_cache(base, task) for task in TASK_NAMES}
+    if model != "auto":
+        missing = [task for task in TASK_NAMES if model not in found[task]]
+        if missing:
+            raise UserError(f"no {model} cache for {', '.join(missing)} under {base}; build it with: "
+                            f"python3 intervention/{missing[0]}_task.py --model {model}")
+        return Selection(base, {task: model for task in TASK_NAMES})
+    if all(PAPER_CHOICE[task] in found[task] for task in TASK_NAMES):
+        return Selection(base, dict(PAPER_CHOICE))
+    both = [name for name in found["days_of_week"] if name in found["months_of_year"]]
+    preferred = [name for name in (*PAPER_MODELS, "smollm2") if name in both] + both
+    if not preferred:
+        raise UserError(f"no model has caches for both tasks under {base}; run `make demo` or "
+                        f"python3 intervention/days_of_week_task.py --model smollm2 (and months_of_year_task.py)")
+    return Selection(base, {task: preferred[0] for task in TASK_NAMES})
+
+
+def tag(selection: Selection) -> str:
+    models = sorted(set(selection.models.values()))
+    return "_".join(models)
+
+
+# ------------------------------------------------------------------------------ main text
+
+
+def render_figure3(selection: Selection) -> Path:
+    return figure3(selection.caches(), paper_plots_dir(selection.base_dir) / f"{tag(selection)}_figure3_pca.png")
+
+
+def render_figure5(selection: Selection) -> Path:
+    """All finished a-circle sweeps of the paper models if any exist, else those of the selected models."""
+    runs = find_sweep_results(selection.base_dir)
+    paper = [run for run in runs if run[0] in PAPER_MODELS]
+    chosen = paper or [run for run in runs if run[0] == selection.models[run[1]]]
+    if not chosen:
+        model = selection.models["days_of_week"]
+        raise UserError(f"no finished a-circle sweep; run: python3 intervention/circle_probe_interventions.py day a {model} "
+                        f"--intervention_pca_k 5 --probe_on_cos --probe_on_sin")
+    name = "combined_intervention" if paper else f"{'_'.join(sorted({run[0] for run in chosen}))}_figure5"
+    return figure5(chosen, paper_plots_dir(selection.base_dir) / f"{name}.png")
+
+
+def figure6_setting(selection: Selection) -> tuple[TaskCache, int, int, tuple[int, ...]]:
+    """(weekdays cache, layer, k, bs): the paper's layer 5 if its grids exist, else the grids found on disk."""
+    cache = selection.cache("days_of_week")
+    folder = selection.base_dir / "figs" / f"{cache.model}_{cache.task}" / "varying_circle"
+    found = sorted(folder.glob(f"logits_*_{cache.layout.a_token}_*_*_a.npz")) if folder.exists() else []
+    settings = sorted({(int(path.name.split("_")[1]), int(path.name.split("_")[3])) for path in found})
+    layer, k = (FIGURE6_DEFAULT["layer"], FIGURE6_DEFAULT["k"])
+    if settings and (layer, k) not in settings:
+        layer, k = settings[0]
+    bs = tuple(sorted(int(path.name.split("_")[4]) for path in found if path.name.startswith(f"logits_{layer}_")))
+    return cache, layer, k, bs or FIGURE6_DEFAULT["bs"]
+
+
+def render_figure6(selection: Selection) -> Path:
+    cache, layer, k, bs = figure6_setting(selection)
+    grids = load_grid_logits(cache, selection.base_dir, layer, k, bs)
+    name = ("mistral_highest_logit_day_after_intervention" if cache.model == "mistral"
+            else f"{cache.model}_figure6_layer{layer}")
+    return figure6(grids, cache.meta["answer_words"], paper_plots_dir(selection.base_dir) / f"{name}.png")
+
+
+def render_residual_c(selection: Selection) -> Path:
+    cache = selection.cache("days_of_week")
+    return residual_c_figure(cache, paper_plots_dir(selection.base_dir) / f"{cache.model}_residuals_c_pca.png")
+
+
+def render_table1(selection: Selection) -> Path:
+    text, written = write_table1(selection.base_dir)
+    print(text)
+    return written[0]
+
+
+# ------------------------------------------------------------------------------ appendix
+
+
+def render_all_layer_pca(selection: Selection) -> list[Path]:
+    return [all_layer_pca_grid(cache, all_layer_pca_path(selection.base_dir, cache)) for cache in selection.caches()]
+
+
+def render_results_tables(selection: Selection) -> list[Path]:
+    written = []
+    for task in TASK_NAMES:
+        path, counts = write_results_table(selection.base_dir, task)
+        print(f"{task}: correct per model {counts}")
+        written.append(path)
+    return written
+
+
+MAIN_TEXT_STEPS: dict[str, Callable[[Selection], object]] = {
+    "Figure 3 (PCA of the start-word token)": render_figure3,
+    "Figure 5 (circle interventions vs layer)": render_figure5,
+    "Figure 6 (highest-logit answer over the circle plane)": render_figure6,
+    "Residual-c PCA panel": render_residual_c,
+    "Table 1 (accuracy)": render_table1,
+}
+APPENDIX_STEPS: dict[str, Callable[[Selection], object]] = {
+    "All-layer PCA grids": render_all_layer_pca,
+    "Tables 2 and 3 (per-problem results)": render_results_tables,
+}
+
+
+def run_steps(steps: dict[str, Callable[[Selection], object]], selection: Selection) -> list[Path]:
+    """Run each step; a missing artifact or other user-level problem skips the step with its message."""
+    written: list[Path] = []
+    for title, step in steps.items():
+        try:
+            result = step(selection)
+        except UserError as err:
+            print(f"skipped {title}: {err}")
+            continue
+        paths = result if isinstance(result, list) else [result]
+        written += [Path(path) for path in paths]
+        for path in paths:
+            print(f"{title}: {path}")
+    return written
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_base_dir_arg(parser)
+    parser.add_argument("--model", default="auto", help="model whose artifacts to draw (default: auto, see above)")
+    parser.add_argument("--part", default="all", choices=("main", "appendix", "all"))
+    args = parser.parse_args(argv)
+    selection = choose_models(args.base_dir, args.model)
+    print(f"drawing from {selection.base_dir}: {selection.models}")
+    steps = {"main": MAIN_TEXT_STEPS, "appendix": APPENDIX_STEPS, "all": {**MAIN_TEXT_STEPS, **APPENDIX_STEPS}}[args.part]
+    return run_steps(steps, selection)
+
+
+if __name__ == "__main__":
+    main()
