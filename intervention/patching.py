@@ -343,13 +343,12 @@ def patch_sweep(
         names |= {f"blocks.{layer}.attn.hook_k", f"blocks.{layer}.attn.hook_v"}
     _, acts = model.run_with_cache(tokens[used].to(model.cfg.device), names_filter=lambda name: name in names)
     keys = [acts[f"blocks.{layer}.attn.hook_k"][corrupt_rows] if layer >= first else None for layer in range(n_layers)]
-    values = [acts[f"blocks.{layer}.attn.hook_v"][corrupt_rows] if layer >= first else None for layer in range(n_layers)]
+    kv_values = [acts[f"blocks.{layer}.attn.hook_v"][corrupt_rows] if layer >= first else None for layer in range(n_layers)]
 
     answers = torch.as_tensor(answer_pairs, dtype=torch.long)
     final = acts[f"blocks.{n_layers - 1}.hook_resid_post"][:, -1, :]
     ld_clean = logit_diff(model, final[clean_rows], answers)
     ld_corrupt = logit_diff(model, final[corrupt_rows], answers)
-    n_pairs = len(pairs)
     n_sites = model.cfg.n_heads if heads else seq_len
     patched_ld = ld_corrupt[:, None, None].repeat(1, len(layers), n_sites)  # unchanged sites keep LD_corrupt
 
@@ -361,19 +360,19 @@ def patch_sweep(
         if heads:  # sites are heads, all at one position: [P, H, d_head]
             clean, corrupt = clean[:, head_position], corrupt[:, head_position]
         changed = (clean != corrupt).flatten(2).any(dim=2).cpu()  # [P, sites]
-        for site in range(n_sites):
-            position = head_position if heads else site
-            todo = torch.nonzero(changed[:, site]).flatten()
-            for chunk in todo.split(max_rows) if len(todo) else ():
-                rows = torch.arange(len(chunk))
-                site_index = torch.full_like(rows, site)
-                index = (rows, torch.zeros_like(rows), site_index) if heads else (rows, torch.zeros_like(rows))
-                past = kv_cache(model, keys, values, layer, position, chunk)
+        pair_of, site_of = torch.nonzero(changed, as_tuple=True)  # one row per site that changes anything
+        position_of = torch.full_like(site_of, head_position) if heads else site_of
+        for position in position_of.unique().tolist():  # rows patching the same position share a batch
+            for chunk in torch.nonzero(position_of == position).flatten().split(max_rows):
+                pair, site = pair_of[chunk], site_of[chunk]
+                rows, zeros = torch.arange(len(chunk)), torch.zeros(len(chunk), dtype=torch.long)
+                index = (rows, zeros, site) if heads else (rows, zeros)
+                past = kv_cache(model, keys, kv_values, layer, position, pair)
                 final_chunk = run_patched(
-                    model, start[chunk.to(start.device), position:], layer, hook_name, index,
-                    clean[chunk.to(clean.device), site], past,
+                    model, start[pair.to(start.device), position:], layer, hook_name, index,
+                    clean[pair.to(clean.device), site.to(clean.device)], past,
                 )
-                patched_ld[chunk, li, site] = logit_diff(model, final_chunk, answers[chunk])
+                patched_ld[pair, li, site] = logit_diff(model, final_chunk, answers[pair])
     denominator = (ld_clean - ld_corrupt)[:, None, None]
     scores = (patched_ld - ld_corrupt[:, None, None]) / denominator
     return scores.numpy().astype(np.float32), ld_clean.numpy(), ld_corrupt.numpy()

@@ -56,9 +56,16 @@ def figure_title(model: str, task: str, what: str) -> str:
     return f"{MODEL_TITLES.get(model, model)} {TASK_TITLES.get(task, task)}: {what} patching"
 
 
-def draw_heatmap(ax, grid: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], xlabel: str, ylabel: str, title: str) -> None:
-    """OrRd image of grid [rows, cols] with every row and column labelled."""
-    image = ax.imshow(grid, cmap="OrRd", aspect="auto", interpolation="nearest")
+def draw_heatmap(
+    ax, grid: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], xlabel: str, ylabel: str, title: str,
+    diverging: bool = False,
+) -> None:
+    """Image of grid [rows, cols] with every row and column labelled: OrRd (clipped grids) or RdBu_r centred at 0."""
+    if diverging:
+        limit = float(np.nanmax(np.abs(grid))) or 1.0
+        image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    else:
+        image = ax.imshow(grid, cmap="OrRd", aspect="auto", interpolation="nearest")
     ax.set_yticks(range(len(row_labels)), [str(label) for label in row_labels], fontsize=7)
     ax.set_xticks(range(len(col_labels)), [str(label) for label in col_labels], fontsize=7, rotation=90)
     ax.set_xlabel(xlabel, fontsize=8)
@@ -77,7 +84,10 @@ def save_pdf_and_png(fig, stem: Path) -> list[Path]:
 
 
 def sweep_heatmap(npz_path: Path, out_path: Path | None = None) -> Path:
-    """Heat map of one saved sweep's mean over pairs (all positions or all heads), as `<npz>.png`."""
+    """Heat map of one saved sweep's mean over pairs (all positions or all heads), as `<npz>.png`.
+
+    Not clipped, so negative effects show (blue, diverging colours centred at 0).
+    """
     result = read_patching_result(Path(npz_path))
     out_path = Path(out_path) if out_path is not None else Path(npz_path).with_suffix(".png")
     params = result.params
@@ -85,11 +95,11 @@ def sweep_heatmap(npz_path: Path, out_path: Path | None = None) -> Path:
     if heads:
         grid, rows, cols, xlabel, ylabel = result.mean, result.layers, result.sites, "Head", "Layer"
     else:
-        labels = [f"{int(pos)}:{result.position_labels[pos]}" for pos in result.sites]
+        labels = [f"{int(pos)}: {str(result.position_labels[pos]).strip()}" for pos in result.sites]
         grid, rows, cols, xlabel, ylabel = result.mean.T, labels, result.layers, "Layer", "Position"
     title = f"{LAYER_TYPE_TITLES[params['layer_type']]}, keep same {params['keep_same']}, mean of {len(result.pairs)} pairs"
     fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * len(cols) + 2), max(3.0, 0.2 * len(rows) + 1.2)))
-    draw_heatmap(ax, grid, rows, cols, xlabel, ylabel, title)
+    draw_heatmap(ax, grid, rows, cols, xlabel, ylabel, title, diverging=True)
     fig.tight_layout()
     save_figure(fig, out_path, dpi=150)
     plt.close(fig)
