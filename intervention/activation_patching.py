@@ -21,6 +21,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from intervention.build_cache import add_cache_args  # noqa: E402
 from intervention.caches import TaskCache, build_task_cache  # noqa: E402
 from intervention.patching import (  # noqa: E402
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--indicators", default="p", choices=INDICATOR_MODES,
         help="head table one-hot widths: p = every value of a, b, c; 8 = upstream's fixed 8 (default: %(default)s)",
     )
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads for torch (default: torch's choice); 1 is often fastest on a busy machine, the batches are small",
+    )
     parser.add_argument("--max_rows", type=int, default=512, help="patched prompts per forward pass (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="recompute sweeps even if current")
     parser.add_argument("--no_figures", action="store_true", help="only compute and save the arrays")
@@ -109,6 +115,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args.task = get_task_spec(args.task).name
     base_dir = resolve_base_dir(args.base_dir)
     resolve_device(args.device)  # a missing GPU fails before any work
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or a positive count; got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.time()
     loader = ModelLoader(args, base_dir)
     cache = open_cache(args, base_dir, loader)
