@@ -220,3 +220,8 @@ def token_map(model, prompt: str, layout: TokenLayout) -> dict[int, str]:
     mapping = {position: tokens[position] for position in range(layout.b_token, layout.seq_len)}
     mapping[layout.seq_len] = "<answer>"
     return mapping
+
+
+# Upstream kept activation patching in task.py; it lives in intervention/patching.py (which imports
+# nothing from this package at run time, so this re-export cannot cycle).
+from intervention.patching import activation_patching, patching_pairs  # noqa: E402,F401

@@ -1,0 +1,157 @@
+"""Activation patching for one model and task, then the appendix heat maps and head table (spec §1.6, §5.2).
+
+    cd intervention && python3 activation_patching.py --model smollm2 --task days_of_week
+    python -m intervention.activation_patching --model mistral --task months_of_year --device 0
+
+For each layer type (resid, mlp, attention, attention_head) and keep-same setting (a, b) it writes
+`<base_dir>/figs/<model>_<task>/patching/<layer_type>/keep-same-<a|b>_n<pairs>.npz` and a png of the
+mean, reusing files computed from the same cache with the same parameters. With both keep-same
+settings it then draws the paper heat maps into `<base_dir>/figs/paper_plots/` and, for attention
+heads, stores the top heads' outputs at the last prompt token and writes the head table (.tex/.csv).
+See intervention/patching.py for the pairs, metric and sites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from intervention.build_cache import add_cache_args  # noqa: E402
+from intervention.caches import TaskCache, build_task_cache  # noqa: E402
+from intervention.patching import (  # noqa: E402
+    DEFAULT_LIMIT_PER_EXAMPLE,
+    DEFAULT_NUM_PAIRS,
+    DEFAULT_SEED,
+    KEEP_SAME,
+    LAYER_TYPES,
+    run_or_load_head_outputs,
+    run_or_load_patching,
+)
+from intervention.patching_figures import (  # noqa: E402
+    INDICATOR_MODES,
+    head_patching_heatmap,
+    head_table,
+    layer_patching_heatmap,
+    sweep_heatmap,
+)
+from intervention.tasks import get_task_spec  # noqa: E402
+from multid.config import resolve_base_dir, resolve_device  # noqa: E402
+from multid.errors import UserError, cli_entry  # noqa: E402
+from multid.models import get_spec, load_model  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Activation patching (resid / mlp / attention per layer and position, attention heads at the "
+        "last prompt token) on the weekday or month task, with the appendix heat maps and head table."
+    )
+    parser.add_argument("--task", default="days_of_week", help="days_of_week or months_of_year (also: day, month) (default: %(default)s)")
+    add_cache_args(parser)
+    parser.add_argument("--keep_same", default="both", choices=(*KEEP_SAME, "both"), help="field shared by clean and corrupted prompts (default: %(default)s)")
+    parser.add_argument("--layer_type", nargs="+", default=list(LAYER_TYPES), choices=LAYER_TYPES, help="what to patch (default: all)")
+    parser.add_argument("--num_pairs", type=int, default=DEFAULT_NUM_PAIRS, help="(clean, corrupted) pairs per sweep (default: %(default)s)")
+    parser.add_argument("--limit_per_example", type=int, default=DEFAULT_LIMIT_PER_EXAMPLE, help="partners per clean prompt (default: %(default)s)")
+    parser.add_argument(
+        "--head_layers", type=int, nargs=2, metavar=("LO", "HI"), default=None,
+        help="layers LO..HI-1 for head patching (default: 12 32 for 32-layer models, the same depth fraction otherwise)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="pair shuffle seed; 42 reproduces upstream's order (default: %(default)s)")
+    parser.add_argument("--top_heads", type=int, default=10, help="heads in the head table (default: %(default)s)")
+    parser.add_argument(
+        "--indicators", default="p", choices=INDICATOR_MODES,
+        help="head table one-hot widths: p = every value of a, b, c; 8 = upstream's fixed 8 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads for torch (default: torch's choice); 1 is often fastest on a busy machine, the batches are small",
+    )
+    parser.add_argument("--max_rows", type=int, default=512, help="patched prompts per forward pass (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="recompute sweeps even if current")
+    parser.add_argument("--no_figures", action="store_true", help="only compute and save the arrays")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("num_pairs", "limit_per_example", "top_heads", "max_rows"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1; got {getattr(args, name)}")
+
+
+class ModelLoader:
+    """Loads the model on first call only, so nothing loads when every artifact is current."""
+
+    def __init__(self, args: argparse.Namespace, base_dir: Path):
+        self.args, self.base_dir, self.model = args, base_dir, None
+
+    def __call__(self):
+        if self.model is None:
+            args = self.args
+            device = resolve_device(args.device)
+            print(f"loading {args.model} on {device} ({args.dtype})")
+            self.model = load_model(args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=self.base_dir, n_devices=args.n_devices)
+        return self.model
+
+
+def open_cache(args: argparse.Namespace, base_dir: Path, loader: ModelLoader) -> TaskCache:
+    """The task cache (built with the shared loader if missing or stale), as build_cache.open_or_build_cache."""
+    return build_task_cache(
+        get_task_spec(args.task), args.model, base_dir, loader, model_path=args.model_path, dtype=args.dtype,
+        answer_mode=args.answer_tokens, batch_size=args.batch_size,
+    )
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    get_spec(args.model)
+    args.task = get_task_spec(args.task).name
+    base_dir = resolve_base_dir(args.base_dir)
+    resolve_device(args.device)  # a missing GPU fails before any work
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or a positive count; got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    loader = ModelLoader(args, base_dir)
+    cache = open_cache(args, base_dir, loader)
+    keeps = list(KEEP_SAME) if args.keep_same == "both" else [args.keep_same]
+    written: list[Path] = []
+    for layer_type in args.layer_type:
+        for keep in keeps:
+            result, path, computed = run_or_load_patching(
+                loader, cache, keep, layer_type, args.num_pairs, args.limit_per_example, args.seed,
+                args.head_layers, force=args.force, max_rows=args.max_rows,
+            )
+            print(f"{layer_type:>14} keep-same-{keep}: {'computed' if computed else 'reused'} {tuple(result.scores.shape)} -> {path}")
+            written.append(path)
+            if not args.no_figures:
+                written.append(sweep_heatmap(path))
+    if not args.no_figures and len(keeps) == 2:
+        for layer_type in args.layer_type:
+            if layer_type == "attention_head":
+                paths, best = head_patching_heatmap(base_dir, args.model, args.task, args.num_pairs, args.top_heads)
+                print("top heads (layer, head, effect): " + ", ".join(f"({l}, {h}, {e:.2f})" for l, h, e in best))
+                outputs_path, _ = run_or_load_head_outputs(loader, cache, args.num_pairs, args.top_heads, force=args.force)
+                table_paths, _ = head_table(base_dir, args.model, args.task, args.num_pairs, args.top_heads, args.indicators)
+                written += paths + [outputs_path] + table_paths
+            else:
+                written += layer_patching_heatmap(base_dir, args.model, args.task, layer_type, args.num_pairs)
+    elif not args.no_figures:
+        print("paper heat maps need both keep-same settings (--keep_same both); skipped")
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+    print(f"done in {time.time() - started:.1f} s")
+    return written
+
+
+if __name__ == "__main__":
+    main()
