@@ -23,8 +23,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
 
 import torch  # noqa: E402
 
-from intervention.build_cache import add_cache_args  # noqa: E402
-from intervention.caches import TaskCache, build_task_cache  # noqa: E402
+from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
 from intervention.patching import (  # noqa: E402
     DEFAULT_LIMIT_PER_EXAMPLE,
     DEFAULT_NUM_PAIRS,
@@ -44,7 +43,7 @@ from intervention.patching_figures import (  # noqa: E402
 from intervention.tasks import get_task_spec  # noqa: E402
 from multid.config import resolve_base_dir, resolve_device  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
-from multid.models import get_spec, load_model  # noqa: E402
+from multid.models import get_spec  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,29 +83,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name} must be at least 1; got {getattr(args, name)}")
 
 
-class ModelLoader:
-    """Loads the model on first call only, so nothing loads when every artifact is current."""
-
-    def __init__(self, args: argparse.Namespace, base_dir: Path):
-        self.args, self.base_dir, self.model = args, base_dir, None
-
-    def __call__(self):
-        if self.model is None:
-            args = self.args
-            device = resolve_device(args.device)
-            print(f"loading {args.model} on {device} ({args.dtype})")
-            self.model = load_model(args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=self.base_dir, n_devices=args.n_devices)
-        return self.model
-
-
-def open_cache(args: argparse.Namespace, base_dir: Path, loader: ModelLoader) -> TaskCache:
-    """The task cache (built with the shared loader if missing or stale), as build_cache.open_or_build_cache."""
-    return build_task_cache(
-        get_task_spec(args.task), args.model, base_dir, loader, model_path=args.model_path, dtype=args.dtype,
-        answer_mode=args.answer_tokens, batch_size=args.batch_size,
-    )
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
@@ -120,8 +96,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
-    loader = ModelLoader(args, base_dir)
-    cache = open_cache(args, base_dir, loader)
+    loader = model_loader(args)  # loads only if something has to be computed
+    cache = open_or_build_cache(args, args.task, load_model_fn=loader)
     keeps = list(KEEP_SAME) if args.keep_same == "both" else [args.keep_same]
     written: list[Path] = []
     for layer_type in args.layer_type:

@@ -153,6 +153,39 @@ def render_results_tables(selection: Selection) -> list[Path]:
     return written
 
 
+def render_patching_heatmaps(selection: Selection) -> list[Path]:
+    """MLP and attention (and residual) patching heat maps for each task that has both keep-same sweeps."""
+    from intervention.patching_figures import layer_patching_heatmap
+
+    written, missing = [], []
+    for task, model in selection.models.items():
+        for layer_type in ("mlp", "attention", "resid"):
+            try:
+                written += layer_patching_heatmap(selection.base_dir, model, task, layer_type)
+            except UserError as err:
+                missing.append(str(err))
+    if not written:
+        raise UserError(missing[0] if missing else "no patching sweeps found")
+    return written
+
+
+def render_head_patching(selection: Selection) -> list[Path]:
+    """Attention-head heat map and the head table (Table 4) for each task with head sweeps."""
+    from intervention.patching_figures import head_patching_heatmap, head_table
+
+    written, missing = [], []
+    for task, model in selection.models.items():
+        try:
+            paths, _ = head_patching_heatmap(selection.base_dir, model, task)
+            written += paths
+            written += head_table(selection.base_dir, model, task)[0]
+        except UserError as err:
+            missing.append(str(err))
+    if not written:
+        raise UserError(missing[0] if missing else "no head patching sweeps found")
+    return written
+
+
 MAIN_TEXT_STEPS: dict[str, Callable[[Selection], object]] = {
     "Figure 3 (PCA of the start-word token)": render_figure3,
     "Figure 5 (circle interventions vs layer)": render_figure5,
@@ -162,6 +195,8 @@ MAIN_TEXT_STEPS: dict[str, Callable[[Selection], object]] = {
 }
 APPENDIX_STEPS: dict[str, Callable[[Selection], object]] = {
     "All-layer PCA grids": render_all_layer_pca,
+    "Patching heat maps (MLP, attention, residual)": render_patching_heatmaps,
+    "Attention-head patching and head table": render_head_patching,
     "Tables 2 and 3 (per-problem results)": render_results_tables,
 }
 
@@ -182,17 +217,68 @@ def run_steps(steps: dict[str, Callable[[Selection], object]], selection: Select
     return written
 
 
+def show(step: Callable[[Selection], object], selection: Selection) -> list[Path]:
+    """Notebook helper: run one step, print its paths and display its png figures (or say why it was skipped)."""
+    from IPython.display import Image, display
+
+    written = run_steps({getattr(step, "__name__", "step"): step}, selection)
+    for path in written:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
+    return written
+
+
+NOTEBOOKS = ("main_text_plots", "appendix_plots")
+
+
+def execute_notebook(name: str, base_dir: Path, out_dir: Path, model: str = "auto", timeout: int = 600) -> tuple[Path, Path]:
+    """Run `intervention/<name>.ipynb` headless against `base_dir`; save the executed notebook and an HTML copy."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    from multid.config import BASE_DIR_ENV
+    from multid.io import write_text_atomic
+
+    source = Path(__file__).resolve().parent / f"{name}.ipynb"
+    notebook = nbformat.read(source, as_version=4)
+    saved = {key: os.environ.get(key) for key in (BASE_DIR_ENV, "MULTID_NOTEBOOK_MODEL")}
+    os.environ[BASE_DIR_ENV], os.environ["MULTID_NOTEBOOK_MODEL"] = str(base_dir), model
+    try:
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(source.parent)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    executed = write_text_atomic(out_dir / f"{name}.ipynb", nbformat.writes(notebook))
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    return executed, write_text_atomic(out_dir / f"{name}.html", html)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_base_dir_arg(parser)
     parser.add_argument("--model", default="auto", help="model whose artifacts to draw (default: auto, see above)")
     parser.add_argument("--part", default="all", choices=("main", "appendix", "all"))
+    parser.add_argument("--notebooks", action="store_true",
+                        help="also execute both notebooks headless into <base_dir>/notebooks (ipynb + html)")
     args = parser.parse_args(argv)
     selection = choose_models(args.base_dir, args.model)
     print(f"drawing from {selection.base_dir}: {selection.models}")
     steps = {"main": MAIN_TEXT_STEPS, "appendix": APPENDIX_STEPS, "all": {**MAIN_TEXT_STEPS, **APPENDIX_STEPS}}[args.part]
-    return run_steps(steps, selection)
+    written = run_steps(steps, selection)
+    if args.notebooks:
+        for name in NOTEBOOKS:
+            for path in execute_notebook(name, selection.base_dir, selection.base_dir / "notebooks", args.model):
+                print(f"notebook: {path}")
+                written.append(path)
+    return written
 
 
 if __name__ == "__main__":

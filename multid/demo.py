@@ -10,7 +10,9 @@ Steps (each reuses what an earlier run already wrote under the base dir, so a se
   6. Figure 6: the answer with the highest logit over a grid in the probe plane (reduced grid);
   7. the residual-c PCA panel and the appendix all-layer PCA grids;
   8. residual RGB feature deconstruction of the weekdays "is" token (Figure 8 style);
-  9. the reducibility demo on synthetic data (Figures 2 and 9).
+  9. the reducibility demo on synthetic data (Figures 2 and 9);
+ 10. activation patching on the weekdays task (appendix heat maps and head table);
+ 11. both notebooks executed headless into <base_dir>/notebooks (ipynb + html).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Demo:
 
     def __init__(self, base_dir: Path, device: str):
         self.base_dir = base_dir
+        self.device = device
         self.load = lazy_loader(MODEL, device=device, base_dir=base_dir)
         self.outputs: list[tuple[str, Path]] = []
         self.caches: dict[str, TaskCache] = {}
@@ -151,6 +154,21 @@ class Demo:
         self.wrote("residual RGB figure", figure)
         self.wrote("residual RGB R^2", json_path)
 
+    def patching(self) -> None:
+        from intervention.activation_patching import main as patching_main
+
+        for path in patching_main(["--model", MODEL, "--task", "days_of_week", "--base_dir", str(self.base_dir),
+                                   "--device", self.device]):
+            if path.suffix == ".png" and path.parent.name == "paper_plots":
+                self.wrote("patching heat map", path)
+
+    def notebooks(self) -> None:
+        from intervention.render_figures import NOTEBOOKS, execute_notebook
+
+        for name in NOTEBOOKS:
+            for path in execute_notebook(name, self.base_dir, self.base_dir / "notebooks", MODEL):
+                self.wrote(f"notebook {name}", path)
+
     def reducibility(self) -> None:
         from reducibility_demos.reducibility_demo import main as reducibility_main
 
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.step("7. residual-c panel and all-layer PCA grids", demo.appendix_pca)
     demo.step("8. feature deconstruction (residual RGB) of the weekdays 'is' token", demo.deconstruction)
     demo.step("9. reducibility demo (synthetic clouds)", demo.reducibility)
+    demo.step("10. activation patching, weekdays (resid / mlp / attention / heads, 20 pairs each way)", demo.patching)
+    demo.step("11. notebooks executed headless", demo.notebooks)
     print(f"\n== done in {time.time() - started:.0f} s; outputs:")
     for what, path in demo.outputs:
         print(f"  {what:<28} {path}")
