@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from intervention.caches import build_task_cache
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, reference_layer_metrics, task_tokens
+from intervention.caches import build_task_cache, prompt_tokens
+from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, reference_layer_metrics
 from intervention.circle_finding_utils import intervention_runs
 from intervention.circle_sweep import SweepParams, fit_layer_probe, letter_token, rows_per_forward
 from intervention.tasks import get_task_spec
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     token = letter_token(cache, "a")
     runs = intervention_runs(cache.infos, cache.p, "a")
     bases = {layer: fit_layer_probe(cache, params, layer).basis(device=device) for layer in args.layers}
-    tokens = task_tokens(model, cache)
+    tokens = prompt_tokens(model, cache)
     print(f"{MODEL} days, letter a, k=5, cos+sin, layers {args.layers}, {len(runs)} runs/layer, device {device}, "
           f"{torch.get_num_threads()} thread(s)")
 

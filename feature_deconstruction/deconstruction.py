@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from intervention.circle_finding_utils import one_hot
 from intervention.layout import (
     build_cache_command,
     load_pca_scores,
@@ -51,11 +52,6 @@ SCHEDULES = ("paper", "scaled", "last", "full")
 
 
 # ------------------------------------------------------------------------------------ explainer groups
-
-
-def one_hot(values: np.ndarray, size: int) -> np.ndarray:
-    """[n, size] float indicator matrix of integer `values`."""
-    return (np.asarray(values)[:, None] == np.arange(size)[None, :]).astype(np.float64)
 
 
 def _bias(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:

@@ -187,6 +187,17 @@ class TaskCache:
         return fit
 
 
+def prompt_tokens(model, cache: TaskCache) -> torch.Tensor:
+    """[n, seq_len] token ids of the cache's (aligned) prompts for `model`, checked against the cache layout."""
+    tokens = model.to_tokens([problem.prompt for problem in cache.problems])
+    if tokens.shape[1] != cache.layout.seq_len:
+        raise UserError(
+            f"the model tokenizes the cached prompts to length {tokens.shape[1]}, but cache {cache.folder} says "
+            f"{cache.layout.seq_len}; rebuild the cache for this model (--force)"
+        )
+    return tokens
+
+
 def fit_pca(acts: np.ndarray, k: int) -> PcaFit:
     """sklearn PCA (mean-centred, full SVD, sign-fixed), as upstream's `get_acts_pca`."""
     from sklearn.decomposition import PCA

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from intervention.caches import TaskCache
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device, task_tokens
+from intervention.caches import TaskCache, prompt_tokens
+from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
 from intervention.circle_finding_utils import VARIANTS, CircleBasis, intervention_runs, probe_targets, target_table
 from intervention.circle_sweep import SweepParams, fit_layer_probe, rows_per_forward
 from multid.config import figs_dir
@@ -129,7 +129,7 @@ def run_comparison(
         if stored is None or json.loads(str(stored["meta_json"])) != meta:
             if not state:
                 model = load_model_fn()
-                state.update(model=model, prefix=PrefixKV(model, task_tokens(model, cache), cache.layout.a_token, batch_size),
+                state.update(model=model, prefix=PrefixKV(model, prompt_tokens(model, cache), cache.layout.a_token, batch_size),
                              clean=clean_answer_logits(model, cache, cache.answer_token_ids),
                              rows=rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - cache.layout.a_token))
             raw = np.stack([

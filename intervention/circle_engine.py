@@ -37,17 +37,6 @@ from intervention.circle_finding_utils import (
 from multid.errors import UserError
 
 
-def task_tokens(model, cache: TaskCache) -> torch.Tensor:
-    """[n, seq] token ids of the cached prompts, checked against the cache layout."""
-    tokens = model.to_tokens([problem.prompt for problem in cache.problems])
-    if tokens.shape[1] != cache.layout.seq_len:
-        raise UserError(
-            f"the model tokenizes the cached prompts to length {tokens.shape[1]}, but the cache says {cache.layout.seq_len}; "
-            f"rebuild the cache for this model"
-        )
-    return tokens
-
-
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
 

@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from intervention.caches import TaskCache
-from intervention.circle_engine import PrefixKV, model_device, patched_answer_logits, task_tokens
+from intervention.caches import TaskCache, prompt_tokens
+from intervention.circle_engine import PrefixKV, model_device, patched_answer_logits
 from intervention.circle_finding_utils import CircleBasis, patch_circle
 from intervention.circle_sweep import SweepParams, load_probe, probe_plane_from_file, rows_per_forward
 from multid.config import figs_dir
@@ -114,7 +114,7 @@ def compute_grid_logits(
                 grid_basis(cache, layer, k, centered, "cpu", base_dir)  # a missing probe fails before the model loads
                 state["model"] = load_model_fn()
                 state["basis"] = grid_basis(cache, layer, k, centered, model_device(state["model"]), base_dir)
-                state["prefix"] = PrefixKV(state["model"], task_tokens(state["model"], cache), cache.layout.a_token, batch_size)
+                state["prefix"] = PrefixKV(state["model"], prompt_tokens(state["model"], cache), cache.layout.a_token, batch_size)
             vectors = patch_circle(state["basis"], torch.as_tensor(points, dtype=torch.float32))
             rows = torch.full((len(points),), problem, dtype=torch.long)
             acts = cache.layer_acts(layer)[:, cache.layout.a_token:, :]

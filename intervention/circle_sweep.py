@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from intervention.caches import PcaFit, TaskCache
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device, task_tokens
+from intervention.caches import PcaFit, TaskCache, prompt_tokens
+from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
 from intervention.circle_finding_utils import (
     VARIANT_LABELS,
     VARIANTS,
@@ -465,7 +465,7 @@ def run_circle_sweep(
             model = load_model_fn()
             started = time.time()
             state["model"] = model
-            state["prefix"] = PrefixKV(model, task_tokens(model, cache), token, batch_size)
+            state["prefix"] = PrefixKV(model, prompt_tokens(model, cache), token, batch_size)
             state["clean"] = clean_answer_logits(model, cache, cache.answer_token_ids)
             state["rows"] = rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - token)
             state["setup_s"] = time.time() - started

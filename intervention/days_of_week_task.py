@@ -6,7 +6,13 @@ layer at the important tokens (upstream's `__main__`): see `--help`.
 
 from __future__ import annotations
 
-from intervention.task import TaskSpec
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from intervention.task import TaskSpec  # noqa: E402
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NUMBER_WORDS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven")

@@ -6,7 +6,13 @@ activation cache, results.csv and PCA-k files (see `--help`).
 
 from __future__ import annotations
 
-from intervention.task import TaskSpec
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from intervention.task import TaskSpec  # noqa: E402
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,8 +47,7 @@ from multid.config import figs_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, save_npz
 
-if TYPE_CHECKING:  # runtime import would cycle: intervention.task re-exports this module
-    from intervention.caches import TaskCache
+from intervention.caches import TaskCache, prompt_tokens
 
 PATCHING_VERSION = 1
 LAYER_TYPES = ("resid", "mlp", "attention", "attention_head")
@@ -242,17 +241,6 @@ def is_current(path: Path, cache_id: str, params: dict[str, Any]) -> bool:
 # ----------------------------------------------------------------------------------------- running
 
 
-def problem_tokens(model, cache: "TaskCache") -> torch.Tensor:
-    """[n, seq_len] tokens of the cache's (aligned) prompts, checked against its layout."""
-    tokens = model.to_tokens([problem.prompt for problem in cache.problems])
-    if tokens.shape[1] != cache.layout.seq_len:
-        raise UserError(
-            f"prompts tokenize to length {tokens.shape[1]} but cache {cache.folder} has seq_len "
-            f"{cache.layout.seq_len}; rebuild the cache for this model"
-        )
-    return tokens
-
-
 def answer_logits(model, final_resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """Logits [rows, k] of `token_ids` [rows, k] from the last-position residual [rows, d] (before ln_final)."""
     normed = model.ln_final(final_resid[:, None, :])[:, 0, :] if model.cfg.normalization_type else final_resid
@@ -380,7 +368,7 @@ def patch_sweep(
 
 def activation_patching(
     model,
-    cache: "TaskCache",
+    cache: TaskCache,
     keep_same: str,
     layer_type: str,
     num_pairs: int = DEFAULT_NUM_PAIRS,
@@ -408,7 +396,7 @@ def activation_patching(
     ids = np.asarray(cache.answer_token_ids)
     infos = cache.infos
     answer_pairs = np.stack([ids[infos[pairs[:, 0], 2]], ids[infos[pairs[:, 1], 2]]], axis=1)
-    tokens = problem_tokens(model, cache)
+    tokens = prompt_tokens(model, cache)
     if layer_type == "attention_head":
         layers, sites = list(range(*head_layers)), np.arange(model.cfg.n_heads)
     else:
@@ -432,7 +420,7 @@ def activation_patching(
 
 def run_or_load_patching(
     get_model: Callable[[], Any],
-    cache: "TaskCache",
+    cache: TaskCache,
     keep_same: str,
     layer_type: str,
     num_pairs: int = DEFAULT_NUM_PAIRS,
@@ -509,7 +497,7 @@ def combined_head_grid(base_dir: Path, model: str, task: str, num_pairs: int, ca
 
 
 def run_or_load_head_outputs(
-    get_model: Callable[[], Any], cache: "TaskCache", num_pairs: int = DEFAULT_NUM_PAIRS, k: int = 10, force: bool = False
+    get_model: Callable[[], Any], cache: TaskCache, num_pairs: int = DEFAULT_NUM_PAIRS, k: int = 10, force: bool = False
 ) -> tuple[Path, bool]:
     """Write the top-k heads' outputs at the head-patching position for every problem (needs the head sweeps).
 
@@ -527,7 +515,7 @@ def run_or_load_head_outputs(
         if str(stored["cache_id"]) == cache.cache_id and np.array_equal(stored["heads"], heads) and int(stored["position"]) == position:
             return path, False
     model = get_model()
-    outputs = head_outputs(model, problem_tokens(model, cache), [tuple(h) for h in heads.tolist()], position)
+    outputs = head_outputs(model, prompt_tokens(model, cache), [tuple(h) for h in heads.tolist()], position)
     save_npz(
         path,
         outputs=outputs.astype(np.float32),

@@ -2,20 +2,25 @@
 
 Scoring as in the paper: a problem is correct when the ground-truth word has the highest logit among
 the p allowable words (results.csv `best_token == ground_truth`). Every model with a results.csv
-under the base dir gets a row. The greedy full-vocabulary exact match is shown beside it.
+under the base dir gets a row; the CSV also keeps the greedy full-vocabulary exact-match count.
 
     python3 intervention/table1.py [--base_dir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
-from intervention.layout import TASK_NAMES, load_results_csv, results_csv_path
-from multid.config import add_base_dir_arg, figs_dir, resolve_base_dir
-from multid.errors import UserError, cli_entry
-from multid.io import save_csv, write_text_atomic
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+
+from intervention.layout import TASK_NAMES, load_results_csv, results_csv_path  # noqa: E402
+from multid.config import add_base_dir_arg, figs_dir, resolve_base_dir  # noqa: E402
+from multid.errors import UserError, cli_entry  # noqa: E402
+from multid.io import save_csv, write_text_atomic  # noqa: E402
 
 TASK_TITLES = {"days_of_week": "Weekdays", "months_of_year": "Months"}
 COLUMNS = ("model", "task", "correct", "total", "greedy_exact_match")

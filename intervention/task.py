@@ -222,6 +222,11 @@ def token_map(model, prompt: str, layout: TokenLayout) -> dict[int, str]:
     return mapping
 
 
-# Upstream kept activation patching in task.py; it lives in intervention/patching.py (which imports
-# nothing from this package at run time, so this re-export cannot cycle).
-from intervention.patching import activation_patching, patching_pairs  # noqa: E402,F401
+def __getattr__(name: str):
+    """Upstream kept activation patching in task.py; it lives in intervention/patching.py and is re-exported
+    lazily (patching imports the caches, which import this module)."""
+    if name in ("activation_patching", "patching_pairs"):
+        from intervention import patching
+
+        return getattr(patching, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,17 +17,22 @@ Steps (each reuses what an earlier run already wrote under the base dir, so a se
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from intervention.caches import TaskCache, build_task_cache
-from intervention.circle_finding_utils import fit_circle_probe, relabel_null
-from intervention.circle_grid import compute_grid_logits
-from intervention.circle_sweep import SweepParams, run_circle_sweep
-from intervention.paper_figures import (
+from intervention.caches import TaskCache, build_task_cache  # noqa: E402
+from intervention.circle_finding_utils import fit_circle_probe, relabel_null  # noqa: E402
+from intervention.circle_grid import compute_grid_logits  # noqa: E402
+from intervention.circle_sweep import SweepParams, run_circle_sweep  # noqa: E402
+from intervention.paper_figures import (  # noqa: E402
     all_layer_pca_grid,
     all_layer_pca_path,
     figure3,
@@ -36,12 +41,12 @@ from intervention.paper_figures import (
     paper_plots_dir,
     residual_c_figure,
 )
-from intervention.table1 import write_table1
-from intervention.tasks import get_task_spec
-from multid.config import add_base_dir_arg, add_device_arg, figs_dir, resolve_base_dir, resolve_device
-from multid.errors import cli_entry
-from multid.io import save_csv
-from multid.models import lazy_loader
+from intervention.table1 import write_table1  # noqa: E402
+from intervention.tasks import get_task_spec  # noqa: E402
+from multid.config import add_base_dir_arg, add_device_arg, figs_dir, resolve_base_dir, resolve_device  # noqa: E402
+from multid.errors import cli_entry  # noqa: E402
+from multid.io import save_csv  # noqa: E402
+from multid.models import lazy_loader  # noqa: E402
 
 MODEL = "smollm2"
 TASKS = ("days_of_week", "months_of_year")

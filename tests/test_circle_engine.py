@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from intervention.caches import prompt_tokens
 from intervention.circle_engine import (
     PrefixKV,
     clean_answer_logits,
@@ -14,7 +15,6 @@ from intervention.circle_engine import (
     layer_metrics,
     patched_answer_logits,
     reference_layer_metrics,
-    task_tokens,
 )
 from intervention.circle_finding_utils import VARIANTS, intervention_runs
 from intervention.circle_sweep import SweepParams, fit_layer_probe, letter_token
@@ -27,7 +27,7 @@ def engine_inputs(model, cache, letter: str, layer: int, centered: bool = False)
     token = letter_token(cache, letter)
     basis = fit_layer_probe(cache, params, layer).basis(centered)
     runs = intervention_runs(cache.infos, cache.p, letter)
-    tokens = task_tokens(model, cache)
+    tokens = prompt_tokens(model, cache)
     return basis, runs, tokens, PrefixKV(model, tokens, token), token
 
 
@@ -50,7 +50,7 @@ def test_patch_layer_at_the_last_layer_gives_the_donor_logits(tiny_model, tiny_c
     cache = tiny_caches["days_of_week"]
     last = cache.n_cache_layers - 1
     token = cache.layout.before_c_token
-    tokens = task_tokens(tiny_model, cache)
+    tokens = prompt_tokens(tiny_model, cache)
     prefix = PrefixKV(tiny_model, tokens, token)
     acts = cache.layer_acts(last)
     rows = torch.tensor([0, 5, 9])
@@ -75,7 +75,7 @@ def test_patch_layer_at_the_last_layer_gives_the_donor_logits(tiny_model, tiny_c
 def test_clean_logits_match_a_full_forward(tiny_model, tiny_caches):
     cache = tiny_caches["months_of_year"]
     with torch.no_grad():
-        full = tiny_model(task_tokens(tiny_model, cache))[:, -1, cache.answer_token_ids]
+        full = tiny_model(prompt_tokens(tiny_model, cache))[:, -1, cache.answer_token_ids]
     torch.testing.assert_close(clean_answer_logits(tiny_model, cache, cache.answer_token_ids), full, atol=1e-4, rtol=0)
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from intervention.caches import prompt_tokens
 from intervention import patching
 from intervention.patching import (
     activation_patching,
     default_head_layers,
     head_outputs,
     patching_pairs,
-    problem_tokens,
     top_heads,
 )
 from intervention.patching_figures import head_r2, indicator_widths
@@ -155,7 +155,7 @@ def tl_reference(model, tokens, clean: int, corrupt: int, ids: tuple[int, int], 
 @pytest.mark.parametrize("layer_type", patching.LAYER_TYPES)
 def test_batched_sweep_matches_one_at_a_time_patching(tiny_model, tiny_caches, tiny_sweeps, layer_type):
     cache = tiny_caches["days_of_week"]
-    tokens = problem_tokens(tiny_model, cache)
+    tokens = prompt_tokens(tiny_model, cache)
     ids = np.asarray(cache.answer_token_ids)
     result = tiny_sweeps[(layer_type, "b")]
     for k, (clean, corrupt) in enumerate(result.pairs[:2]):
@@ -166,7 +166,7 @@ def test_batched_sweep_matches_one_at_a_time_patching(tiny_model, tiny_caches, t
 
 def test_head_outputs_match_transformer_lens_stacked_results(tiny_model, tiny_caches):
     cache = tiny_caches["months_of_year"]
-    tokens = problem_tokens(tiny_model, cache)[:5]
+    tokens = prompt_tokens(tiny_model, cache)[:5]
     heads = [(2, 3), (1, 0)]
     position = cache.layout.before_c_token
     ours = head_outputs(tiny_model, tokens, heads, position, batch_size=2)
