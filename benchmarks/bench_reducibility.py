@@ -1,6 +1,6 @@
 """Batched reducibility engine vs one-cloud loops (400 clouds of 4,096 points, the scan variants of M and S).
 
-    python -m benchmarks.bench_reducibility [--steps 200] [--ref_clouds 20] [--threads 1]
+    python -m benchmarks.bench_reducibility [--steps 200] [--ref_clouds 20] [--threads N]
 
 Both indices use the GPT-2 scan variants: M with T = 1 reporting the hard fraction, S with 10 x 10
 data-range histograms over 100 angles. Three ways to get them for the same clouds and seeds:
@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="clouds the reference loop is timed on, then extrapolated (default: %(default)s)")
     parser.add_argument("--skip_engine_loop", action="store_true",
                         help="skip the loop of our one-cloud functions (saves about half the run time)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every side (default: %(default)s). One thread compares like with "
-                             "like: the reference loop is made of small per-cloud ops that gain nothing from more "
-                             "threads, and a real scan parallelises over processes anyway; on a CPU shared with "
-                             "other jobs a multi-threaded batch also stalls in OpenMP barriers. 0 = torch's default")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for every side (default: 0 = torch's default, all cores, as a user runs "
+                             "it). The batched engine is then also timed at 1 thread, for a like-for-like figure "
+                             "against the reference loop, whose small per-cloud ops gain nothing from threads. "
+                             "On a CPU shared with other jobs use --threads 1: multi-threaded batches stall in "
+                             "OpenMP barriers there")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.num_clouds, args.num_points, args.steps, args.ref_clouds) < 1:
@@ -167,6 +168,18 @@ def main(argv: list[str] | None = None) -> dict:
           f"M {sensitivity_m:.2e}, v {sensitivity_v:.2e}: the fixed-lr ascent amplifies rounding (chaotic orbits "
           f"for small |v0|, the kink of |z| on exact lines), so two equivalent gradient computations agree to "
           f"1e-5 only on short or well-conditioned runs (see tests/test_reducibility.py)")
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+        _, t_one_m = timed(lambda: mixture_index_batched(clouds, config=config, seed=args.seed))
+        _, t_one_s = timed(lambda: separability_index_batched(clouds, config=SCAN_SEPARABILITY))
+        torch.set_num_threads(threads)
+        report["ratio_total_vs_reference_full_steps_engine_1_thread"] = (
+            (proj_ref_m * scale + proj_ref_s) / (t_one_m * scale + t_one_s))
+        print(f"batched engine at 1 thread (like for like with the single-threaded reference): M {t_one_m:.2f} s, "
+              f"S {t_one_s:.2f} s; projected to {FULL_STEPS} M steps: ratio "
+              f"{report['ratio_total_vs_reference_full_steps_engine_1_thread']:.1f}x")
 
     if not args.skip_engine_loop:
         loop_m, t_loop_m = timed(
