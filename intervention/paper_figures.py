@@ -268,7 +268,7 @@ def residual_c_panel(cache: TaskCache, layer: int | None = None) -> tuple[PcaPan
     design = np.concatenate([one_hot(a, cache.p), one_hot(b - 1, cache.p)], axis=1)
     beta = np.linalg.lstsq(design, acts, rcond=None)[0]
     fit = fit_pca(acts - design @ beta, 2)
-    title = f"{MODEL_TITLES.get(cache.model, cache.model)} {TASK_TITLES[cache.task]}: residual after a, b (layer {layer})"
+    title = f"{MODEL_TITLES.get(cache.model, cache.model)} {TASK_TITLES[cache.task]} (layer {layer})\nresidual after one-hot a, b; colour = c"
     return PcaPanel(fit.coords, c, cache.meta["answer_words"], title, fit.explained_variance_ratio), design.shape
 
 
