@@ -30,9 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from intervention.caches import TaskCache
 from intervention.circle_finding_utils import one_hot
 from intervention.layout import (
     build_cache_command,
+    layer_acts_path,
     load_pca_scores,
     load_results_csv,
     meta_path,
@@ -424,6 +426,7 @@ class Sources:
     pca_dir: Path
     meta: dict[str, Any] | None
     command: str
+    cache: TaskCache | None = None  # our own activation cache: missing PCA files are fitted from it
 
 
 def find_sources(
@@ -442,7 +445,9 @@ def find_sources(
     if results_csv is None and pca_dir is None:
         folder = task_dir(resolve_base_dir(base_dir, create=False), model, spec.task)
         csv_path = require_file(results_csv_path(folder), f"results.csv of the {model} {spec.task} cache", command)
-        return Sources(csv_path, folder / "pca", _read_meta(meta_path(folder)), command)
+        meta = _read_meta(meta_path(folder))
+        cache = TaskCache(folder, meta) if meta and "cache_id" in meta else None
+        return Sources(csv_path, folder / "pca", meta, command, cache)
     if results_csv is None:
         results_csv = Path(pca_dir).parent / "results.csv"
     csv_path = require_file(Path(results_csv), "results.csv", command)
@@ -483,6 +488,8 @@ def _token_of(name: str) -> int | None:
 def load_scores(sources: Sources, layer: int, token: int) -> np.ndarray:
     """PCA-20 scores of one (layer, token), with the make-it command when the file is missing."""
     path = sources.pca_dir / f"layer{layer}_token{token}_pca{PCA_K}.pt"
+    if sources.cache is not None and not path.exists() and layer_acts_path(sources.cache.folder, layer).exists():
+        return sources.cache.get_pca(layer, token, PCA_K).coords.astype(np.float64)  # fitted once, then stored
     require_file(path, f"PCA-{PCA_K} scores for layer {layer} token {token}", sources.command)
     return load_pca_scores(path)
 

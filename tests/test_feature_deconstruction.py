@@ -289,3 +289,18 @@ def test_scripts_help(folder, script):
     done = subprocess.run([sys.executable, script, "--help"], cwd=REPO / folder, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--out_dir" in done.stdout and "--base_dir" in done.stdout
+
+
+def test_fits_missing_pca_files_from_our_activation_cache(tmp_path, tiny_model):
+    """A cache built without PCA-20 files (as the demo builds it): the scores are fitted from the activations."""
+    from intervention.layout import pca_path
+    from tests.conftest import build_caches
+
+    cache = build_caches("tiny", tiny_model, tmp_path)["days_of_week"]
+    token = cache.layout.before_c_token
+    assert not pca_path(cache.folder, 2, token, 20).exists()
+    figure, json_path = run_deconstruction("days_of_week", model="tiny", base_dir=tmp_path, layers=[2, 3],
+                                           schedule="full", fmt="png", verbose=False)
+    assert figure.stat().st_size > 2_000 and json_path.exists()
+    stored = cache.get_pca(2, token, 20)
+    assert pca_path(cache.folder, 2, token, 20).exists() and stored.coords.shape == (49, 20)
