@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -83,21 +84,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name} must be at least 1; got {getattr(args, name)}")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> list[Path]:
-    args = build_parser().parse_args(argv)
-    check_args(args)
-    get_spec(args.model)
-    args.task = get_task_spec(args.task).name
+def patch_and_draw(args: argparse.Namespace, cache, loader: Callable[[], Any]) -> list[Path]:
+    """Every requested sweep (computed with `loader()` only if not current), then the paper heat maps and head table."""
     base_dir = resolve_base_dir(args.base_dir)
-    resolve_device(args.device)  # a missing GPU fails before any work
-    if args.threads < 0:
-        raise UserError(f"--threads must be 0 (torch's default) or a positive count; got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.time()
-    loader = model_loader(args)  # loads only if something has to be computed
-    cache = open_or_build_cache(args, args.task, load_model_fn=loader)
     keeps = list(KEEP_SAME) if args.keep_same == "both" else [args.keep_same]
     written: list[Path] = []
     for layer_type in args.layer_type:
@@ -122,6 +111,30 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 written += layer_patching_heatmap(base_dir, args.model, args.task, layer_type, args.num_pairs)
     elif not args.no_figures:
         print("paper heat maps need both keep-same settings (--keep_same both); skipped")
+    return written
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed and checked arguments (the task name normalised, the device checked before any work)."""
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    get_spec(args.model)
+    args.task = get_task_spec(args.task).name
+    resolve_device(args.device)  # a missing GPU fails before any work
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or a positive count; got {args.threads}")
+    return args
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    loader = model_loader(args)  # loads only if something has to be computed
+    cache = open_or_build_cache(args, args.task, load_model_fn=loader)
+    written = patch_and_draw(args, cache, loader)
     print("wrote:")
     for path in written:
         print(f"  {path}")

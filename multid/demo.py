@@ -160,10 +160,10 @@ class Demo:
         self.wrote("residual RGB R^2", json_path)
 
     def patching(self) -> None:
-        from intervention.activation_patching import main as patching_main
+        from intervention.activation_patching import parse_args, patch_and_draw
 
-        for path in patching_main(["--model", MODEL, "--task", "days_of_week", "--base_dir", str(self.base_dir),
-                                   "--device", self.device]):
+        args = parse_args(["--model", MODEL, "--task", "days_of_week", "--base_dir", str(self.base_dir), "--device", self.device])
+        for path in patch_and_draw(args, self.caches["days_of_week"], self.load):
             if path.suffix == ".png" and path.parent.name == "paper_plots":
                 self.wrote("patching heat map", path)
 
