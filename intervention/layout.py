@@ -32,6 +32,12 @@ def task_dir(base_dir: str | os.PathLike, model: str, task: str) -> Path:
     return Path(base_dir) / f"{model}_{check_task_name(task)}"
 
 
+def models_with(base_dir: str | os.PathLike, task: str, filename: str) -> list[str]:
+    """Models that have `<base_dir>/<model>_<task>/<filename>` (e.g. "meta.json", "results.csv"), sorted."""
+    suffix = f"_{check_task_name(task)}"
+    return sorted(path.parent.name[: -len(suffix)] for path in Path(base_dir).glob(f"*{suffix}/{filename}"))
+
+
 def meta_path(folder: Path) -> Path:
     return folder / "meta.json"
 
