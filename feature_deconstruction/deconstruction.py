@@ -34,7 +34,6 @@ from intervention.caches import TaskCache
 from intervention.circle_finding_utils import one_hot
 from intervention.layout import (
     build_cache_command,
-    layer_acts_path,
     load_pca_scores,
     load_results_csv,
     meta_path,
@@ -181,7 +180,6 @@ class DeconstructionTask:
     task: str  # intervention cache task name
     p: int
     paper_model: str  # the model the paper ran this task's figure on
-    upstream_token: int  # the hard-coded token of upstream's script (the " is" token of the paper model)
     vertical_space: int  # white rows under each tile, room for its two labels
     figure_stem: str  # upstream's output file name, without extension
     schedule: Mapping[int, tuple[str, ...]]  # paper cache layer -> cumulative group order
@@ -196,7 +194,6 @@ DAYS = DeconstructionTask(
     task="days_of_week",
     p=7,
     paper_model="mistral",
-    upstream_token=16,
     vertical_space=3,
     figure_stem="feature_deconstruction_day_of_the_week",
     schedule=DAYS_SCHEDULE,
@@ -207,7 +204,6 @@ MONTHS = DeconstructionTask(
     task="months_of_year",
     p=12,
     paper_model="llama",
-    upstream_token=12,
     vertical_space=5,
     figure_stem="feature_deconstruction_month_of_the_year",
     schedule=MONTHS_SCHEDULE,
@@ -488,8 +484,8 @@ def _token_of(name: str) -> int | None:
 def load_scores(sources: Sources, layer: int, token: int) -> np.ndarray:
     """PCA-20 scores of one (layer, token), with the make-it command when the file is missing."""
     path = sources.pca_dir / f"layer{layer}_token{token}_pca{PCA_K}.pt"
-    if sources.cache is not None and not path.exists() and layer_acts_path(sources.cache.folder, layer).exists():
-        return sources.cache.get_pca(layer, token, PCA_K).coords.astype(np.float64)  # fitted once, then stored
+    if sources.cache is not None:  # our cache: checks the file's cache id, fits a missing file from the activations
+        return sources.cache.get_pca(layer, token, PCA_K).coords.astype(np.float64)
     require_file(path, f"PCA-{PCA_K} scores for layer {layer} token {token}", sources.command)
     return load_pca_scores(path)
 

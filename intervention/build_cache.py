@@ -17,7 +17,7 @@ from intervention.caches import TaskCache, build_task_cache, ensure_pca_files
 from intervention.layout import results_csv_path
 from intervention.task import ANSWER_MODES
 from intervention.tasks import get_task_spec
-from multid.config import add_base_dir_arg, add_device_arg, add_dtype_arg, resolve_base_dir, resolve_device
+from multid.config import add_base_dir_arg, add_device_arg, add_dtype_arg, positive_int, resolve_base_dir, resolve_device
 from multid.errors import cli_entry
 from multid.models import add_model_args, get_spec, lazy_loader
 
@@ -28,7 +28,7 @@ def add_cache_args(parser: argparse.ArgumentParser, positional_model: bool = Fal
     add_base_dir_arg(parser)
     add_device_arg(parser)
     add_dtype_arg(parser)
-    parser.add_argument("--batch_size", type=int, default=64, help="prompts per forward pass (default: %(default)s)")
+    parser.add_argument("--batch_size", type=positive_int, default=64, help="prompts per forward pass (default: %(default)s)")
     parser.add_argument(
         "--answer_tokens",
         default="continuation",

@@ -147,7 +147,11 @@ class TaskCache:
         return {int(position): text for position, text in self.meta["token_map"].items()}
 
     def results(self):
-        return paths.load_results_csv(paths.results_csv_path(self.folder))
+        path = paths.results_csv_path(self.folder)
+        if not path.exists():
+            command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent) + " --force"
+            raise MissingArtifactError(f"results.csv of the {self.model} {self.task} cache", path, command)
+        return paths.load_results_csv(path)
 
     # -- activations
     def layer_acts(self, layer: int) -> torch.Tensor:
@@ -155,8 +159,12 @@ class TaskCache:
         if not 0 <= layer < self.n_cache_layers:
             raise UserError(f"layer {layer} is outside this cache's layers 0..{self.n_cache_layers - 1}")
         if layer not in self._layer_memo:
+            path = paths.layer_acts_path(self.folder, layer)
+            if not path.exists():
+                command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent) + " --force"
+                raise MissingArtifactError(f"layer {layer} activations of the {self.model} {self.task} cache", path, command)
             self._layer_memo.clear()  # keep one layer in memory: sweeps go layer by layer
-            self._layer_memo[layer] = load_pt(paths.layer_acts_path(self.folder, layer))
+            self._layer_memo[layer] = load_pt(path)
         return self._layer_memo[layer]
 
     def get_acts(self, layer: int, token: int, normalize_rms: bool = False) -> torch.Tensor:
@@ -167,10 +175,6 @@ class TaskCache:
         if normalize_rms:
             acts = acts / torch.sqrt(acts.pow(2).mean(dim=-1, keepdim=True) + RMS_EPS)
         return acts
-
-    def all_acts(self) -> torch.Tensor:
-        """[n, n_cache_layers, seq_len, d_model], upstream's `get_all_acts` shape."""
-        return torch.stack([self.layer_acts(layer) for layer in range(self.n_cache_layers)], dim=1)
 
     def get_pca(self, layer: int, token: int, k: int, normalize_rms: bool = False) -> PcaFit:
         """PCA-k of the (layer, token) slice, fitted once and stored as `pca/layer{L}_token{T}_pca{k}.pt`."""
@@ -292,6 +296,8 @@ def compute_and_write_cache(
         raise UserError(f"batched tokenization gave length {tokens.shape[1]}, expected {layout.seq_len}")
     n_cache_layers = model.cfg.n_layers + 1
     resid, last_logits = collect_residuals(model, tokens, n_cache_layers, batch_size)
+    if resid.shape[:2] != (n_cache_layers, len(problems)):
+        raise RuntimeError(f"cache shape {tuple(resid.shape)} does not cover {len(problems)} problems x {n_cache_layers} layers")
     for layer in range(n_cache_layers):
         save_pt(paths.layer_acts_path(folder, layer), resid[layer].clone())  # clone: a view would save the whole stack
     rows = results_rows(spec, model, problems, last_logits, answer_ids)
@@ -323,10 +329,12 @@ def collect_residuals(model, tokens: torch.Tensor, n_cache_layers: int, batch_si
 
     Returns resid [n_cache_layers, n, seq, d] float32 on CPU and logits [n, vocab] float32 on CPU.
     """
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
     names = [resid_hook_name(layer) for layer in range(n_cache_layers)]
     wanted = set(names)
     resid_batches, logit_batches = [], []
-    starts = range(0, tokens.shape[0], max(1, batch_size))
+    starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc="caching activations", unit="batch", leave=False, disable=len(starts) < 2):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
         logits, cache = model.run_with_cache(batch, names_filter=lambda name: name in wanted)

@@ -26,7 +26,6 @@ DAYS_OF_WEEK = TaskSpec(
     unit_singular="day",
     unit_plural="days",
     singular_for_one=True,
-    how_to_color=(("target_day", 2), ("start_day", 0), ("duration_days", 1)),
 )
 
 if __name__ == "__main__":

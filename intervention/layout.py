@@ -104,7 +104,6 @@ def load_pca_scores(path: str | os.PathLike):
 
 def load_pca_file(path: str | os.PathLike) -> Any:
     """Load a PCA file (ours: dict; upstream: numpy array) without executing arbitrary pickled code."""
-    import numpy as np
     import torch
 
     from multid.io import corrupted

@@ -32,7 +32,6 @@ MONTHS_OF_YEAR = TaskSpec(
     unit_singular="months",
     unit_plural="months",
     singular_for_one=False,
-    how_to_color=(("target_month", 2), ("start_month", 0), ("duration_months", 1)),
 )
 
 if __name__ == "__main__":

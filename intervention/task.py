@@ -16,7 +16,7 @@ Activation patching (upstream `task.py`) lives in `intervention/patching.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -50,7 +50,6 @@ class TaskSpec:
     unit_singular: str
     unit_plural: str
     singular_for_one: bool  # "One day" (days) vs "One months" (months, as upstream)
-    how_to_color: tuple[tuple[str, int], ...] = field(default=())
 
     @property
     def allowable_tokens(self) -> tuple[str, ...]:
@@ -102,9 +101,6 @@ class TokenLayout:
     def important_tokens(self) -> list[int]:
         """Positions from the duration word to the last prompt token (upstream `important_tokens()`)."""
         return list(range(self.b_token, self.before_c_token + 1))
-
-    def position_of(self, name: str) -> int:
-        return {"b": self.b_token, "a": self.a_token, "c": self.before_c_token}[name]
 
     def to_json(self) -> dict:
         return {

@@ -99,6 +99,17 @@ def resolve_dtype(name: str):
     return getattr(torch, name)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_base_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base_dir",

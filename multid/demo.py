@@ -56,7 +56,6 @@ SWEEP_LAYERS = (0, 4, 8, 12, 16, 20, 24)  # ~1 min on 2 cores; every layer: `cir
 FIGURE6_LAYER = 4
 FIGURE6_BS = (2, 3, 4, 5)
 FIGURE6_GRID = {"num_angles": 36, "num_radii": 10}  # upstream: 100 x 20
-DECONSTRUCTION_LAYERS = tuple(range(16, 28))  # the paper's days layers 17-29 at SmolLM2's depth
 
 
 def probe_rows(cache: TaskCache) -> list[tuple]:
@@ -154,8 +153,8 @@ class Demo:
     def deconstruction(self) -> None:
         from feature_deconstruction.deconstruction import run_deconstruction
 
-        figure, json_path = run_deconstruction("days_of_week", model=MODEL, base_dir=self.base_dir,
-                                               layers=list(DECONSTRUCTION_LAYERS), fmt="png", verbose=False)
+        # default layers: the paper's weekday layers 17-29 (of 32) at SmolLM2's depth, 16-27
+        figure, json_path = run_deconstruction("days_of_week", model=MODEL, base_dir=self.base_dir, fmt="png", verbose=False)
         self.wrote("residual RGB figure", figure)
         self.wrote("residual RGB R^2", json_path)
 

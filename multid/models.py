@@ -38,7 +38,6 @@ class ModelSpec:
     tl_name: str | None  # TransformerLens official name or alias, for the hub path
     hf_architecture: str | None  # what a --model_path folder's config.json must declare
     description: str
-    default_n_devices: int = 1
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -92,6 +91,7 @@ def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dt
         info["model_path"] = str(folder)
         config = folder / "config.json"
         info["config_sha1"] = hashlib.sha1(config.read_bytes()).hexdigest() if config.exists() else None
+        info["weights"] = weight_files_signature(folder)
     elif spec.name == "smollm2":
         info["source"] = f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}"
     elif spec.name == "tiny":
@@ -99,6 +99,13 @@ def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dt
     else:
         info["source"] = f"hub:{spec.tl_name}"
     return info
+
+
+def weight_files_signature(folder: Path) -> list[list]:
+    """(name, size, mtime) of every weight file in a local model folder: new weights, new caches."""
+    patterns = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+    files = sorted({path for pattern in patterns for path in folder.glob(pattern)})
+    return [[path.name, path.stat().st_size, int(path.stat().st_mtime)] for path in files]
 
 
 # ----------------------------------------------------------------------------------------- loading

@@ -36,12 +36,15 @@ def test_every_script_has_help(script, capsys, monkeypatch):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_script_runs_from_inside_its_folder_as_upstream():
+@pytest.mark.parametrize("script", ["intervention/days_of_week_task.py",
+                                    "feature_deconstruction/days_of_the_week/days_of_the_week_deconstruction.py"])
+def test_script_runs_from_inside_its_folder_as_upstream(script):
+    path = REPO_ROOT / script
     done = subprocess.run(
-        [sys.executable, "days_of_week_task.py", "--help"], cwd=REPO_ROOT / "intervention",
+        [sys.executable, path.name, "--help"], cwd=path.parent,
         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    assert done.returncode == 0 and "--model" in done.stdout
+    assert done.returncode == 0 and "--base_dir" in done.stdout
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str]:

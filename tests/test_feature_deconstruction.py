@@ -7,8 +7,6 @@ order, and written as real files: our cache layout and upstream's copied-files l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import pytest
 import torch
 
 from feature_deconstruction import simple_example
+from intervention.task import generate_problems
+from intervention.tasks import get_task_spec
 from feature_deconstruction.deconstruction import (
     DAYS,
     GROUPS,
@@ -34,7 +34,6 @@ from intervention.layout import load_pca_scores, load_results_csv, pca_path, tas
 from multid.errors import MissingArtifactError, UserError
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
@@ -42,13 +41,10 @@ DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 
 
 def task_order(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(a, b, c) in the task's order: (a outer 0..p-1, b inner 1..p), then np.random.seed(42) shuffle."""
-    problems = [(a, b) for a in range(p) for b in range(1, p + 1)]
-    np.random.seed(42)
-    np.random.shuffle(problems)
-    a = np.array([a for a, _ in problems])
-    b = np.array([b for _, b in problems])
-    return a, b, (a + b) % p
+    """(a, b, c) in the task's problem order (the project's own generator)."""
+    spec = get_task_spec("days_of_week" if p == 7 else "months_of_year")
+    infos = np.array([problem.info for problem in generate_problems(spec)])
+    return infos[:, 0], infos[:, 1], infos[:, 2]
 
 
 def planted_scores(p: int, groups, noise: float = 0.2, seed: int = 0, a=None, b=None) -> np.ndarray:
@@ -119,12 +115,6 @@ def structure(tile: np.ndarray, design: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------ tests
-
-
-def test_task_order_matches_the_spec():
-    a, b, c = task_order(7)
-    first_ten = [(int(x), int(y), int(z)) for x, y, z in zip(a[:10], b[:10], c[:10])]
-    assert first_ten == [(1, 7, 1), (6, 4, 3), (6, 6, 5), (6, 3, 2), (2, 4, 6), (3, 7, 3), (3, 6, 2), (3, 5, 1), (4, 4, 1), (2, 6, 1)]
 
 
 def test_schedule_tables_match_the_spec_for_every_paper_layer():
@@ -275,20 +265,6 @@ def test_simple_example_writes_four_panels_and_explains_the_toy(tmp_path):
     written = simple_example.main(["--out_dir", str(tmp_path), "--format", "png"])
     assert {path.name for path in written} >= {f"simple_example_{panel}.png" for panel in "abcd"} | {"simple_example.json"}
     assert all(path.stat().st_size > 0 for path in written)
-
-
-@pytest.mark.parametrize(
-    "folder, script",
-    [
-        ("feature_deconstruction/days_of_the_week", "days_of_the_week_deconstruction.py"),
-        ("feature_deconstruction/months_of_the_year", "months_of_the_year_deconstruction.py"),
-        ("feature_deconstruction", "simple_example.py"),
-    ],
-)
-def test_scripts_help(folder, script):
-    done = subprocess.run([sys.executable, script, "--help"], cwd=REPO / folder, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "--out_dir" in done.stdout and "--base_dir" in done.stdout
 
 
 def test_fits_missing_pca_files_from_our_activation_cache(tmp_path, tiny_model):

@@ -135,13 +135,16 @@ def test_hub_from_pretrained_path_with_a_fake_hf_cache(tmp_path):
     assert "mistral days_of_week:" in done.stdout and (tmp_path / "hf" / "base" / "mistral_days_of_week" / "results.csv").exists()
 
 
-def test_hub_load_without_weights_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+def test_hub_load_without_weights_says_what_to_do(tmp_path):
+    """Offline and no hub copy: the task script ends with one line that points to --model_path."""
     done = subprocess.run(
-        [sys.executable, "-c", "from multid.models import load_model; load_model('gpt2')"],
+        [sys.executable, str(REPO_ROOT / "intervention" / "days_of_week_task.py"), "--model", "gpt2", "--device", "cpu",
+         "--base_dir", str(tmp_path / "base")],
         env={**RUN_ENV, "HF_HOME": str(tmp_path / "empty")}, capture_output=True, text=True, timeout=300,
     )
-    assert done.returncode != 0 and "--model_path" in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(errors) == 1 and "--model_path" in errors[0] and "gpt2" in errors[0]
 
 
 @pytest.mark.smollm2
