@@ -13,6 +13,7 @@ import torch
 from intervention import layout as paths
 from intervention.build_cache import main as build_cache_main
 from multid.config import REPO_ROOT
+from multid.errors import UserError
 
 SCRIPT_FOLDERS = ("intervention", "reducibility_demos", "feature_deconstruction", "sae_multid_feature_discovery", "multid")
 
@@ -93,3 +94,19 @@ def test_corrupted_cache_file(capsys, tmp_path):
     paths.pca_path(folder, 1, 12, 3).write_bytes(b"\x00garbage")
     code, err = run_main(["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"], capsys)
     assert_one_line_error(code, err, "pca", "damaged", "delete it")
+
+
+def test_batch_size_must_be_positive(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--batch_size", "0"])
+    assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "tiny_days_of_week" / "meta.json").exists()
+
+
+def test_incomplete_cache_names_the_rebuild_command(capsys, tmp_path):
+    from intervention.caches import TaskCache
+
+    assert build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"])
+    paths.layer_acts_path(paths.task_dir(tmp_path, "tiny", "days_of_week"), 2).unlink()
+    with pytest.raises(UserError, match=r"days_of_week_task.py --model tiny .*--force"):
+        TaskCache.open(tmp_path, "tiny", "days_of_week").get_acts(2, 3)
