@@ -241,9 +241,9 @@ def reference_layer_metrics(
         for row, variant in enumerate(VARIANTS):
 
             def hook(resid, hook, variant=variant):
-                live = resid[:, position, :].float()
+                live = resid[:, position, :].to(basis.mean.device).float()
                 new = variant_vectors(variant, basis, live, acts[j : j + 1], torch.tensor([j]), torch.tensor([v]))
-                resid[:, position, :] = new.to(resid.dtype)
+                resid[:, position, :] = new.to(resid.device, resid.dtype)
                 return resid
 
             hooks = [] if variant == "no_op" else [(hook_name, hook)]
