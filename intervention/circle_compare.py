@@ -7,19 +7,21 @@ few layers; only the plane changes:
       U = the PCA basis of `probe_layer` (the plane stays the same direction in activation space).
       Upstream paired the probe's Q with the PCA basis of the *target* layer (spec §6.10), which only
       matches at probe_layer; `upstream_basis_pairing=True` reproduces that.
-  sae_subspace: two PCs of the SAE-cluster reconstructions (a PCA file written by the SAE folder,
-      default PCs 2 and 3); Q, R from least squares of the centred probe-layer activations projected
-      on them to cos/sin(a); U = those PCs.
+  sae_subspace: two PCs of the SAE-cluster reconstructions (a PCA file you pass, default PCs 2 and 3);
+      Q, R from the cos/sin(a) probe (`fit_circle_probe`) on the centred probe-layer activations
+      projected on them; U = those PCs.
   per_layer_probe: each layer's own probe (as the main sweep).
 The mean, PCA coordinates and donors always come from the target layer, as upstream.
 
-SAE PCA file: .npz or .pt with "components" [m, d_model] (rows = PCs, orthonormal), e.g. written by
-the SAE folder for the Mistral layer-8 weekday cluster. Upstream read a pickled sklearn PCA
-(`fit_pca_days.pkl`); pickles are not loaded here.
+SAE PCA file: .npz or .pt with "components" [m, d_model] (rows = PCs, orthonormal), e.g. of the Mistral
+layer-8 weekday cluster. The SAE part of this repo is not implemented yet, so the file comes from
+elsewhere. Upstream read a pickled sklearn PCA (`fit_pca_days.pkl`); pickles are not loaded here. The
+stored comparison keeps the file's SHA-1, so a replaced file is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +30,7 @@ import numpy as np
 
 from intervention.caches import TaskCache, prompt_tokens
 from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
-from intervention.circle_finding_utils import VARIANTS, CircleBasis, intervention_runs, probe_targets, target_table
+from intervention.circle_finding_utils import VARIANTS, CircleBasis, fit_circle_probe, intervention_runs, target_table
 from intervention.circle_sweep import SweepParams, fit_layer_probe, rows_per_forward
 from multid.config import figs_dir
 from multid.errors import MissingArtifactError, UserError
@@ -36,7 +38,8 @@ from multid.io import load_npz, load_pt, save_figure, save_npz
 
 METHODS = ("fixed_layer_probe", "sae_subspace", "per_layer_probe")
 COMPARE_VERSION = 1
-SAE_COMMAND = "the SAE folder's weekday-cluster PCA step (upstream: sae_multid_feature_discovery/mistral_days_months.py)"
+SAE_HINT = ("your own SAE pipeline (the SAE part of this repo is not implemented yet): pass a PCA file with a "
+            "'components' array [m, d] (.npz or .pt) as --sae_pca PATH, or run --methods fixed_layer_probe per_layer_probe")
 
 
 def method_label(method: str, probe_layer: int) -> str:
@@ -44,29 +47,45 @@ def method_label(method: str, probe_layer: int) -> str:
             "per_layer_probe": "Intervene with Probe"}[method]
 
 
-def load_sae_components(path: Path | None, pcs: Sequence[int], d_model: int) -> np.ndarray:
-    """[len(pcs), d] orthonormal rows picked from the SAE PCA file (MissingArtifactError if absent)."""
-    if path is None or not Path(path).exists():
-        raise MissingArtifactError("SAE subspace PCA file", path or "(no --sae_pca given)", f"{SAE_COMMAND} and pass --sae_pca PATH, or leave it out with --methods fixed_layer_probe per_layer_probe")
+def read_sae_components(path: Path | None, pcs: Sequence[int]) -> np.ndarray:
+    """The rows `pcs` [len(pcs), d] of the SAE PCA file's components, with the file and `pcs` checked (no model needed)."""
+    if path is None or not Path(path).is_file():
+        raise MissingArtifactError("SAE subspace PCA file (--sae_pca)", path or "(no --sae_pca given)", SAE_HINT)
     path = Path(path)
+    if path.suffix not in (".npz", ".pt"):
+        raise UserError(f"--sae_pca {path} must be a .npz or .pt file with a 'components' array [m, d]")
     stored = load_npz(path) if path.suffix == ".npz" else load_pt(path)
     if not isinstance(stored, dict) or "components" not in stored:
         raise UserError(f"{path} has no 'components' array; expected a .npz/.pt dict with components [m, d_model]")
     components = np.asarray(stored["components"], dtype=np.float64)
-    if components.ndim != 2 or components.shape[1] != d_model:
-        raise UserError(f"{path}: components have shape {components.shape}, expected [m, {d_model}] for this model")
+    if components.ndim != 2:
+        raise UserError(f"{path}: components have shape {components.shape}, expected [m, d_model]")
+    if min(pcs) < 0 or len(set(pcs)) != len(pcs):
+        raise UserError(f"--sae_pcs {list(pcs)} must be distinct component indices >= 0")
     if max(pcs) >= components.shape[0]:
         raise UserError(f"--sae_pcs {list(pcs)} but {path} has only {components.shape[0]} components")
-    q, _ = np.linalg.qr(components[list(pcs)].T)  # orthonormalise (a no-op up to sign for PCA rows)
+    return components[list(pcs)]
+
+
+def load_sae_components(path: Path | None, pcs: Sequence[int], d_model: int) -> np.ndarray:
+    """[len(pcs), d] orthonormal rows picked from the SAE PCA file (MissingArtifactError if absent)."""
+    rows = read_sae_components(path, pcs)
+    if rows.shape[1] != d_model:
+        raise UserError(f"{path}: components have {rows.shape[1]} columns, expected d_model = {d_model} for this model")
+    q, _ = np.linalg.qr(rows.T)  # orthonormalise (a no-op up to sign for PCA rows)
     return q.T
 
 
+def file_sha1(path: Path) -> str:
+    """Hex SHA-1 of a file's bytes (so a replaced SAE file is noticed)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 def sae_plane(cache: TaskCache, components: np.ndarray, probe_layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, R) of the cos/sin(a) least-squares fit on the probe-layer activations projected on the SAE PCs."""
+    """(Q, R) of the cos/sin(a) probe fitted on the probe-layer activations projected on the SAE PCs."""
     acts = cache.get_acts(probe_layer, cache.layout.a_token).double().numpy()
-    coords = (acts - acts.mean(axis=0)) @ components.T
-    weights = np.linalg.lstsq(coords, probe_targets(cache.infos[:, 0], cache.p, ("cos", "sin")), rcond=None)[0]
-    return np.linalg.qr(weights)
+    probe = fit_circle_probe((acts - acts.mean(axis=0)) @ components.T, cache.infos[:, 0], cache.p, ("cos", "sin"))
+    return probe.q, probe.r
 
 
 def comparison_basis(
@@ -122,7 +141,7 @@ def run_comparison(
     out, state = {}, {}
     for method in methods:
         meta = {"cache_id": cache.cache_id, "method": method, "layers": list(layers), "probe_layer": probe_layer, "pca_k": k,
-                "sae_file": str(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
+                "sae_sha1": file_sha1(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
                 "upstream_basis_pairing": upstream_basis_pairing, "centered": centered, "version": COMPARE_VERSION}
         path = comparison_dir(base_dir, cache) / f"{method}.npz"
         stored = load_npz(path) if path.exists() else None

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from intervention.caches import TaskCache, resid_hook_name
 from intervention.circle_finding_utils import (
@@ -34,11 +35,41 @@ from intervention.circle_finding_utils import (
     InterventionRuns,
     variant_vectors,
 )
-from multid.errors import UserError
 
 
 def model_device(model) -> torch.device:
+    """Where the model's first parameters (the embedding) live: the device for its inputs."""
     return next(model.parameters()).device
+
+
+def output_device(model) -> torch.device:
+    """Where ln_final and the unembedding live (the last device when the model is split over GPUs)."""
+    return model.unembed.W_U.device
+
+
+def frozen_kv_cache(
+    keys: Sequence[torch.Tensor | None],
+    values: Sequence[torch.Tensor | None],
+    rows: torch.Tensor,
+    length: int,
+    first_layer: int = 0,
+) -> TransformerLensKeyValueCache:
+    """A frozen TransformerLens KV cache whose batch row r holds positions < `length` of rows[r].
+
+    keys, values: one tensor [n, >= length, heads, d_head] per block (None for blocks that are never
+    run); blocks before `first_layer` get no entry either.
+    """
+    entries = []
+    for layer, (k, v) in enumerate(zip(keys, values)):
+        if k is None or layer < first_layer:
+            entries.append(None)
+            continue
+        past_keys = k[rows.to(k.device), :length]
+        past_values = v[rows.to(v.device), :length]
+        entries.append(TransformerLensKeyValueCacheEntry(past_keys, past_values, frozen=True))
+    device = next(entry.past_keys.device for entry in entries if entry is not None)
+    mask = torch.ones(len(rows), length, dtype=torch.int, device=device)
+    return TransformerLensKeyValueCache(entries, mask, frozen=True)
 
 
 class PrefixKV:
@@ -62,30 +93,33 @@ class PrefixKV:
 
     def for_rows(self, rows: torch.Tensor) -> TransformerLensKeyValueCache:
         """A frozen cache whose batch row r holds the prefix of problem rows[r]."""
-        entries = [
-            TransformerLensKeyValueCacheEntry(k[rows.to(k.device)], v[rows.to(v.device)], frozen=True)
-            for k, v in zip(self.keys, self.values)
-        ]
-        mask = torch.ones(len(rows), self.position, dtype=torch.int, device=self.keys[0].device)
-        return TransformerLensKeyValueCache(entries, mask, frozen=True)
+        return frozen_kv_cache(self.keys, self.values, rows, self.position)
 
 
 @torch.no_grad()
-def last_position_logits(model, final_resid: torch.Tensor) -> torch.Tensor:
-    """Logits [m, vocab] from the final residual [m, pos, d] at the last position (ln_final + unembed)."""
-    resid = final_resid[:, -1:, :]
+def answer_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Logits [rows, k] of some tokens from the final residual [rows, d] at the last position (before ln_final).
+
+    token_ids: [k] (the same tokens in every row) or [rows, k]. Only those unembedding columns are
+    computed; ln_final and the output soft cap are applied as in the model's own forward.
+    """
+    device = output_device(model)
+    resid = final_resid.to(device)
     if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    logits = model.unembed(resid)[:, 0, :]
-    cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
-    return cap * torch.tanh(logits / cap) if cap > 0 else logits
+        resid = model.ln_final(resid[:, None, :])[:, 0, :]
+    ids = torch.as_tensor(token_ids, dtype=torch.long).to(device)
+    if ids.ndim == 1:
+        logits = resid @ model.W_U[:, ids] + model.b_U[ids]
+    else:
+        logits = torch.einsum("rd,drk->rk", resid, model.W_U[:, ids]) + model.b_U[ids]
+    return apply_softcap(logits, model.cfg.output_logits_soft_cap)
 
 
 @torch.no_grad()
 def clean_answer_logits(model, cache: TaskCache, answer_ids: Sequence[int]) -> torch.Tensor:
     """[n, p] answer-word logits of the clean runs, from the cached final residual (no forward pass)."""
-    final = cache.layer_acts(cache.n_cache_layers - 1).to(model_device(model), model.cfg.dtype)
-    return last_position_logits(model, final)[:, list(answer_ids)].float().cpu()
+    final = cache.layer_acts(cache.n_cache_layers - 1)[:, -1, :].to(output_device(model), model.cfg.dtype)
+    return answer_logits(model, final, list(answer_ids)).float().cpu()
 
 
 @torch.no_grad()
@@ -105,7 +139,7 @@ def patched_answer_logits(
     clean_suffix: [n, seq - t, d] clean residual of cache layer `layer` at positions t.. of every problem.
     """
     device = model_device(model)
-    ids = torch.tensor(list(answer_ids), device=device)
+    ids = list(answer_ids)
     out = []
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc=f"layer {layer} forwards", unit="batch", leave=False, disable=not progress):
@@ -115,7 +149,7 @@ def patched_answer_logits(
         final = model(
             resid, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=prefix.for_rows(chunk_rows)
         )
-        out.append(last_position_logits(model, final)[:, ids].float().cpu())
+        out.append(answer_logits(model, final[:, -1, :], ids).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(ids))
 
 
@@ -207,9 +241,9 @@ def reference_layer_metrics(
         for row, variant in enumerate(VARIANTS):
 
             def hook(resid, hook, variant=variant):
-                live = resid[:, position, :].float()
+                live = resid[:, position, :].to(basis.mean.device).float()
                 new = variant_vectors(variant, basis, live, acts[j : j + 1], torch.tensor([j]), torch.tensor([v]))
-                resid[:, position, :] = new.to(resid.dtype)
+                resid[:, position, :] = new.to(resid.device, resid.dtype)
                 return resid
 
             hooks = [] if variant == "no_op" else [(hook_name, hook)]

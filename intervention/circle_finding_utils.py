@@ -254,8 +254,8 @@ VARIANT_LABELS = {
     "zero_circle": "Zero circle",
     "zero_everything_but_circle": "Zero everything but circle",
 }
-# Upstream variable names of the same seven arrays (before, after, replace_pca, replace_all, ...).
-UPSTREAM_VARIANT_NAMES = ("before", "after", "replace_pca", "replace_all", "average_ablate", "zero_circle", "zero_everything_but_circle")
+# Upstream named the same seven arrays before, after, replace_pca, replace_all, average_ablate, zero_circle
+# and zero_everything_but_circle.
 # Variants whose patched vector depends only on the problem, not on the target value v.
 PER_PROBLEM_VARIANTS = ("average_ablate", "zero_circle", "zero_everything_but_circle")
 PER_RUN_VARIANTS = ("patch_circle", "patch_pca", "patch_layer")

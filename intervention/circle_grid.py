@@ -11,7 +11,8 @@ Angles are 2 pi i / num_angles, i = 0..num_angles-1.
 
 Artifacts: <base_dir>/figs/<model>_<task>/varying_circle/logits_<L>_<T>_<k>_<b>_a.npz (logits, points,
 meta with the cache id and parameters; recomputed when they differ) and the per-b 2x2 figure
-<L>_<T>_<k>_<b>_a.png (ground truth, argmax answer, top-1 minus top-2 logit, max logit).
+<L>_<T>_<k>_<b>_a.png (ground truth, argmax answer, top-1 minus top-2 logit, max logit); with the
+centred formula both names end in `_a_centered` instead, so the two kinds of run do not overwrite each other.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from intervention.caches import TaskCache, prompt_tokens
 from intervention.circle_engine import PrefixKV, model_device, patched_answer_logits
 from intervention.circle_finding_utils import CircleBasis, patch_circle
-from intervention.circle_sweep import SweepParams, load_probe, probe_plane_from_file, rows_per_forward
+from intervention.circle_sweep import SweepParams, load_probe, problem_type, probe_plane_from_file, rows_per_forward
 from multid.config import figs_dir
 from multid.errors import UserError
 from multid.io import load_npz, save_figure, save_npz
@@ -55,9 +56,51 @@ def grid_problem(cache: TaskCache, b: int) -> int:
     return int(matches[0])
 
 
-def grid_path(base_dir: Path, cache: TaskCache, layer: int, k: int, b: int, suffix: str = ".npz") -> Path:
-    name = f"logits_{layer}_{cache.layout.a_token}_{k}_{b}_a{suffix}" if suffix == ".npz" else f"{layer}_{cache.layout.a_token}_{k}_{b}_a{suffix}"
-    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "varying_circle" / name
+GRID_LOGITS_NAME = "logits_{layer}_{token}_{k}_{b}_a{centered}.npz"
+GRID_FIGURE_NAME = "{layer}_{token}_{k}_{b}_a{centered}.png"
+
+
+def grid_dir(base_dir: Path, cache: TaskCache) -> Path:
+    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "varying_circle"
+
+
+def grid_file_name(template: str, cache: TaskCache, layer: int, k: int, b: int, centered: bool) -> str:
+    """Upstream's name for the (layer, a-token, k, b) grid, with `_centered` for the centred formula."""
+    return template.format(layer=layer, token=cache.layout.a_token, k=k, b=b, centered="_centered" if centered else "")
+
+
+def grid_path(base_dir: Path, cache: TaskCache, layer: int, k: int, b: int, centered: bool = False) -> Path:
+    """The stored answer logits of one grid (.npz)."""
+    return grid_dir(base_dir, cache) / grid_file_name(GRID_LOGITS_NAME, cache, layer, k, b, centered)
+
+
+def grid_figure_path(base_dir: Path, cache: TaskCache, layer: int, k: int, b: int, centered: bool = False) -> Path:
+    """The per-b 2x2 figure of one grid (.png)."""
+    return grid_dir(base_dir, cache) / grid_file_name(GRID_FIGURE_NAME, cache, layer, k, b, centered)
+
+
+def grid_command(
+    cache: TaskCache,
+    layer: int,
+    k: int,
+    bs: Sequence[int],
+    centered: bool = False,
+    num_angles: int | None = None,
+    num_radii: int | None = None,
+    base_dir: Path | None = None,
+) -> str:
+    """The command line that computes these grids (for error messages)."""
+    parts = [f"python3 intervention/intervene_in_middle_of_circle.py --model {cache.model} "
+             f"--problem_type {problem_type(cache.task)} --layer {layer} --pca_k {k} --b {' '.join(str(b) for b in bs)}"]
+    if num_angles is not None:
+        parts.append(f"--num_angles {num_angles}")
+    if num_radii is not None:
+        parts.append(f"--radii {num_radii}")
+    if centered:
+        parts.append("--centered_interventions")
+    if base_dir is not None:
+        parts.append(f"--base_dir {base_dir}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -107,7 +150,7 @@ def compute_grid_logits(
     for b in bs:
         problem = grid_problem(cache, b)
         meta = grid_meta(cache, layer, k, b, num_angles, num_radii, centered)
-        path = grid_path(base_dir, cache, layer, k, b)
+        path = grid_path(base_dir, cache, layer, k, b, centered)
         stored = load_npz(path) if path.exists() else None
         if stored is None or json.loads(str(stored["meta_json"])) != meta:
             if not state:

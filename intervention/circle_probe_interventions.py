@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
+from intervention.circle_finding_utils import check_target_names  # noqa: E402
 from intervention.circle_sweep import (  # noqa: E402
     DEFAULT_NULL_PERMUTATIONS,
     PROBLEM_TYPES,
@@ -28,13 +29,14 @@ from intervention.circle_sweep import (  # noqa: E402
     default_pca_k,
     run_circle_sweep,
 )
+from intervention.tasks import ALIASES  # noqa: E402
 from multid.config import add_seed_arg, resolve_base_dir  # noqa: E402
-from multid.errors import UserError, cli_entry  # noqa: E402
+from multid.errors import cli_entry  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("problem_type", choices=tuple(PROBLEM_TYPES), help="day (weekdays) or month")
+    parser.add_argument("problem_type", choices=PROBLEM_TYPES, help="day (weekdays) or month")
     parser.add_argument("intervene_on", choices=("a", "c"), help="a: start-word circle; c: answer circle at the last token")
     add_cache_args(parser, positional_model=True)
     parser.add_argument("--use_inverse_regression_probe", action="store_true",
@@ -58,9 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def params_from_args(args: argparse.Namespace) -> SweepParams:
-    targets = tuple(name for name in ("cos", "sin", "centered_linear") if getattr(args, f"probe_on_{name}"))
-    if not targets:
-        raise UserError("choose at least one probe target: --probe_on_cos, --probe_on_sin, --probe_on_centered_linear")
+    chosen = tuple(name for name in ("cos", "sin", "centered_linear") if getattr(args, f"probe_on_{name}"))
+    targets = check_target_names(chosen)
     k = args.intervention_pca_k if args.intervention_pca_k is not None else default_pca_k(args.use_inverse_regression_probe)
     return SweepParams(
         letter=args.intervene_on,
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None):
     started = time.time()
     base_dir = resolve_base_dir(args.base_dir)
     load = model_loader(args)
-    cache = open_or_build_cache(args, PROBLEM_TYPES[args.problem_type], load_model_fn=load)
+    cache = open_or_build_cache(args, ALIASES[args.problem_type], load_model_fn=load)
     result = run_circle_sweep(cache, params, base_dir, args.layers, load, batch_size=args.batch_size)
     print(f"{'layer':>5} {'R2':>6} {'null':>6} {'null95':>6} " + " ".join(f"{name[:12]:>12}" for name in
           ("no_op", "patch_circle", "patch_pca", "patch_layer", "average_ablate")))

@@ -44,6 +44,7 @@ from intervention.circle_finding_utils import (
     intervention_runs,
     relabel_null,
 )
+from intervention.tasks import ALIASES
 from multid.config import figs_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, load_pt, save_csv, save_npz, save_pt
@@ -51,7 +52,12 @@ from multid.io import load_npz, load_pt, save_csv, save_npz, save_pt
 SWEEP_VERSION = 1
 LETTER_INFO_INDEX = {"a": 0, "c": 2}
 DEFAULT_NULL_PERMUTATIONS = 100
-PROBLEM_TYPES = {"day": "days_of_week", "month": "months_of_year"}
+PROBLEM_TYPES = ("day", "month")  # upstream's problem_type words; `intervention.tasks.ALIASES` maps them to tasks
+
+
+def problem_type(task: str) -> str:
+    """Upstream's problem_type word of a task: "day" for days_of_week, "month" for months_of_year."""
+    return next(word for word in PROBLEM_TYPES if ALIASES[word] == task)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,11 @@ class SweepParams:
         data = asdict(self)
         data["targets"] = list(self.targets)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SweepParams":
+        """The parameters stored by `to_json`."""
+        return cls(**{**data, "targets": tuple(data["targets"])})
 
     def plane_json(self) -> dict:
         """The parameters that define the probe plane (Q, R, E): not the null or the intervention formula."""
@@ -156,14 +167,28 @@ def combined_path(base_dir: Path, cache: TaskCache, params: SweepParams, suffix:
     return rotation_dir(base_dir, cache) / (params.stem(letter_token(cache, params.letter)) + suffix)
 
 
-def sweep_command(cache: TaskCache, params: SweepParams, layers: Sequence[int] | None = None, base_dir: Path | None = None) -> str:
+def sweep_base_dir(combined: Path) -> Path:
+    """The base dir a combined sweep file lies under (the inverse of `combined_path`)."""
+    return Path(combined).parents[3]
+
+
+def sweep_command(
+    model: str, task: str, params: SweepParams, layers: Sequence[int] | None = None, base_dir: Path | None = None
+) -> str:
     """The command line that makes this sweep's artifacts (for error messages)."""
-    problem_type = {v: k for k, v in PROBLEM_TYPES.items()}[cache.task]
     flags = " ".join(f"--probe_on_{name}" for name in params.targets)
-    parts = [f"python3 intervention/circle_probe_interventions.py {problem_type} {params.letter} {cache.model}",
+    parts = [f"python3 intervention/circle_probe_interventions.py {problem_type(task)} {params.letter} {model}",
              f"--intervention_pca_k {params.pca_k} {flags}"]
     if params.inverse_regression:
         parts.append("--use_inverse_regression_probe")
+    if params.inverse_regression and params.upstream_one_hot_8:
+        parts.append("--upstream_one_hot_8")
+    if params.centered:
+        parts.append("--centered_interventions")
+    if params.null_permutations != DEFAULT_NULL_PERMUTATIONS:
+        parts.append(f"--null_permutations {params.null_permutations}")
+    if params.seed != 0:
+        parts.append(f"--seed {params.seed}")
     if layers:
         parts.append("--layers " + " ".join(str(layer) for layer in layers))
     if base_dir is not None:
@@ -253,7 +278,7 @@ def save_probe(path: Path, probe: LayerProbe, meta: dict) -> Path:
 def load_probe(cache: TaskCache, params: SweepParams, layer: int, base_dir: Path | None = None) -> dict:
     """A saved probe of this cache and parameters, or a MissingArtifactError naming the command that makes it."""
     path = probe_path(cache, params, layer)
-    command = sweep_command(cache, params, [layer], base_dir)
+    command = sweep_command(cache.model, cache.task, params, [layer], base_dir)
     if not path.exists():
         raise MissingArtifactError(f"layer-{layer} {params.letter}-probe", path, command)
     stored = load_pt(path)
@@ -405,6 +430,22 @@ def load_sweep_result(path: Path) -> SweepResult:
         stored["c_circle_r2"], stored["problem"], stored["value"], stored["new_answer"], stored["donor"],
         meta=read_meta(stored), paths={"combined": Path(path)},
     )
+
+
+def load_current_sweep(base_dir: Path, model: str, task: str, path: Path) -> SweepResult:
+    """A combined sweep file of `model` / `task`, checked to come from the current cache under `base_dir`.
+
+    A file made from another cache (e.g. one rebuilt since with other --answer_tokens) raises a
+    UserError naming the command that recomputes it.
+    """
+    cache = TaskCache.open(base_dir, model, task)
+    result = load_sweep_result(path)
+    if result.meta.get("cache_id") != cache.cache_id or result.meta.get("task") != task:
+        params = SweepParams.from_json(result.meta["params"]) if "params" in result.meta else SweepParams("a")
+        all_layers = list(result.layers) == sweep_layers(cache, params.letter)
+        command = sweep_command(model, task, params, None if all_layers else list(result.layers), base_dir)
+        raise UserError(f"{path} was computed from an older activation cache of {model} / {task}; recompute it with: {command}")
+    return result
 
 
 RECOVERY_VARIANTS = ("patch_circle", "average_ablate")

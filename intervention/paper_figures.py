@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from intervention.caches import TaskCache  # noqa: E402
 from intervention.circle_finding_utils import probe_r2  # noqa: E402
+from intervention.layout import models_with  # noqa: E402
 from multid.config import figs_dir  # noqa: E402
 from multid.errors import UserError  # noqa: E402
 from multid.io import save_figure  # noqa: E402
@@ -132,13 +133,19 @@ def t_interval(samples: np.ndarray, confidence: float = FIGURE5_CONFIDENCE) -> t
     return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
 
 
-def find_sweep_results(base_dir: Path, letter: str = "a", ext: str = "cos_sin", k: int = 5) -> list[tuple[str, str, Path]]:
-    """(model, task, combined file) of every finished default-formula sweep under the base dir, paper runs first."""
+def find_sweep_results(
+    base_dir: Path, letter: str = "a", targets: Sequence[str] = ("cos", "sin"), k: int = 5
+) -> list[tuple[str, str, Path]]:
+    """(model, task, combined file) of every finished default-formula sweep of a cached model, paper runs first."""
+    from intervention.circle_sweep import SweepParams, combined_path
+
+    params = SweepParams(letter, tuple(targets), k)
     found = []
     for task in TASK_TITLES:
-        for path in sorted(figs_dir(base_dir).glob(f"*_{task}/rotation_probing/{letter}_{ext}_token_*_pca_{k}_all_layers.npz")):
-            model = path.parent.parent.name[: -len(task) - 1]
-            found.append((model, task, path))
+        for model in models_with(base_dir, task, "meta.json"):
+            path = combined_path(base_dir, TaskCache.open(base_dir, model, task), params)
+            if path.exists():
+                found.append((model, task, path))
     rank = {model: index for index, model in enumerate(PAPER_MODELS)}
     return sorted(found, key=lambda item: (rank.get(item[0], len(rank)), item[0], list(TASK_TITLES).index(item[1])))
 
@@ -167,24 +174,31 @@ def draw_figure5_panel(ax, result, title: str, max_layer: int | None) -> None:
     ax.tick_params(labelsize=7)
 
 
-def figure5(runs: Sequence[tuple[str, str, Path]], out_path: Path, max_layer: int | None | str = "paper") -> Path:
+def figure5(
+    runs: Sequence[tuple[str, str, Path]], out_path: Path, max_layer: int | None | str = "paper", base_dir: Path | None = None
+) -> Path:
     """Figure 5: one panel per (model, task) sweep of letter a; a 2x2 grid for the four paper runs.
 
     runs: (model, task, combined-file path), e.g. from `find_sweep_results`. max_layer "paper" cuts
-    Mistral/Llama at layer 24 (as the paper) and shows all finished layers of other models.
+    Mistral/Llama at layer 24 (as the paper) and shows all finished layers of other models. Each sweep
+    must come from the current cache of its model and task under `base_dir` (default: the base dir the
+    file lies under); one from an older cache raises a UserError naming the command that recomputes it.
     """
-    from intervention.circle_sweep import load_sweep_result
+    from intervention.circle_sweep import SweepParams, load_current_sweep, sweep_base_dir, sweep_command
 
     if not runs:
-        raise UserError("no finished a-circle sweep found; run e.g. python3 intervention/circle_probe_interventions.py "
-                        "day a smollm2 --intervention_pca_k 5 --probe_on_cos --probe_on_sin")
+        raise UserError("no finished a-circle sweep found; run e.g. " + sweep_command("smollm2", "days_of_week", SweepParams("a")))
+    results = [
+        load_current_sweep(Path(base_dir) if base_dir is not None else sweep_base_dir(path), model, task, path)
+        for model, task, path in runs
+    ]
     n = len(runs)
     rows, cols = (2, 2) if n == 4 else (int(np.ceil(n / 4)), min(n, 4))
     legend_width = 1.4 if cols == 1 else 0.0  # one panel: legend on the right, else below
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + legend_width, 2.6 * rows), squeeze=False)
-    for ax, (model, task, path) in zip(axes.ravel(), runs):
+    for ax, (model, task, _), result in zip(axes.ravel(), runs, results):
         limit = figure5_max_layer(model) if max_layer == "paper" else max_layer
-        draw_figure5_panel(ax, load_sweep_result(path), f"{MODEL_TITLES.get(model, model)} {TASK_TITLES[task]}", limit)
+        draw_figure5_panel(ax, result, f"{MODEL_TITLES.get(model, model)} {TASK_TITLES[task]}", limit)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
@@ -199,24 +213,30 @@ def figure5(runs: Sequence[tuple[str, str, Path]], out_path: Path, max_layer: in
     return out_path
 
 
-def load_grid_logits(cache: TaskCache, base_dir: Path, layer: int, k: int, bs: Sequence[int]) -> list:
-    """Stored Figure 6 grids of these b (MissingArtifactError naming the command if one is missing)."""
+def load_grid_logits(cache: TaskCache, base_dir: Path, layer: int, k: int, bs: Sequence[int], centered: bool = False) -> list:
+    """Stored Figure 6 grids of these b, checked against the current cache and these settings.
+
+    A missing grid raises MissingArtifactError, one made from another cache or with other settings a
+    UserError; both name the command that (re)computes the grids.
+    """
     import json
 
-    from intervention.circle_grid import GridLogits, grid_path
+    from intervention.circle_grid import GridLogits, grid_command, grid_meta, grid_path
     from multid.errors import MissingArtifactError
     from multid.io import load_npz
 
     grids = []
     for b in bs:
-        path = grid_path(base_dir, cache, layer, k, b)
+        path = grid_path(base_dir, cache, layer, k, b, centered)
         if not path.exists():
-            problem_type = "day" if cache.task == "days_of_week" else "month"
-            command = (f"python3 intervention/intervene_in_middle_of_circle.py --model {cache.model} --problem_type {problem_type} "
-                       f"--layer {layer} --pca_k {k} --b {' '.join(str(value) for value in bs)}")
-            raise MissingArtifactError(f"Figure 6 logits for b={b}", path, command)
+            raise MissingArtifactError(f"Figure 6 logits for b={b}", path, grid_command(cache, layer, k, bs, centered, base_dir=base_dir))
         stored = load_npz(path)
         meta = json.loads(str(stored["meta_json"]))
+        num_angles, num_radii = meta.get("num_angles"), meta.get("num_radii")
+        if meta != grid_meta(cache, layer, k, b, num_angles, num_radii, centered):
+            command = grid_command(cache, layer, k, bs, centered, num_angles, num_radii, base_dir)
+            raise UserError(f"{path} was computed from an older activation cache of {cache.model} / {cache.task} or with "
+                            f"other settings; recompute it with: {command}")
         grids.append(GridLogits(stored["logits"], stored["points"], stored["angles"], stored["radii"], b, cache.p, meta))
     return grids
 
@@ -314,7 +334,7 @@ def all_layer_pca_path(base_dir: Path, cache: TaskCache) -> Path:
 
 def results_table_models(base_dir: Path, task: str) -> list[str]:
     """Mistral and Llama if their results.csv exist (the paper's tables), else every model found."""
-    found = sorted(path.parent.name[: -len(task) - 1] for path in Path(base_dir).glob(f"*_{task}/results.csv"))
+    found = models_with(base_dir, task, "results.csv")
     paper = [model for model in PAPER_MODELS if model in found]
     return paper or found
 
@@ -326,12 +346,12 @@ def results_table(base_dir: Path, task: str, models: Sequence[str] | None = None
     (top logit among the p answer words), sorted by (b, a); rows every model gets right are dropped.
     Upstream captioned both tables "Weekdays"; the caption here names the task.
     """
-    from intervention.layout import load_results_csv, results_csv_path, task_dir
+    from intervention.layout import build_cache_command, load_results_csv, results_csv_path, task_dir
 
     models = list(models) if models else results_table_models(base_dir, task)
     if not models:
         raise UserError(f"no results.csv for {task} under {base_dir}; build one with: "
-                        f"python3 intervention/{'days_of_week' if task == 'days_of_week' else 'months_of_year'}_task.py --model smollm2")
+                        f"{build_cache_command('smollm2', task, base_dir=base_dir)}")
     merged, counts = None, {}
     for model in models:
         frame = load_results_csv(results_csv_path(task_dir(base_dir, model, task)))

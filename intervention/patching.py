@@ -48,6 +48,7 @@ from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, save_npz
 
 from intervention.caches import TaskCache, prompt_tokens
+from intervention.circle_engine import answer_logits, frozen_kv_cache
 
 PATCHING_VERSION = 1
 LAYER_TYPES = ("resid", "mlp", "attention", "attention_head")
@@ -118,6 +119,17 @@ def check_head_layers(head_layers: Sequence[int], n_layers: int) -> tuple[int, i
     if not 0 <= lo < hi <= n_layers:
         raise UserError(f"head layers {lo} {hi} must satisfy 0 <= LO < HI <= {n_layers} (n_layers of this model)")
     return lo, hi
+
+
+def head_settings(
+    cache: TaskCache, n_layers: int, layer_type: str, head_layers: Sequence[int] | None, head_position: int | None
+) -> tuple[tuple[int, int], int]:
+    """(head layers, head position), checked: by default `default_head_layers(n_layers)` and the last prompt token."""
+    head_layers = check_head_layers(head_layers or default_head_layers(n_layers), n_layers)
+    head_position = cache.layout.before_c_token if head_position is None else int(head_position)
+    if layer_type == "attention_head" and not 0 <= head_position < cache.layout.seq_len:
+        raise UserError(f"head position {head_position} is outside 0..{cache.layout.seq_len - 1}")
+    return head_layers, head_position
 
 
 # ----------------------------------------------------------------------------------------- results
@@ -241,36 +253,10 @@ def is_current(path: Path, cache_id: str, params: dict[str, Any]) -> bool:
 # ----------------------------------------------------------------------------------------- running
 
 
-def answer_logits(model, final_resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Logits [rows, k] of `token_ids` [rows, k] from the last-position residual [rows, d] (before ln_final)."""
-    normed = model.ln_final(final_resid[:, None, :])[:, 0, :] if model.cfg.normalization_type else final_resid
-    token_ids = token_ids.to(normed.device)
-    weights = model.W_U[:, token_ids].to(normed.device)  # [d, rows, k]
-    logits = torch.einsum("rd,drk->rk", normed, weights) + model.b_U[token_ids].to(normed.device)
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    return cap * torch.tanh(logits / cap) if cap > 0 else logits
-
-
 def logit_diff(model, final_resid: torch.Tensor, answer_pairs: torch.Tensor) -> torch.Tensor:
     """logit[clean answer] - logit[corrupted answer] per row, float32 on CPU."""
     logits = answer_logits(model, final_resid, answer_pairs).float()
     return (logits[:, 0] - logits[:, 1]).cpu()
-
-
-def kv_cache(model, keys: list, values: list, first_layer: int, length: int, rows: torch.Tensor):
-    """A frozen TransformerLens KV cache holding positions < `length` of `rows` for layers >= first_layer."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
-    entries = [None] * model.cfg.n_layers  # layers before first_layer are never run
-    for layer in range(first_layer, model.cfg.n_layers):
-        entries[layer] = TransformerLensKeyValueCacheEntry(
-            past_keys=keys[layer][rows.to(keys[layer].device), :length],
-            past_values=values[layer][rows.to(values[layer].device), :length],
-            frozen=True,
-        )
-    mask = torch.ones((len(rows), length), dtype=torch.int)
-    return TransformerLensKeyValueCache(entries=entries, previous_attention_mask=mask, frozen=True)
 
 
 def run_patched(
@@ -355,7 +341,7 @@ def patch_sweep(
                 pair, site = pair_of[chunk], site_of[chunk]
                 rows, zeros = torch.arange(len(chunk)), torch.zeros(len(chunk), dtype=torch.long)
                 index = (rows, zeros, site) if heads else (rows, zeros)
-                past = kv_cache(model, keys, kv_values, layer, position, pair)
+                past = frozen_kv_cache(keys, kv_values, pair, position, first_layer=layer)
                 final_chunk = run_patched(
                     model, start[pair.to(start.device), position:], layer, hook_name, index,
                     clean[pair.to(clean.device), site.to(clean.device)], past,
@@ -381,14 +367,11 @@ def activation_patching(
 ) -> PatchingResult:
     """One patching sweep (no file IO): pairs by the upstream rule, then `patch_sweep`.
 
-    head_layers defaults to `default_head_layers(n_layers)`, head_position to the last prompt token.
+    head_layers and head_position default as in `head_settings`.
     """
     check_layer_type(layer_type)
     n_layers = model.cfg.n_layers
-    head_layers = check_head_layers(head_layers or default_head_layers(n_layers), n_layers)
-    head_position = cache.layout.before_c_token if head_position is None else int(head_position)
-    if layer_type == "attention_head" and not 0 <= head_position < cache.layout.seq_len:
-        raise UserError(f"head position {head_position} is outside 0..{cache.layout.seq_len - 1}")
+    head_layers, head_position = head_settings(cache, n_layers, layer_type, head_layers, head_position)
     targets = [problem.target for problem in cache.problems]
     pairs = patching_pairs(cache.infos, targets, keep_same, num_pairs, limit_per_example, seed)
     if len(pairs) == 0:
@@ -436,9 +419,8 @@ def run_or_load_patching(
     `get_model()` is called only when something must be computed. Returns (result, path, computed).
     The default head layers depend on the model depth, read from the cache (n_cache_layers - 1).
     """
-    n_layers = cache.n_cache_layers - 1
-    head_layers = check_head_layers(head_layers or default_head_layers(n_layers), n_layers)
-    head_position = cache.layout.before_c_token if head_position is None else int(head_position)
+    check_layer_type(layer_type)
+    head_layers, head_position = head_settings(cache, cache.n_cache_layers - 1, layer_type, head_layers, head_position)
     params = patching_params(layer_type, keep_same, num_pairs, limit_per_example, seed, head_layers, head_position)
     path = patching_path(cache.folder.parent, cache.model, cache.task, layer_type, keep_same, num_pairs)
     if not force and is_current(path, cache.cache_id, params):

@@ -4,8 +4,10 @@
 
 Model choice ("auto"): the paper's models where their artifacts exist (Mistral for weekdays, Llama for
 months, as in the paper's single-model figures; both for Figure 5 and the tables), else the first model with
-artifacts for both tasks (SmolLM2 after `make demo`). A step whose artifacts are missing is skipped with the
-command that makes them; nothing is computed with a model here.
+artifacts for both tasks (SmolLM2 after `make demo`). A model named with --model is used for every
+figure and table that shows one model per task (the paper models are not preferred then). A step whose
+artifacts are missing, or were made from an older cache, is skipped with the command that makes them;
+nothing is computed with a model here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intervention.caches import TaskCache  # noqa: E402
-from intervention.layout import TASK_NAMES, meta_path  # noqa: E402
+from intervention.layout import TASK_NAMES, build_cache_command, models_with  # noqa: E402
 from intervention.paper_figures import (  # noqa: E402
     PAPER_MODELS,
     all_layer_pca_grid,
@@ -48,6 +50,7 @@ class Selection:
 
     base_dir: Path
     models: dict[str, str]  # task -> model
+    auto: bool = False  # chosen by "auto" (not named by the user): Figure 5 then prefers the paper models' sweeps
 
     def cache(self, task: str) -> TaskCache:
         return TaskCache.open(self.base_dir, self.models[task], task)
@@ -56,28 +59,24 @@ class Selection:
         return [self.cache(task) for task in TASK_NAMES]
 
 
-def models_with_cache(base_dir: Path, task: str) -> list[str]:
-    return sorted(path.parent.name[: -len(task) - 1] for path in Path(base_dir).glob(f"*_{task}/{meta_path(Path('.')).name}"))
-
-
 def choose_models(base_dir: str | Path | None = None, model: str = "auto") -> Selection:
     """Resolve the notebook's first-cell choice into one model per task (see module docstring)."""
     base = resolve_base_dir(base_dir, create=False)
-    found = {task: models_with_cache(base, task) for task in TASK_NAMES}
+    found = {task: models_with(base, task, "meta.json") for task in TASK_NAMES}
     if model != "auto":
         missing = [task for task in TASK_NAMES if model not in found[task]]
         if missing:
             raise UserError(f"no {model} cache for {', '.join(missing)} under {base}; build it with: "
-                            f"python3 intervention/{missing[0]}_task.py --model {model}")
+                            f"{build_cache_command(model, missing[0], base_dir=base)}")
         return Selection(base, {task: model for task in TASK_NAMES})
     if all(PAPER_CHOICE[task] in found[task] for task in TASK_NAMES):
-        return Selection(base, dict(PAPER_CHOICE))
+        return Selection(base, dict(PAPER_CHOICE), auto=True)
     both = [name for name in found["days_of_week"] if name in found["months_of_year"]]
     preferred = [name for name in (*PAPER_MODELS, "smollm2") if name in both] + both
     if not preferred:
         raise UserError(f"no model has caches for both tasks under {base}; run `make demo` or "
-                        f"python3 intervention/days_of_week_task.py --model smollm2 (and months_of_year_task.py)")
-    return Selection(base, {task: preferred[0] for task in TASK_NAMES})
+                        f"{build_cache_command('smollm2', 'days_of_week', base_dir=base)} (and the months_of_year one)")
+    return Selection(base, {task: preferred[0] for task in TASK_NAMES}, auto=True)
 
 
 def tag(selection: Selection) -> str:
@@ -93,29 +92,34 @@ def render_figure3(selection: Selection) -> Path:
 
 
 def render_figure5(selection: Selection) -> Path:
-    """All finished a-circle sweeps of the paper models if any exist, else those of the selected models."""
+    """The selected models' finished a-circle sweeps; with "auto", all the paper models' sweeps if any exist."""
+    from intervention.circle_sweep import SweepParams, sweep_command
+
     runs = find_sweep_results(selection.base_dir)
-    paper = [run for run in runs if run[0] in PAPER_MODELS]
+    paper = [run for run in runs if run[0] in PAPER_MODELS] if selection.auto else []
     chosen = paper or [run for run in runs if run[0] == selection.models[run[1]]]
     if not chosen:
-        model = selection.models["days_of_week"]
-        raise UserError(f"no finished a-circle sweep; run: python3 intervention/circle_probe_interventions.py day a {model} "
-                        f"--intervention_pca_k 5 --probe_on_cos --probe_on_sin")
+        command = sweep_command(selection.models["days_of_week"], "days_of_week", SweepParams("a"), base_dir=selection.base_dir)
+        raise UserError(f"no finished a-circle sweep; run: {command}")
     name = "combined_intervention" if paper else f"{'_'.join(sorted({run[0] for run in chosen}))}_figure5"
-    return figure5(chosen, paper_plots_dir(selection.base_dir) / f"{name}.png")
+    return figure5(chosen, paper_plots_dir(selection.base_dir) / f"{name}.png", base_dir=selection.base_dir)
 
 
 def figure6_setting(selection: Selection) -> tuple[TaskCache, int, int, tuple[int, ...]]:
-    """(weekdays cache, layer, k, bs): the paper's layer 5 if its grids exist, else the grids found on disk."""
+    """(weekdays cache, layer, k, bs) of the upstream-formula grids: the paper's layer 5 and k 5 if such grids
+    exist, else the first (layer, k) found on disk, with every b stored for that (layer, k)."""
+    from intervention.circle_grid import grid_dir
+
     cache = selection.cache("days_of_week")
-    folder = selection.base_dir / "figs" / f"{cache.model}_{cache.task}" / "varying_circle"
-    found = sorted(folder.glob(f"logits_*_{cache.layout.a_token}_*_*_a.npz")) if folder.exists() else []
-    settings = sorted({(int(path.name.split("_")[1]), int(path.name.split("_")[3])) for path in found})
-    layer, k = (FIGURE6_DEFAULT["layer"], FIGURE6_DEFAULT["k"])
-    if settings and (layer, k) not in settings:
-        layer, k = settings[0]
-    bs = tuple(sorted(int(path.name.split("_")[4]) for path in found if path.name.startswith(f"logits_{layer}_")))
-    return cache, layer, k, bs or FIGURE6_DEFAULT["bs"]
+    folder = grid_dir(selection.base_dir, cache)
+    bs_of: dict[tuple[int, int], list[int]] = {}
+    for path in sorted(folder.glob(f"logits_*_{cache.layout.a_token}_*_*_a.npz")) if folder.exists() else []:
+        _, layer, _, k, b, _ = path.stem.split("_")
+        bs_of.setdefault((int(layer), int(k)), []).append(int(b))
+    setting = (FIGURE6_DEFAULT["layer"], FIGURE6_DEFAULT["k"])
+    if bs_of and setting not in bs_of:
+        setting = min(bs_of)
+    return cache, setting[0], setting[1], tuple(sorted(bs_of.get(setting, FIGURE6_DEFAULT["bs"])))
 
 
 def render_figure6(selection: Selection) -> Path:
@@ -147,7 +151,8 @@ def render_all_layer_pca(selection: Selection) -> list[Path]:
 def render_results_tables(selection: Selection) -> list[Path]:
     written = []
     for task in TASK_NAMES:
-        path, counts = write_results_table(selection.base_dir, task)
+        models = None if selection.auto else [selection.models[task]]  # None: the paper models if present
+        path, counts = write_results_table(selection.base_dir, task, models)
         print(f"{task}: correct per model {counts}")
         written.append(path)
     return written

@@ -17,12 +17,19 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
 
 import argparse
 
-from intervention.layout import TASK_NAMES, load_results_csv, results_csv_path  # noqa: E402
-from multid.config import add_base_dir_arg, figs_dir, resolve_base_dir  # noqa: E402
+from intervention.layout import (  # noqa: E402
+    TASK_NAMES,
+    build_cache_command,
+    load_results_csv,
+    models_with,
+    results_csv_path,
+    task_dir,
+)
+from intervention.paper_figures import TASK_TITLES, paper_plots_dir  # noqa: E402
+from multid.config import add_base_dir_arg, resolve_base_dir  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
 from multid.io import save_csv, write_text_atomic  # noqa: E402
 
-TASK_TITLES = {"days_of_week": "Weekdays", "months_of_year": "Months"}
 COLUMNS = ("model", "task", "correct", "total", "greedy_exact_match")
 
 
@@ -30,10 +37,10 @@ def accuracy_rows(base_dir: Path, models: list[str] | None = None) -> list[tuple
     """(model, task, correct, total, greedy_exact) for every `<model>_<task>/results.csv` found."""
     rows = []
     for task in TASK_NAMES:
-        for path in sorted(base_dir.glob(f"*_{task}/results.csv")):
-            model = path.parent.name[: -len(task) - 1]
+        for model in models_with(base_dir, task, "results.csv"):
             if models and model not in models:
                 continue
+            path = results_csv_path(task_dir(base_dir, model, task))
             frame = load_results_csv(path)
             if "best_token" not in frame.columns:
                 raise UserError(f"{path} has no best_token column (written with save_best_logit=False); rebuild it")
@@ -60,7 +67,7 @@ def latex_table(rows: list[tuple]) -> str:
         f"{model} & " + " & ".join(cells.get((model, task), "-") for task in TASK_NAMES) + r" \\" for model in models
     )
     return (
-        "\\begin{tabular}{lcc}\n\\toprule\nModel & Weekdays & Months \\\\\n\\midrule\n"
+        "\\begin{tabular}{lcc}\n\\toprule\nModel & " + " & ".join(TASK_TITLES[task] for task in TASK_NAMES) + " \\\\\n\\midrule\n"
         f"{body}\n\\bottomrule\n\\end{{tabular}}\n"
     )
 
@@ -70,9 +77,9 @@ def write_table1(base_dir: Path, models: list[str] | None = None) -> tuple[str, 
     rows = accuracy_rows(base_dir, models)
     if not rows:
         raise UserError(
-            f"no results.csv under {base_dir}; build one with: python3 intervention/days_of_week_task.py --model smollm2"
+            f"no results.csv under {base_dir}; build one with: {build_cache_command('smollm2', 'days_of_week', base_dir=base_dir)}"
         )
-    out = figs_dir(base_dir) / "paper_plots"
+    out = paper_plots_dir(base_dir)
     csv_path = save_csv(out / "table1.csv", COLUMNS, rows)
     tex_path = write_text_atomic(out / "table1.tex", latex_table(rows))
     return format_table(rows), [csv_path, tex_path]

@@ -10,8 +10,8 @@ import torch
 from intervention.caches import prompt_tokens
 from intervention.circle_engine import (
     PrefixKV,
+    answer_logits,
     clean_answer_logits,
-    last_position_logits,
     layer_metrics,
     patched_answer_logits,
     reference_layer_metrics,
@@ -67,7 +67,7 @@ def test_patch_layer_at_the_last_layer_gives_the_donor_logits(tiny_model, tiny_c
     expected = clean[runs.donor, c] - clean[runs.donor, runs.new_answer]
     np.testing.assert_allclose(raw[VARIANTS.index("patch_layer")], expected.double().numpy(), atol=1e-4)
     # average ablate at the last layer gives the logits of the mean activation
-    mean_logits = last_position_logits(tiny_model, basis.mean[None, None, :])[0, cache.answer_token_ids]
+    mean_logits = answer_logits(tiny_model, basis.mean[None, :], cache.answer_token_ids)[0]
     expected = mean_logits[c] - mean_logits[runs.new_answer]
     np.testing.assert_allclose(raw[VARIANTS.index("average_ablate")], expected.double().numpy(), atol=1e-4)
 
@@ -88,3 +88,31 @@ def test_patch_layer_at_layer_zero_is_the_donor_run(tiny_model, tiny_caches):
     c = cache.infos[runs.problem, 2]
     expected = clean[runs.donor, c] - clean[runs.donor, runs.new_answer]
     np.testing.assert_allclose(raw[VARIANTS.index("patch_layer")], expected.double().numpy(), atol=1e-4)
+
+
+def test_clean_logits_follow_the_output_soft_cap(tiny_model, tiny_caches):
+    """With a soft cap (Gemma-style models) the answer logits are capped as in the model's own forward."""
+    cache = tiny_caches["days_of_week"]
+    tokens = prompt_tokens(tiny_model, cache)
+    uncapped = clean_answer_logits(tiny_model, cache, cache.answer_token_ids)
+    saved = tiny_model.cfg.output_logits_soft_cap
+    try:
+        tiny_model.cfg.output_logits_soft_cap = 0.5
+        capped = clean_answer_logits(tiny_model, cache, cache.answer_token_ids)
+        with torch.no_grad():
+            full = tiny_model(tokens)[:, -1, cache.answer_token_ids]
+    finally:
+        tiny_model.cfg.output_logits_soft_cap = saved
+    torch.testing.assert_close(capped, full, atol=1e-4, rtol=0)
+    torch.testing.assert_close(capped, 0.5 * torch.tanh(uncapped / 0.5), atol=1e-5, rtol=0)
+    assert capped.abs().max() <= 0.5
+
+
+def test_answer_logits_per_row_tokens_match_shared_tokens(tiny_model, tiny_caches):
+    """Per-row token ids [rows, k] (patching) give the same logits as shared ids [k] (circle engine)."""
+    cache = tiny_caches["months_of_year"]
+    final = cache.layer_acts(cache.n_cache_layers - 1)[:5, -1, :]
+    ids = cache.answer_token_ids
+    shared = answer_logits(tiny_model, final, ids)
+    per_row = answer_logits(tiny_model, final, torch.tensor([[ids[3], ids[0]]] * 5))
+    torch.testing.assert_close(per_row, shared[:, [3, 0]], atol=1e-5, rtol=0)

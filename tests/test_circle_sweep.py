@@ -3,6 +3,7 @@ artifacts, resume, invalidation, CLI errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,11 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from intervention import circle_probe_interventions, compare_circle_intervention_types, intervene_in_middle_of_circle
+from intervention import (
+    circle_probe_interventions,
+    compare_circle_intervention_types,
+    intervene_in_middle_of_circle,
+    render_figures,
+)
 from intervention.caches import TaskCache
 from intervention.circle_compare import run_comparison
 from intervention.circle_finding_utils import VARIANTS
-from intervention.circle_grid import circle_points, compute_grid_logits
+from intervention.circle_grid import circle_points, compute_grid_logits, grid_figure_path, grid_path
 from intervention.circle_sweep import (
     SweepParams,
     combined_path,
@@ -212,3 +218,113 @@ def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny
     shutil.copytree(tiny_caches["days_of_week"].folder, fresh_base / "tiny_days_of_week")
     fresh = run_circle_sweep(open_cache(fresh_base), DAYS_A, fresh_base, [1, 2, 3], CountingLoader(tiny_model), progress=False)
     assert resumed.paths["combined"].read_bytes() == fresh.paths["combined"].read_bytes()
+
+
+# ----------------------------------------------------------------------------------------- review fixes
+
+
+def pretend_rebuilt(base: Path, model: str = "tiny", task: str = "days_of_week") -> None:
+    """Give the cache a new id, as a rebuild with other settings (e.g. --answer_tokens bare) would."""
+    meta_file = base / f"{model}_{task}" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["cache_id"] = "rebuilt0000000000"
+    meta_file.write_text(json.dumps(meta))
+
+
+def test_figure5_refuses_a_sweep_of_an_older_cache(tiny_model, tiny_base, capsys):
+    cache = open_cache(tiny_base)
+    run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
+    out = tiny_base / "figs" / "paper_plots" / "fig5.png"
+    assert figure5(find_sweep_results(tiny_base), out).exists()
+    pretend_rebuilt(tiny_base)
+    with pytest.raises(UserError, match="older activation cache.*circle_probe_interventions.py day a tiny .*--layers 1"):
+        figure5(find_sweep_results(tiny_base), out)
+    render_figures.main(["--base_dir", str(tiny_base), "--model", "tiny", "--part", "main"])
+    assert "skipped Figure 5" in capsys.readouterr().out
+
+
+def test_figure6_grids_check_the_cache_and_keep_centred_runs_apart(tiny_model, tiny_base):
+    cache = open_cache(tiny_base)
+    run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
+    grid = {"num_angles": 7, "num_radii": 3}
+    compute_grid_logits(cache, 1, [2, 3], tiny_base, CountingLoader(tiny_model), **grid)
+    upstream = grid_path(tiny_base, cache, 1, 5, 2)
+    before = upstream.read_bytes()
+    centred = compute_grid_logits(cache, 1, [2, 3], tiny_base, CountingLoader(tiny_model), centered=True, **grid)
+    assert upstream.read_bytes() == before and grid_path(tiny_base, cache, 1, 5, 2, centered=True).name.endswith("_a_centered.npz")
+    assert grid_figure_path(tiny_base, cache, 1, 5, 2, centered=True).name == f"1_{cache.layout.a_token}_5_2_a_centered.png"
+    np.testing.assert_array_equal(load_grid_logits(cache, tiny_base, 1, 5, [2], centered=True)[0].logits, centred[2].logits)
+    assert load_grid_logits(cache, tiny_base, 1, 5, [2, 3])[1].meta["centered"] is False
+    shutil.copy(grid_path(tiny_base, cache, 1, 5, 3, centered=True), grid_path(tiny_base, cache, 1, 5, 3))
+    with pytest.raises(UserError, match="other settings"):
+        load_grid_logits(cache, tiny_base, 1, 5, [2, 3])
+    pretend_rebuilt(tiny_base)
+    expected = "intervene_in_middle_of_circle.py --model tiny --problem_type day --layer 1 --pca_k 5 --b 2 --num_angles 7 --radii 3"
+    with pytest.raises(UserError, match=f"older activation cache.*{expected}"):
+        load_grid_logits(open_cache(tiny_base), tiny_base, 1, 5, [2])
+
+
+def test_figure6_setting_groups_b_by_layer_and_k(tiny_model, tiny_base):
+    cache = open_cache(tiny_base)
+    for k in (4, 5):
+        params = SweepParams("a", ("cos", "sin"), k, null_permutations=5)
+        run_circle_sweep(cache, params, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
+    compute_grid_logits(cache, 1, [2, 3], tiny_base, CountingLoader(tiny_model), k=5, num_angles=4, num_radii=2)
+    compute_grid_logits(cache, 1, [6], tiny_base, CountingLoader(tiny_model), k=4, num_angles=4, num_radii=2)
+    compute_grid_logits(cache, 1, [4], tiny_base, CountingLoader(tiny_model), k=4, num_angles=4, num_radii=2, centered=True)
+    selection = render_figures.choose_models(tiny_base, "tiny")
+    _, layer, k, bs = render_figures.figure6_setting(selection)
+    assert (layer, k, bs) == (1, 4, (6,))  # not the k=5 grids of the same layer, nor the centred one
+    assert render_figures.render_figure6(selection).exists()
+
+
+def test_explicit_model_is_drawn_even_if_paper_sweeps_exist(tiny_model, tiny_base):
+    cache = open_cache(tiny_base)
+    run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
+    # a "Mistral" weekdays cache and sweep (copies of the tiny ones)
+    shutil.copytree(cache.folder, tiny_base / "mistral_days_of_week")
+    shutil.copytree(tiny_base / "figs" / "tiny_days_of_week", tiny_base / "figs" / "mistral_days_of_week")
+    explicit = render_figures.choose_models(tiny_base, "tiny")
+    assert not explicit.auto and render_figures.render_figure5(explicit).name == "tiny_figure5.png"
+    auto = render_figures.choose_models(tiny_base)
+    assert auto.auto and auto.models["days_of_week"] == "tiny"
+    assert render_figures.render_figure5(auto).name == "combined_intervention.png"
+
+
+def test_sae_file_is_checked_before_the_model_and_cache(tmp_path, capsys):
+    code, err = run_cli(compare_circle_intervention_types, ["--base_dir", str(tmp_path), "--device", "cpu"], capsys)
+    assert code == 2 and "SAE part of this repo is not implemented yet" in err and "--methods fixed_layer_probe per_layer_probe" in err
+    assert not (tmp_path / "mistral_days_of_week").exists()
+    no_components = tmp_path / "other.npz"
+    np.savez(no_components, weights=np.zeros((3, 64)))
+    code, err = run_cli(compare_circle_intervention_types, ["--sae_pca", str(no_components), "--base_dir", str(tmp_path)], capsys)
+    assert code == 2 and "no 'components' array" in err
+    sae_file = tmp_path / "sae_pca.npz"
+    np.savez(sae_file, components=np.eye(4, 64))
+    code, err = run_cli(compare_circle_intervention_types,
+                        ["--sae_pca", str(sae_file), "--sae_pcs", "-1", "2", "--base_dir", str(tmp_path)], capsys)
+    assert code == 2 and "--sae_pcs [-1, 2] must be distinct component indices >= 0" in err
+    assert not (tmp_path / "mistral_days_of_week").exists()
+
+
+def test_replaced_sae_file_is_recomputed(tiny_model, tiny_base, tmp_path):
+    cache = open_cache(tiny_base)
+    rng = np.random.default_rng(1)
+    sae_file = tmp_path / "sae_pca.npz"
+    np.savez(sae_file, components=np.linalg.qr(rng.normal(size=(64, 4)))[0].T)
+    first = run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1], 2, sae_path=sae_file, methods=["sae_subspace"])
+    loader = CountingLoader(tiny_model)
+    run_comparison(cache, tiny_base, loader, [1], 2, sae_path=sae_file, methods=["sae_subspace"])
+    assert loader.calls == 0  # same file: reused
+    np.savez(sae_file, components=np.linalg.qr(rng.normal(size=(64, 4)))[0].T)
+    loader = CountingLoader(tiny_model)
+    second = run_comparison(cache, tiny_base, loader, [1], 2, sae_path=sae_file, methods=["sae_subspace"])
+    assert loader.calls == 1 and second["sae_subspace"]["meta"]["sae_sha1"] != first["sae_subspace"]["meta"]["sae_sha1"]
+
+
+def test_full_mode_says_what_it_will_do_and_refuses_model_path(tmp_path, capsys):
+    plan = intervene_in_middle_of_circle.full_mode_plan(100, 20)
+    assert "mistral, llama" in plan and "layers 0..7" in plan and "day b = 1..7" in plan and "month b = 1..12" in plan
+    assert "304 grids of 2000 points" in plan
+    code, err = run_cli(intervene_in_middle_of_circle, ["--model_path", str(tmp_path), "--base_dir", str(tmp_path)], capsys)
+    assert code == 2 and "full mode" in err and "--model" in err
