@@ -38,7 +38,7 @@ from multid.io import load_npz, load_pt, save_figure, save_npz
 
 METHODS = ("fixed_layer_probe", "sae_subspace", "per_layer_probe")
 COMPARE_VERSION = 1
-SAE_HINT = ("your own SAE pipeline (the SAE part of this repo is not implemented yet): pass a PCA file with a "
+SAE_HINT = ("the SAE part of this repo is not implemented yet: pass a PCA file of SAE-cluster reconstructions with a "
             "'components' array [m, d] (.npz or .pt) as --sae_pca PATH, or run --methods fixed_layer_probe per_layer_probe")
 
 
@@ -50,7 +50,7 @@ def method_label(method: str, probe_layer: int) -> str:
 def read_sae_components(path: Path | None, pcs: Sequence[int]) -> np.ndarray:
     """The rows `pcs` [len(pcs), d] of the SAE PCA file's components, with the file and `pcs` checked (no model needed)."""
     if path is None or not Path(path).is_file():
-        raise MissingArtifactError("SAE subspace PCA file (--sae_pca)", path or "(no --sae_pca given)", SAE_HINT)
+        raise MissingArtifactError("SAE subspace PCA file (--sae_pca)", path or "(no --sae_pca given)", advice=SAE_HINT)
     path = Path(path)
     if path.suffix not in (".npz", ".pt"):
         raise UserError(f"--sae_pca {path} must be a .npz or .pt file with a 'components' array [m, d]")

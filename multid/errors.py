@@ -21,8 +21,9 @@ class UserError(Exception):
 class MissingArtifactError(UserError):
     """An artifact a step needs has not been produced yet."""
 
-    def __init__(self, what: str, path: object, command: str):
-        super().__init__(f"{what} not found at {path}; make it with: {command}")
+    def __init__(self, what: str, path: object, command: str | None = None, advice: str | None = None):
+        remedy = f"make it with: {command}" if command else (advice or "")
+        super().__init__(f"{what} not found at {path}; {remedy}")
         self.path = path
         self.command = command
 
