@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from reducibility_demos.reducibility import (
+from multid.reducibility.engine import (
     SCAN_MIXTURE,
     SCAN_SEPARABILITY,
     MixtureConfig,

@@ -68,9 +68,9 @@ def save_pt(path: str | os.PathLike, obj: Any) -> Path:
     """torch.save of tensors / plain containers only (loadable with weights_only=True)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    buffer = io.BytesIO()  # saving to a path would store the temporary file's name inside the archive
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_pt(path: str | os.PathLike, map_location: str = "cpu") -> Any:

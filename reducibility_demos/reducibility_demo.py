@@ -21,8 +21,8 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 from multid.config import add_base_dir_arg, add_seed_arg, ensure_writable_dir, figs_dir, resolve_base_dir
 from multid.errors import UserError, cli_entry
 from multid.io import save_figure, save_json
-from reducibility_demos import plots, synthetic
-from reducibility_demos.reducibility import DEMO_MIXTURE
+from multid.reducibility import plots, synthetic
+from multid.reducibility.engine import DEMO_MIXTURE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from reducibility_demos import synthetic
-from reducibility_demos.reducibility import (
+from multid.reducibility import synthetic
+from multid.reducibility.engine import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
     SCAN_MIXTURE,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reducibility_demos.reducibility import (
+from multid.reducibility.engine import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
     MixtureConfig,
