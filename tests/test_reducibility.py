@@ -1,7 +1,9 @@
-"""Reducibility indices: known answers, engine == upstream-style references, batched == one-cloud, the demo."""
+"""Reducibility indices: known answers, engine == upstream-style references, batched == one-cloud; the demo's
+clouds (the paper code's torch draws), its stages and its figures' content."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -13,7 +15,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from multid.reducibility import synthetic
+from multid.reducibility import demo as demo_lib
+from multid.reducibility import plots, synthetic
 from multid.reducibility.engine import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
@@ -33,6 +36,7 @@ from multid.reducibility.engine import (
     slab_coordinate,
     surrogate_autograd,
 )
+from multid.stage import artifact_id, read_record, record_path
 
 torch.set_num_threads(1)  # other jobs share this CPU
 
@@ -76,6 +80,7 @@ def padded_stack(clouds) -> list[np.ndarray]:
 # ------------------------------------------------------------------------------------------------ M
 
 
+@pytest.mark.unit
 def test_closed_form_gradient_equals_autograd():
     rng = np.random.default_rng(1)
     points = torch.as_tensor(rng.normal(size=(700, 2)) * [2.0, 0.5] + [3.0, -1.0])
@@ -90,6 +95,7 @@ def test_closed_form_gradient_equals_autograd():
         assert float(grad_c[0]) == pytest.approx(float(ref_c), abs=1e-12)
 
 
+@pytest.mark.unit
 def test_crossing_lines_give_the_larger_share(clouds):
     # 70 % on one line, 30 % on another; the best slab holds the 70 % line plus the few points of the other
     # line inside eps * rms: 0.7 + 0.3 * P(|t| < 0.1 * sqrt(0.3)) = 0.713. Gradient ascent is local, so M is
@@ -107,6 +113,7 @@ def test_crossing_lines_give_the_larger_share(clouds):
         assert min(abs(m - expected), abs(m - minority)) < 0.01
 
 
+@pytest.mark.unit
 def test_annealed_variant_also_finds_the_line(clouds):
     result = mixture_index_batched(np.stack([clouds["lines"]] * 8), config=with_steps(DEMO_MIXTURE, 1500), seed=0)
     assert float(result.m.max()) == pytest.approx(0.713, abs=0.01)
@@ -114,6 +121,7 @@ def test_annealed_variant_also_finds_the_line(clouds):
 
 
 @pytest.mark.parametrize("config", [with_steps(SCAN_MIXTURE, 600), with_steps(DEMO_MIXTURE, 600)], ids=["scan", "demo"])
+@pytest.mark.unit
 def test_isotropic_gaussian_mixture_index(clouds, config):
     # for an isotropic Gaussian every slab through the centre holds P(|z| < 0.1) of the mass, and offsets only
     # lose mass, so the maximum is 2 Phi(0.1) - 1 up to sampling noise
@@ -121,12 +129,14 @@ def test_isotropic_gaussian_mixture_index(clouds, config):
     assert abs(float(result.m) - GAUSS_SLAB) < 0.02
 
 
+@pytest.mark.unit
 def test_hard_fraction_counts_the_slab(clouds):
     result = mixture_index(clouds["gaussian"], config=with_steps(SCAN_MIXTURE, 50), seed=0)
     z = slab_coordinate(clouds["gaussian"], result.v.double().numpy(), float(result.c))
     assert float(result.m_hard) == pytest.approx(np.mean(np.abs(z) < 0.1), abs=1.5 / N)
 
 
+@pytest.mark.unit
 def test_initial_directions_follow_torch_manual_seed():
     torch.manual_seed(2)
     assert torch.equal(initial_directions(3, 2)[0], torch.randn(2))
@@ -135,6 +145,7 @@ def test_initial_directions_follow_torch_manual_seed():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("config", [with_steps(DEMO_MIXTURE, 800), with_steps(SCAN_MIXTURE, 800)], ids=["demo", "scan"])
+@pytest.mark.unit
 def test_batched_mixture_equals_loop(config, threads):
     # clouds of different sizes (padded in the batch): the annealed optimiser amplifies any rounding
     # difference, so this only holds because the engine is padding-invariant by construction
@@ -184,6 +195,7 @@ EQUIVALENCE_SEEDS = (0, 4, 6, 9)  # |initial_directions| = 1.57, 1.62, 2.12, 1.9
     ],
     ids=["scan-f64-500", "scan-f32-100", "scan-f32-300-M-only", "demo-f64-200", "demo-f32-40"],
 )
+@pytest.mark.unit
 def test_batched_mixture_equals_reference(padded_stack, config, dtype, check_slab):
     seeds = [EQUIVALENCE_SEEDS[(b + shift) % 4] for shift in (0, 1) for b in range(len(padded_stack))]
     stack = padded_stack * 2
@@ -200,6 +212,7 @@ def test_batched_mixture_equals_reference(padded_stack, config, dtype, check_sla
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+@pytest.mark.unit
 def test_points_with_zero_z_contribute_no_gradient(dtype, tol):
     # the demo lattice has ~7 % of its points exactly at the origin, so at step 0 (c = 0) their z is exactly 0;
     # autograd's |z| has gradient sign(0) = 0 there, and so must the engine (which computes z from the raw
@@ -217,6 +230,7 @@ def test_points_with_zero_z_contribute_no_gradient(dtype, tol):
 
 
 @pytest.mark.parametrize("config", [SCAN_SEPARABILITY, DEMO_SEPARABILITY], ids=["scan", "demo"])
+@pytest.mark.unit
 def test_batched_separability_equals_reference(padded_stack, config):
     # the engine (index arithmetic + scatter_add on a padded stack) against upstream's way (a Python loop over
     # angles, xy @ R, np.histogram2d for the scan / the fixed 40 x 40 grid for the demo, plug-in MI): the
@@ -234,12 +248,14 @@ def test_batched_separability_equals_reference(padded_stack, config):
     np.testing.assert_allclose(alone.mi_bits.numpy(), reference.mi_bits.numpy(), atol=1e-9, rtol=0)
 
 
+@pytest.mark.unit
 def test_isotropic_gaussian_separability_at_the_plugin_floor(clouds):
     floor = scan_floor_bits(N)
     s = float(separability_index(clouds["gaussian"], SCAN_SEPARABILITY).s_bits)
     assert 0.4 * floor < s < 1.2 * floor  # min over 100 angles sits a little under the mean bias
 
 
+@pytest.mark.unit
 def test_independent_uniforms_separate_at_angle_zero(clouds):
     result = separability_index(clouds["uniform"], SCAN_SEPARABILITY)
     floor = scan_floor_bits(N)
@@ -253,6 +269,7 @@ def test_independent_uniforms_separate_at_angle_zero(clouds):
 
 
 @pytest.mark.parametrize("config", [SCAN_SEPARABILITY, DEMO_SEPARABILITY], ids=["scan", "demo"])
+@pytest.mark.unit
 def test_circle_is_far_from_separable(clouds, config):
     s = {name: float(separability_index(points, config).s_bits) for name, points in clouds.items()
          if name != "lines"}
@@ -261,6 +278,7 @@ def test_circle_is_far_from_separable(clouds, config):
 
 
 @pytest.mark.parametrize("config", [SCAN_SEPARABILITY, DEMO_SEPARABILITY], ids=["scan", "demo"])
+@pytest.mark.unit
 def test_batched_separability_equals_loop(clouds, config):
     rng = np.random.default_rng(9)
     stack = [clouds["lines"][:3000], clouds["circle"][:1001] * 5, rng.normal(size=(333, 2)), clouds["uniform"]]
@@ -271,12 +289,14 @@ def test_batched_separability_equals_loop(clouds, config):
         np.testing.assert_allclose(alone.mi_bits.numpy(), batch.mi_bits[b].numpy(), atol=1e-6)
 
 
+@pytest.mark.unit
 def test_reducibility_batched_runs_both(clouds):
     result = reducibility_batched([clouds["circle"], clouds["lines"]], mixture_config=with_steps(SCAN_MIXTURE, 20))
     assert result.mixture.m.shape == (2,) and result.separability.s_bits.shape == (2,)
     assert float(result.separability.s_bits[0]) > float(result.separability.s_bits[1])
 
 
+@pytest.mark.unit
 def test_bad_clouds_are_rejected():
     with pytest.raises(ValueError, match="B x N x 2"):
         separability_index_batched(np.zeros((3, 2)))
@@ -287,26 +307,233 @@ def test_bad_clouds_are_rejected():
 # ------------------------------------------------------------------------------------------------ demo
 
 
-def test_dataset_draws_follow_upstream_order():
-    rng = np.random.RandomState(2)
-    randmat = rng.randn(2, 2)
-    vect1, offset1, vect2, offset2 = (rng.randn(2) for _ in range(4))
-    assert np.array_equal(synthetic.make_dataset("gaussian"), rng.randn(N, 2) @ randmat)
-    lattice = synthetic.make_dataset("lattice") @ np.linalg.inv(randmat)
-    np.testing.assert_allclose(lattice, np.round(lattice), atol=1e-9)
-    np.testing.assert_allclose(np.linalg.norm(synthetic.make_dataset("circle"), axis=1), 1.0)
+def upstream_clouds(name: str, weights: str, seed: int = 2, num: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper code's draws, spelled out with torch's global generator: the cloud and the next randn(2)."""
+    torch.manual_seed(seed)
+    randmat = torch.randn([2, 2])
+    randvect1 = torch.randn([2])
+    randoffset1 = torch.randn([2])
+    randvect2 = torch.randn([2])
+    randoffset2 = torch.randn([2])
+    if name == "gaussian":
+        x = torch.tensordot(torch.randn([num, 2]), randmat, dims=1)
+    elif name == "gaussians":
+        a = torch.randn([num, 2])
+        b = torch.randn([num, 1]) * randvect1 + randoffset1
+        c = torch.randn([num, 1]) * randvect2 + randoffset2
+        picker = torch.rand([num, 1])
+        w1, w2 = {"paper": (0.4, 0.7), "rebuttal": (0.3, 0.9)}[weights]
+        in_a = (picker < w1).float()
+        in_b = (picker < w2).float() - in_a
+        in_c = 1.0 - in_a - in_b
+        x = a * in_a + b * in_b + c * in_c
+    elif name == "circle":
+        x = torch.randn([num, 2])
+        x = x / torch.sqrt(torch.sum(x**2, dim=1))[:, None]
+    else:
+        x = torch.randn([num, 2])
+        x = torch.tensordot((3 * x).int().float(), randmat, dims=1)
+    return x, torch.randn([2])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("weights", ["paper", "rebuttal"])
+@pytest.mark.parametrize("name", synthetic.DATASETS)
+def test_demo_clouds_equal_the_paper_codes_torch_draws(name, weights):
+    expected, expected_v0 = upstream_clouds(name, weights)
+    cloud = synthetic.draw_cloud(name, seed=2, weights=weights)
+    assert cloud.points.dtype == np.float32 and cloud.points.shape == (N, 2)
+    assert np.array_equal(cloud.points, expected.numpy())
+    assert np.array_equal(synthetic.make_dataset(name, weights=weights), expected.numpy())
+    # the optimiser's start is the next draw of the same stream, not a fresh seed
+    assert cloud.v0.dtype == np.float32
+    assert np.array_equal(cloud.v0, expected_v0.numpy())
+
+
+@pytest.mark.unit
+def test_demo_cloud_shapes():
+    lattice = synthetic.make_dataset("lattice").astype(np.float64)
+    torch.manual_seed(2)
+    randmat = torch.randn(2, 2).double().numpy()
+    integer = lattice @ np.linalg.inv(randmat)
+    np.testing.assert_allclose(integer, np.round(integer), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(synthetic.make_dataset("circle").astype(np.float64), axis=1), 1.0,
+                               atol=1e-6)
     for weights, shares in (("paper", (0.4, 0.3, 0.3)), ("rebuttal", (0.3, 0.6, 0.1))):
-        points = synthetic.make_dataset("gaussians", weights=weights)
-        on_line = []
-        for vect, offset in ((vect1, offset1), (vect2, offset2)):
-            rel = points - offset
-            on_line.append(np.abs(rel[:, 0] * vect[1] - rel[:, 1] * vect[0]) < 1e-9)
-        assert np.mean(on_line[0]) == pytest.approx(shares[1], abs=0.03)
-        assert np.mean(on_line[1]) == pytest.approx(shares[2], abs=0.03)
         assert synthetic.mixture_shares(weights) == pytest.approx(shares)
+        points = synthetic.make_dataset("gaussians", weights=weights)
+        torch.manual_seed(2)
+        torch.randn(2, 2)
+        vect1, offset1, vect2, offset2 = (torch.randn(2).numpy() for _ in range(4))
+        for (vect, offset), share in zip(((vect1, offset1), (vect2, offset2)), shares[1:]):
+            rel = points - offset
+            on_line = np.abs(rel[:, 0] * vect[1] - rel[:, 1] * vect[0]) < 1e-5
+            assert np.mean(on_line) == pytest.approx(share, abs=0.03)
 
 
-def test_demo_script_end_to_end(tmp_path):
+@pytest.mark.unit
+def test_demo_optimiser_starts_from_the_v_drawn_after_the_cloud():
+    _, v0 = upstream_clouds("lattice", "paper", num=500)
+    result = synthetic.demo_indices(["lattice"], num_points=500, steps=3)[0]
+    alone = mixture_index(synthetic.make_dataset("lattice", num_points=500), config=with_steps(DEMO_MIXTURE, 3), v0=v0)
+    np.testing.assert_array_equal(result.v, alone.v.double().numpy())
+    assert result.m == float(alone.m)
+
+
+def run_small(out_dir: Path, datasets, weights: str = "paper", steps: int = 5, num_points: int = 300,
+              lines: list | None = None) -> list[Path]:
+    return demo_lib.run_demo(out_dir, datasets, weights=weights, steps=steps, num_points=num_points, seed=2,
+                             formats=["png"], log=(lines.append if lines is not None else None))
+
+
+@pytest.mark.integration
+def test_demo_subset_runs_keep_the_other_datasets(tmp_path):
+    run_small(tmp_path, ["circle"])
+    run_small(tmp_path, ["lattice"], weights="rebuttal")
+    run_small(tmp_path, ["lattice"])
+    record = json.loads((tmp_path / "reducibility_demo_paper.json").read_text())
+    assert set(record["datasets"]) == {"circle", "lattice"}
+    for values in record["datasets"].values():
+        assert values["steps"] == 5 and values["num_points"] == 300 and values["seed"] == 2
+    # the weights only change the mixture cloud: circle and lattice are shared by both summaries
+    rebuttal = json.loads((tmp_path / "reducibility_demo_rebuttal.json").read_text())
+    assert set(rebuttal["datasets"]) == {"circle", "lattice"}
+    assert rebuttal["datasets"]["circle"] == record["datasets"]["circle"]
+    # a run with other settings replaces that dataset's entry, and says so in the entry
+    run_small(tmp_path, ["circle"], steps=7)
+    record = json.loads((tmp_path / "reducibility_demo_paper.json").read_text())
+    assert record["datasets"]["circle"]["steps"] == 7 and record["datasets"]["lattice"]["steps"] == 5
+    # a result made by older code (other clouds) is left out of the summary and rebuilt when asked for
+    stale = record_path(demo_lib.result_path(tmp_path, "circle", "paper"), False)
+    stored = json.loads(stale.read_text())
+    stored["settings"]["code_version"] = demo_lib.CODE_VERSION - 1
+    stale.write_text(json.dumps(stored))
+    run_small(tmp_path, ["lattice"])
+    assert set(json.loads((tmp_path / "reducibility_demo_paper.json").read_text())["datasets"]) == {"lattice"}
+    lines: list[str] = []
+    run_small(tmp_path, ["circle"], lines=lines)
+    assert not lines[0].endswith("(reused)")
+    assert set(json.loads((tmp_path / "reducibility_demo_paper.json").read_text())["datasets"]) == {"circle", "lattice"}
+
+
+def stamp(path: Path) -> tuple[int, bytes]:
+    return path.stat().st_mtime_ns, path.read_bytes()
+
+
+@pytest.mark.integration
+def test_demo_rerun_reuses_each_dataset(tmp_path):
+    lines: list[str] = []
+    written = run_small(tmp_path, ["gaussians", "circle"], lines=lines)
+    result_file = demo_lib.result_path(tmp_path, "circle", "paper")
+    watched = [result_file, record_path(result_file, False), *written]
+    before = {path: stamp(path) for path in watched}
+    assert not any("reused" in line for line in lines)
+    lines.clear()
+    assert run_small(tmp_path, ["gaussians", "circle"], lines=lines) == written
+    assert len(lines) == 2 and all(line.endswith("(reused)") for line in lines)
+    assert {path: stamp(path) for path in watched} == before
+    settings = read_record(result_file, False)["settings"]
+    assert settings["dataset"] == "circle" and settings["steps"] == 5 and settings["num_points"] == 300
+    assert settings["seed"] == 2 and settings["code_version"] == demo_lib.CODE_VERSION
+    assert read_record(demo_lib.result_path(tmp_path, "gaussians", "paper"), False)["settings"]["mixture_weights"] == "paper"
+    # a damaged result is rebuilt (and its figure redrawn), never trusted
+    result_file.write_text(result_file.read_text()[:-20])
+    lines.clear()
+    run_small(tmp_path, ["circle"], lines=lines)
+    assert not lines[0].endswith("(reused)")
+    assert result_file.read_bytes() == before[result_file][1]  # same settings, same numbers
+    # so the figure drawn from it is still current: its record names the result by settings and sizes
+    figure = tmp_path / "reducibility_circle.png"
+    assert stamp(figure) == before[figure]
+    # other settings: a new result, and the figure is redrawn from it
+    run_small(tmp_path, ["circle"], steps=6)
+    assert read_record(result_file, False)["settings"]["steps"] == 6
+    assert read_record(figure, False)["settings"]["result"] == artifact_id(result_file)
+    assert stamp(figure) != before[figure]
+
+
+@pytest.fixture(scope="module")
+def demo_result() -> synthetic.DemoResult:
+    return synthetic.demo_indices(["gaussians"], num_points=1000, steps=50)[0]
+
+
+def artists(ax, gid: str) -> list:
+    found = [a for a in (*ax.lines, *ax.collections, *ax.patches) if a.get_gid() == gid]
+    return found
+
+
+@pytest.mark.integration
+def test_demo_figure_shows_the_cloud_and_the_slab(demo_result):
+    eps = DEMO_MIXTURE.eps
+    with plots.style():
+        fig = plots.reducibility_figure(demo_result, eps, synthetic.CROSS_SIZES["gaussians"])
+    cloud_ax, hist_ax, mi_ax = fig.axes
+    (scatter,) = artists(cloud_ax, "cloud")
+    np.testing.assert_array_equal(scatter.get_offsets(), demo_result.points)
+    v, c = demo_result.v, demo_result.c
+    y = demo_result.points @ v + c
+    half_width = eps * np.sqrt(np.mean(y * y))
+    slab = artists(cloud_ax, "slab")
+    assert len(slab) == 2
+    levels = []
+    for line in slab:
+        xy = np.column_stack([line.get_xdata(), line.get_ydata()])
+        values = xy @ v + c
+        assert values[0] == pytest.approx(values[1], abs=1e-9)
+        levels.append(values[0])
+    assert sorted(levels) == pytest.approx([-half_width, half_width], abs=1e-9)
+    cross = artists(cloud_ax, "cross")
+    assert len(cross) == 2
+    for line in cross:
+        ends = np.column_stack([line.get_xdata(), line.get_ydata()])
+        np.testing.assert_allclose(ends.mean(0), demo_result.points.astype(np.float64).mean(0), atol=1e-9)
+        direction = ends[1] - ends[0]
+        assert np.linalg.norm(direction) == pytest.approx(2 * synthetic.CROSS_SIZES["gaussians"])
+        angle = np.arctan2(direction[1], direction[0])
+        assert math.sin(2 * (angle - demo_result.s_angle)) == pytest.approx(0.0, abs=1e-9)  # along an axis
+    # middle: the histogram of z in 100 bins and the slab edges at +-eps
+    bars = artists(hist_ax, "z histogram")
+    assert len(bars) == 100
+    z = slab_coordinate(demo_result.points, v, c)
+    counts, edges = np.histogram(z, bins=100)
+    np.testing.assert_array_equal([bar.get_height() for bar in bars], counts)
+    np.testing.assert_allclose([bar.get_x() for bar in bars], edges[:-1])
+    assert sorted(line.get_xdata()[0] for line in artists(hist_ax, "eps")) == pytest.approx([-eps, eps])
+    assert [t.get_text() for t in hist_ax.texts] == [rf"$M_\epsilon(f)={demo_result.m:.4f}$"]
+    # right: the MI curve, its minimum S, and the argmin folded into a quarter turn
+    (curve,) = artists(mi_ax, "mutual information")
+    np.testing.assert_array_equal(curve.get_xdata(), demo_result.angles)
+    np.testing.assert_array_equal(curve.get_ydata(), demo_result.mi_bits)
+    assert float(np.min(curve.get_ydata())) == demo_result.s_bits
+    (argmin,) = artists(mi_ax, "argmin")
+    assert argmin.get_xdata()[0] == pytest.approx(demo_result.s_angle % (np.pi / 2))
+    turned = dataclasses.replace(demo_result, s_angle=demo_result.s_angle + 2.5 * np.pi)  # a quarter turn on
+    with plots.style():
+        (argmin_turned,) = artists(plots.reducibility_figure(turned, eps, 4.0).axes[2], "argmin")
+    assert argmin_turned.get_xdata()[0] == pytest.approx(argmin.get_xdata()[0])
+    assert [t.get_text() for t in mi_ax.texts] == [rf"$S(f)={demo_result.s_bits:.4f}$"]
+
+
+@pytest.mark.integration
+def test_demo_labels_match_the_printed_and_stored_numbers(tmp_path):
+    lines: list[str] = []
+    run_small(tmp_path, ["lattice"], lines=lines)
+    (line,) = lines
+    m_text, s_text = line.split("M = ")[1].split()[0], line.split("S = ")[1].split()[0]
+    stored = demo_lib.load_result(demo_lib.result_path(tmp_path, "lattice", "paper"),
+                                  read_record(demo_lib.result_path(tmp_path, "lattice", "paper"), False)["settings"])
+    assert f"{stored.m:.4f}" == m_text and f"{stored.s_bits:.4f}" == s_text
+    np.testing.assert_array_equal(stored.points, synthetic.make_dataset("lattice", num_points=300))
+    with plots.style():
+        fig = plots.reducibility_figure(stored, DEMO_MIXTURE.eps, synthetic.CROSS_SIZES["lattice"])
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(m_text in t for t in texts) and any(s_text in t for t in texts)
+    summary = json.loads((tmp_path / "reducibility_demo_paper.json").read_text())["datasets"]["lattice"]
+    assert f"{summary['M']:.4f}" == m_text and f"{summary['S']:.4f}" == s_text
+
+
+@pytest.mark.integration
+def test_demo_script_end_to_end(tmp_path, capsys):
     from reducibility_demos.reducibility_demo import main
 
     written = main(["--out_dir", str(tmp_path), "--steps", "200"])
@@ -317,8 +544,12 @@ def test_demo_script_end_to_end(tmp_path):
     for values in record["datasets"].values():
         assert 0.0 <= values["M"] <= 1.0 and values["S"] >= 0.0
     assert record["datasets"]["circle"]["S"] > 10 * record["datasets"]["gaussian"]["S"]
+    printed = capsys.readouterr().out
+    for name, values in record["datasets"].items():
+        assert f"{name:>10}: M = {values['M']:.4f}" in printed
 
 
+@pytest.mark.acceptance
 def test_demo_runs_as_plain_script_from_its_folder(tmp_path):
     command = [sys.executable, "reducibility_demo.py", "--out_dir", str(tmp_path), "--steps", "20",
                "--datasets", "circle", "--formats", "png", "--mixture_weights", "rebuttal"]
@@ -328,6 +559,7 @@ def test_demo_runs_as_plain_script_from_its_folder(tmp_path):
     assert "circle" in json.loads((tmp_path / "reducibility_demo_rebuttal.json").read_text())["datasets"]
 
 
+@pytest.mark.integration
 def test_demo_bad_argument_is_one_line(tmp_path, capsys):
     from reducibility_demos.reducibility_demo import main
 

@@ -3,7 +3,9 @@
 Left: the cloud (black dots) with the mixture slab |v.x + c| = eps * rms (red dashed) and a green cross
 along the two axes of the best rotation. Middle: histogram of the slab coordinate z with +-eps and M.
 Right: mutual information (bits) against the rotation angle with the minimum and S.
-Layout as upstream: 24 x 5 in, font size 30, GridSpec 3 x 3 with height ratios [0.03, 0.92, 0.05].
+Layout as the paper's figures: 24 x 5 in, font size 30, GridSpec 3 x 3 with height ratios [0.03, 0.92, 0.05].
+Every drawn series carries a `gid` ("cloud", "slab", "cross", "z histogram", "eps", "mutual information",
+"argmin") so that tests can find it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def draw_cloud(ax, result, eps: float, cross_size: float) -> None:
     The axes are the columns of R(theta*) (rows of the inverse rotation), the directions onto which the
     rotated coordinates project; we centre the cross on the cloud's mean, where S's histogram is centred.
     """
-    points = result.points
-    ax.scatter(points[:, 0], points[:, 1], s=2, c="black")
+    points = np.asarray(result.points, dtype=np.float64)  # the demo's clouds are float32, as drawn
+    ax.scatter(points[:, 0], points[:, 1], s=2, c="black", gid="cloud")
     ax.set_xticks([])
     ax.set_yticks([])
     low, high = points.min(0), points.max(0)
@@ -55,12 +57,12 @@ def draw_cloud(ax, result, eps: float, cross_size: float) -> None:
     half_width = eps * np.sqrt(np.mean(y * y))  # RMS includes the offset c, as in M
     for level in (-half_width, half_width):
         xs, ys = line_points(result.v, result.c, level, ax.get_xlim(), ax.get_ylim())
-        ax.plot(xs, ys, color="red", linestyle="--", linewidth=2)
+        ax.plot(xs, ys, color="red", linestyle="--", linewidth=2, gid="slab")
     centre = points.mean(0)
     cos, sin = np.cos(result.s_angle), np.sin(result.s_angle)
     for axis in (np.array([cos, sin]), np.array([-sin, cos])):
         ends = np.stack([centre - cross_size * axis, centre + cross_size * axis])
-        ax.plot(ends[:, 0], ends[:, 1], color="green", linewidth=3)
+        ax.plot(ends[:, 0], ends[:, 1], color="green", linewidth=3, gid="cross")
 
 
 def line_points(v: np.ndarray, c: float, level: float, xlim, ylim) -> tuple[np.ndarray, np.ndarray]:
@@ -75,17 +77,17 @@ def line_points(v: np.ndarray, c: float, level: float, xlim, ylim) -> tuple[np.n
 def draw_slab_histogram(ax, result, eps: float) -> None:
     """Histogram (100 bins) of z = (v.x + c) / rms with the slab edges +-eps and the value of M."""
     z = slab_coordinate(result.points, result.v, result.c)
-    ax.hist(z, bins=100, color="black")
+    ax.hist(z, bins=100, color="black", gid="z histogram")
     for edge in (-eps, eps):
-        ax.axvline(edge, color="red", linestyle="--", linewidth=2)
+        ax.axvline(edge, color="red", linestyle="--", linewidth=2, gid="eps")
     ax.text(0.02, 0.85, rf"$M_\epsilon(f)={result.m:.4f}$", color="red", transform=ax.transAxes)
     ax.set_yticks([])
 
 
 def draw_mi_curve(ax, result) -> None:
     """MI (bits) against the angle over [0, 2 pi], with the argmin folded into [0, pi/2) and S."""
-    ax.plot(result.angles, result.mi_bits, color="green", linewidth=2)
-    ax.axvline(result.s_angle % (np.pi / 2), color="green", linestyle="--", linewidth=2)
+    ax.plot(result.angles, result.mi_bits, color="green", linewidth=2, gid="mutual information")
+    ax.axvline(result.s_angle % (np.pi / 2), color="green", linestyle="--", linewidth=2, gid="argmin")
     ax.text(0.02, 0.85, rf"$S(f)={result.s_bits:.4f}$", color="green", transform=ax.transAxes)
     ax.set_xticks([0, np.pi / 2, np.pi, 3 * np.pi / 2, 2 * np.pi])
     ax.set_xticklabels(["0", r"$\pi/2$", r"$\pi$", r"$3\pi/2$", r"$2\pi$"])

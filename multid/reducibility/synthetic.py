@@ -1,12 +1,11 @@
-"""The four synthetic clouds of the reducibility demo (Fig 2 / Fig 9) and their two indices.
+"""The four synthetic clouds of the reducibility demo (paper section 3, Figures 2 and 9) and their two indices.
 
-Upstream `reducibility_demo.py` seeds numpy and torch with 2 at the start of every dataset, draws five
-helper arrays in a fixed order (randmat 2x2, randvect1, randoffset1, randvect2, randoffset2), then the
-dataset's own points, and finally the optimiser's starting direction v with torch. We draw the data with
-`np.random.RandomState(seed)` (the legacy generator behind `np.random.seed`, so the same numbers) and v
-with a torch generator seeded the same way (`reducibility.initial_directions`), so every dataset starts
-the optimiser from the same v, as upstream does. The paper-era script looped over all four datasets; upstream
-HEAD only runs the mixture ("gaussians") with its rebuttal weights. Both weightings are offered here.
+Every cloud is drawn, as the paper's code draws it, from torch's generator seeded with `seed` at the start of
+the dataset, in a fixed order: five helper draws (randmat 2x2, randvect1, randoffset1, randvect2,
+randoffset2), then the dataset as whole tensors, then the optimiser's start v = randn(2) (c starts at 0).
+So the clouds are float32 (torch's default) and each dataset starts M's optimiser from its own v.
+We draw from a private generator seeded the same way, which gives the same numbers as
+`torch.manual_seed(seed)` without touching torch's global state (tests/test_reducibility.py checks both).
 """
 
 from __future__ import annotations
@@ -20,66 +19,88 @@ from multid.reducibility.engine import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
     MixtureConfig,
-    initial_directions,
     mixture_index_batched,
     separability_index_batched,
 )
 
-DATASETS = ("gaussian", "gaussians", "circle", "lattice")  # upstream's loop range(1, 5), in this order
+DATASETS = ("gaussian", "gaussians", "circle", "lattice")  # the paper's order
 NUM_POINTS = 4096
 DEFAULT_SEED = 2
 
-# Cumulative thresholds (w1, w2) on u ~ U[0, 1): u < w1 -> Gaussian blob, w1 <= u < w2 -> line 1, else line 2.
+# Cumulative thresholds (w1, w2) on picker ~ U[0, 1): picker < w1 -> Gaussian blob, w1 <= picker < w2 -> line 1,
+# else line 2.
 MIXTURE_WEIGHTS = {
-    "paper": (0.4, 0.7),  # 40/30/30 %: the version of the paper's figures (upstream commit bcc33c1)
-    "rebuttal": (0.3, 0.9),  # 30/60/10 %: upstream HEAD ("Rebuttal updates")
+    "paper": (0.4, 0.7),  # 40/30/30 %: the version that drew the paper's figures
+    "rebuttal": (0.3, 0.9),  # 30/60/10 %: the authors' later (rebuttal) version
 }
 
-# Half-length of the green cross drawn along the separating axes, per dataset (upstream's constants).
+# Half-length of the green cross drawn along the separating axes, per dataset (the paper's figure constants).
 CROSS_SIZES = {"gaussian": 3.0, "gaussians": 4.0, "circle": 1.2, "lattice": 5.0}
 
 
 def mixture_shares(weights: str) -> tuple[float, float, float]:
     """(blob, line 1, line 2) fractions for a MIXTURE_WEIGHTS key."""
     first, second = MIXTURE_WEIGHTS[weights]
-    return first, second - first, 1.0 - second
+    return first, round(second - first, 12), round(1.0 - second, 12)
 
 
-def make_dataset(name: str, seed: int = DEFAULT_SEED, num_points: int = NUM_POINTS,
-                 weights: str = "paper") -> np.ndarray:
-    """One demo cloud (num_points x 2, float64) with upstream's seed and draw order.
-
-    gaussian: N(0, I) @ randmat. gaussians: per point, in order, u = rand(); u < w1 -> randn(2) (isotropic
-    blob); w1 <= u < w2 -> randn() * randvect1 + randoffset1 (a line); else randn() * randvect2 + randoffset2.
-    circle: randn(N, 2) with rows scaled to unit length. lattice: int(3 * randn(N, 2)) (truncation toward
-    zero) @ randmat.
-    """
+def check_choice(name: str, weights: str) -> None:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if weights not in MIXTURE_WEIGHTS:
         raise ValueError(f"unknown mixture weights {weights!r}; choose from {', '.join(MIXTURE_WEIGHTS)}")
-    rng = np.random.RandomState(seed)
-    randmat = rng.randn(2, 2)
-    randvect1, randoffset1 = rng.randn(2), rng.randn(2)
-    randvect2, randoffset2 = rng.randn(2), rng.randn(2)
+
+
+@dataclass(frozen=True)
+class DemoCloud:
+    """One demo cloud (num_points x 2, float32) and the optimiser's start v (2, float32) drawn after it."""
+
+    name: str
+    points: np.ndarray
+    v0: np.ndarray
+
+
+def draw_cloud(name: str, seed: int = DEFAULT_SEED, num_points: int = NUM_POINTS, weights: str = "paper") -> DemoCloud:
+    """The cloud `name` and the start v, from one torch generator seeded with `seed`, in the paper's order.
+
+    gaussian: randn(N, 2) @ randmat. gaussians: blob = randn(N, 2), line1 = randn(N, 1) * randvect1 +
+    randoffset1, line2 = randn(N, 1) * randvect2 + randoffset2, picker = rand(N, 1); a point is the blob's
+    where picker < w1, line 1's where w1 <= picker < w2, else line 2's (the thresholds compared in float32).
+    circle: randn(N, 2) with every row divided by its length sqrt(x0^2 + x1^2). lattice: 3 * randn(N, 2)
+    truncated toward zero to int32, back to float32, @ randmat.
+    """
+    check_choice(name, weights)
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    randmat = normal(2, 2)
+    randvect1, randoffset1 = normal(2), normal(2)
+    randvect2, randoffset2 = normal(2), normal(2)
     if name == "gaussian":
-        return rng.randn(num_points, 2) @ randmat
-    if name == "gaussians":
+        points = normal(num_points, 2) @ randmat
+    elif name == "gaussians":
+        blob = normal(num_points, 2)
+        line1 = normal(num_points, 1) * randvect1 + randoffset1
+        line2 = normal(num_points, 1) * randvect2 + randoffset2
+        picker = torch.rand(num_points, 1, generator=generator)
         first, second = MIXTURE_WEIGHTS[weights]
-        points = np.empty((num_points, 2))
-        for i in range(num_points):  # per-point draws: the order of the random stream matters
-            u = rng.rand()
-            if u < first:
-                points[i] = rng.randn(2)
-            elif u < second:
-                points[i] = rng.randn() * randvect1 + randoffset1
-            else:
-                points[i] = rng.randn() * randvect2 + randoffset2
-        return points
-    if name == "circle":
-        points = rng.randn(num_points, 2)
-        return points / np.linalg.norm(points, axis=1, keepdims=True)
-    return (3 * rng.randn(num_points, 2)).astype(int).astype(np.float64) @ randmat
+        points = torch.where(picker < first, blob, torch.where(picker < second, line1, line2))
+    elif name == "circle":
+        raw = normal(num_points, 2)
+        points = raw / torch.sqrt(torch.sum(raw * raw, dim=1, keepdim=True))
+    else:
+        raw = normal(num_points, 2)
+        points = (3 * raw).to(torch.int32).to(raw.dtype) @ randmat
+    v0 = normal(2)
+    return DemoCloud(name=name, points=points.numpy(), v0=v0.numpy())
+
+
+def make_dataset(name: str, seed: int = DEFAULT_SEED, num_points: int = NUM_POINTS,
+                 weights: str = "paper") -> np.ndarray:
+    """The points of `draw_cloud` (num_points x 2, float32)."""
+    return draw_cloud(name, seed, num_points, weights).points
 
 
 @dataclass
@@ -98,9 +119,9 @@ class DemoResult:
     angles: np.ndarray
 
     def summary(self) -> dict:
-        """JSON-ready numbers (S in bits; S_nats is what upstream's file names used)."""
+        """JSON-ready numbers (S in bits; S_nats is what the paper's code put into its file names)."""
         return {
-            "M": self.m, "M_hard": self.m_hard, "S": self.s_bits, "S_nats": self.s_bits * np.log(2.0),
+            "M": self.m, "M_hard": self.m_hard, "S": self.s_bits, "S_nats": self.s_bits * float(np.log(2.0)),
             "S_angle": self.s_angle, "v": [float(x) for x in self.v], "c": self.c, "num_points": len(self.points),
         }
 
@@ -109,19 +130,21 @@ def demo_indices(names=DATASETS, seed: int = DEFAULT_SEED, num_points: int = NUM
                  steps: int = DEMO_MIXTURE.steps) -> list[DemoResult]:
     """M (annealed, as the demo) and S (fixed grid, as the demo) for the named datasets, in one batch.
 
-    Every dataset starts the optimiser from the same v (upstream reseeds torch before each dataset).
+    Each dataset's optimiser starts from the v drawn right after its cloud. The engine gives a cloud the
+    same numbers alone or in a batch, so the batch is only a speed-up.
     """
-    clouds = [make_dataset(name, seed, num_points, weights) for name in names]
+    clouds = [draw_cloud(name, seed, num_points, weights) for name in names]
+    points = np.stack([cloud.points for cloud in clouds])
     config = MixtureConfig(**{**DEMO_MIXTURE.__dict__, "steps": steps})
-    v0 = initial_directions(1, seed).repeat(len(clouds), 1)
-    mixture = mixture_index_batched(np.stack(clouds), config=config, v0=v0)
-    separability = separability_index_batched(np.stack(clouds), config=DEMO_SEPARABILITY)
+    v0 = torch.as_tensor(np.stack([cloud.v0 for cloud in clouds]))
+    mixture = mixture_index_batched(points, config=config, v0=v0)
+    separability = separability_index_batched(points, config=DEMO_SEPARABILITY)
     return [
         DemoResult(
-            name=name, points=cloud, m=float(mixture.m[i]), m_hard=float(mixture.m_hard[i]),
+            name=cloud.name, points=cloud.points, m=float(mixture.m[i]), m_hard=float(mixture.m_hard[i]),
             v=mixture.v[i].to(torch.float64).numpy(), c=float(mixture.c[i]),
             s_bits=float(separability.s_bits[i]), s_angle=float(separability.angle[i]),
             mi_bits=separability.mi_bits[i].numpy(), angles=separability.angles.numpy(),
         )
-        for i, (name, cloud) in enumerate(zip(names, clouds))
+        for i, cloud in enumerate(clouds)
     ]
