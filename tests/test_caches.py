@@ -24,6 +24,7 @@ def build_days(model, base_dir, **kwargs) -> TaskCache:
     return build_task_cache(DAYS, "tiny", base_dir, lambda: model, **kwargs)
 
 
+@pytest.mark.integration
 def test_cache_files_and_meta(tiny_caches):
     cache = tiny_caches["days_of_week"]
     assert cache.meta["n_problems"] == 49 and cache.n_cache_layers == 4  # 3 blocks + embeddings
@@ -34,6 +35,7 @@ def test_cache_files_and_meta(tiny_caches):
     assert cache.token_map[15] == "Tuesday" and cache.token_map[17] == "<answer>"
 
 
+@pytest.mark.integration
 def test_first_get_acts_call_returns_the_requested_slice(tiny_model, tmp_path):
     """Upstream's get_acts returned layer 32 / last token on its first call (spec §6.4)."""
     cache = build_days(tiny_model, tmp_path)
@@ -48,6 +50,7 @@ def test_first_get_acts_call_returns_the_requested_slice(tiny_model, tmp_path):
     assert cache.cache_id == fresh.cache_id
 
 
+@pytest.mark.integration
 def test_batched_equals_one_at_a_time(tiny_model, tiny_caches):
     tokens = tiny_model.to_tokens([problem.prompt for problem in tiny_caches["days_of_week"].problems])
     batched, logits_b = collect_residuals(tiny_model, tokens, 4, batch_size=64)
@@ -56,6 +59,7 @@ def test_batched_equals_one_at_a_time(tiny_model, tiny_caches):
     torch.testing.assert_close(logits_b, logits_s, rtol=0, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_reuse_and_invalidation(tiny_model, tmp_path):
     first = build_days(tiny_model, tmp_path)
     again = build_task_cache(DAYS, "tiny", tmp_path, never_load)  # current: the model is not loaded
@@ -74,6 +78,7 @@ def test_reuse_and_invalidation(tiny_model, tmp_path):
     assert loads == [1, 2]
 
 
+@pytest.mark.integration
 def test_missing_layer_file_triggers_rebuild(tiny_model, tmp_path):
     cache = build_days(tiny_model, tmp_path)
     paths.layer_acts_path(cache.folder, 2).unlink()
@@ -82,6 +87,7 @@ def test_missing_layer_file_triggers_rebuild(tiny_model, tmp_path):
     assert loads == [1] and paths.layer_acts_path(cache.folder, 2).exists()
 
 
+@pytest.mark.integration
 def test_crash_mid_build_leaves_no_valid_looking_cache(tiny_model, tmp_path, monkeypatch):
     import multid.tasks.cache as caches_module
 
@@ -105,6 +111,7 @@ def test_crash_mid_build_leaves_no_valid_looking_cache(tiny_model, tmp_path, mon
     assert rebuilt.layer_acts(3).shape == (49, 17, 64)
 
 
+@pytest.mark.integration
 def test_corrupted_files_give_one_line_errors(tiny_model, tmp_path):
     cache = build_days(tiny_model, tmp_path)
     paths.layer_acts_path(cache.folder, 1).write_bytes(b"not a tensor")
@@ -115,11 +122,13 @@ def test_corrupted_files_give_one_line_errors(tiny_model, tmp_path):
         TaskCache.open(tmp_path, "tiny", "days_of_week")
 
 
+@pytest.mark.unit
 def test_missing_cache_names_the_command(tmp_path):
     with pytest.raises(MissingArtifactError, match="days_of_week_task.py --model tiny"):
         TaskCache.open(tmp_path, "tiny", "days_of_week")
 
 
+@pytest.mark.integration
 def test_pca_files_consistent_with_raw_cache(tiny_caches):
     from sklearn.decomposition import PCA
 
@@ -137,6 +146,7 @@ def test_pca_files_consistent_with_raw_cache(tiny_caches):
         cache.get_pca(2, cache.layout.a_token, 100)
 
 
+@pytest.mark.integration
 def test_results_csv_columns_and_best_token_rule(tiny_model, tiny_caches):
     cache = tiny_caches["days_of_week"]
     header = paths.results_csv_path(cache.folder).read_text().splitlines()[0]
@@ -154,6 +164,7 @@ def test_results_csv_columns_and_best_token_rule(tiny_model, tiny_caches):
     assert (results["model_correct"] == (results["model_out"] == results["ground_truth"])).all()
 
 
+@pytest.mark.unit
 def test_upstream_results_csv_variants_load(tmp_path):
     six = tmp_path / "six.csv"
     six.write_text("a, b, c, ground_truth, model_out, model_correct\n1, 7, 1, Tuesday, Tuesday, True\n")

@@ -19,6 +19,8 @@ from multid.circles.engine import (
 from multid.circles.probe import VARIANTS, intervention_runs
 from multid.circles.sweep import SweepParams, fit_layer_probe, letter_token
 
+pytestmark = pytest.mark.integration
+
 torch.set_num_threads(1)  # the tiny model is faster on one thread, and the CPU is shared
 
 

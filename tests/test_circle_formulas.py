@@ -25,6 +25,8 @@ from intervention.months_of_year_task import MONTHS_OF_YEAR
 from multid.tasks.spec import generate_problems
 from multid.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 ATOL = 1e-5
 
 

@@ -17,7 +17,7 @@ from multid.circles.probe import VARIANTS
 from multid.circles.sweep import SweepParams, run_circle_sweep
 from multid.tasks.registry import get_task_spec
 
-pytestmark = pytest.mark.smollm2
+pytestmark = [pytest.mark.acceptance, pytest.mark.smollm2]
 
 
 def test_days_a_sweep_one_layer(smollm2_model, tmp_path):

@@ -70,6 +70,7 @@ class CountingLoader:
         return self.model
 
 
+@pytest.mark.integration
 def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_path_factory, tiny_caches):
     cache = open_cache(tiny_base)
     first = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2], CountingLoader(tiny_model), progress=False)
@@ -92,6 +93,7 @@ def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_pa
     assert (result.null_p95 >= result.null_mean).all()
 
 
+@pytest.mark.integration
 def test_changed_parameters_recompute(tiny_model, tiny_base):
     cache = open_cache(tiny_base)
     run_circle_sweep(cache, DAYS_A, tiny_base, [2], CountingLoader(tiny_model), progress=False, make_figures=False)
@@ -103,6 +105,7 @@ def test_changed_parameters_recompute(tiny_model, tiny_base):
     assert "_centered" in other.paths["combined"].name and other.paths["combined"] != result.paths["combined"]
 
 
+@pytest.mark.integration
 def test_probe_file_is_plain_tensors(tiny_model, tiny_base):
     cache = open_cache(tiny_base, "months_of_year")
     params = SweepParams("c", ("cos", "sin"), 20, inverse_regression=True, null_permutations=5)
@@ -121,6 +124,7 @@ def run_cli(module, argv, capsys):
     return exit_info.value.code, capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -135,6 +139,7 @@ def test_cli_errors_are_one_line(tiny_base, capsys, argv, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.acceptance
 def test_script_runs_from_its_folder(tiny_base):
     command = [sys.executable, "circle_probe_interventions.py", "day", "a", "tiny", "--device", "cpu", "--intervention_pca_k", "5",
                "--probe_on_cos", "--probe_on_sin", "--layers", "1", "--base_dir", str(tiny_base), "--null_permutations", "5"]
@@ -144,6 +149,7 @@ def test_script_runs_from_its_folder(tiny_base):
     assert "a_cos_sin_token_" in done.stdout and "_pca_5_all_layers.npz" in done.stdout
 
 
+@pytest.mark.integration
 def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys):
     cache = open_cache(tiny_base)
     points, angles, radii = circle_points()
@@ -169,6 +175,7 @@ def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys):
     assert any(path.name == "logits_2_15_5_4_a.npz" for path in code)
 
 
+@pytest.mark.integration
 def test_results_table(tiny_base):
     latex, counts = results_table(tiny_base, "days_of_week")
     frame = open_cache(tiny_base).results()
@@ -178,6 +185,7 @@ def test_results_table(tiny_base):
     assert "Weekdays" in latex and "Tiny correct?" in latex
 
 
+@pytest.mark.integration
 def test_comparison_methods(tiny_model, tiny_base, tmp_path, capsys):
     cache = open_cache(tiny_base)
     with pytest.raises(MissingArtifactError, match="--sae_pca"):
@@ -197,6 +205,7 @@ def test_comparison_methods(tiny_model, tiny_base, tmp_path, capsys):
         run_comparison(cache, tiny_base, CountingLoader(tiny_model), [1, 9], 2, methods=["per_layer_probe"])
 
 
+@pytest.mark.integration
 def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny_caches, monkeypatch):
     """Ctrl-C during layer 3: layers 1 and 2 stay saved, the rerun computes only layer 3, same final file."""
     import multid.circles.sweep as sweep
@@ -232,6 +241,7 @@ def pretend_rebuilt(base: Path, model: str = "tiny", task: str = "days_of_week")
     meta_file.write_text(json.dumps(meta))
 
 
+@pytest.mark.integration
 def test_figure5_refuses_a_sweep_of_an_older_cache(tiny_model, tiny_base, capsys):
     cache = open_cache(tiny_base)
     run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
@@ -244,6 +254,7 @@ def test_figure5_refuses_a_sweep_of_an_older_cache(tiny_model, tiny_base, capsys
     assert "skipped Figure 5" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_figure6_grids_check_the_cache_and_keep_centred_runs_apart(tiny_model, tiny_base):
     cache = open_cache(tiny_base)
     run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
@@ -265,6 +276,7 @@ def test_figure6_grids_check_the_cache_and_keep_centred_runs_apart(tiny_model, t
         load_grid_logits(open_cache(tiny_base), tiny_base, 1, 5, [2])
 
 
+@pytest.mark.integration
 def test_figure6_setting_groups_b_by_layer_and_k(tiny_model, tiny_base):
     cache = open_cache(tiny_base)
     for k in (4, 5):
@@ -279,6 +291,7 @@ def test_figure6_setting_groups_b_by_layer_and_k(tiny_model, tiny_base):
     assert render.render_figure6(selection).exists()
 
 
+@pytest.mark.integration
 def test_explicit_model_is_drawn_even_if_paper_sweeps_exist(tiny_model, tiny_base):
     cache = open_cache(tiny_base)
     run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
@@ -292,6 +305,7 @@ def test_explicit_model_is_drawn_even_if_paper_sweeps_exist(tiny_model, tiny_bas
     assert render.render_figure5(auto).name == "combined_intervention.png"
 
 
+@pytest.mark.unit
 def test_sae_file_is_checked_before_the_model_and_cache(tmp_path, capsys):
     code, err = run_cli(compare_circle_intervention_types, ["--base_dir", str(tmp_path), "--device", "cpu"], capsys)
     assert code == 2 and "SAE part of this repo is not implemented yet" in err and "--methods fixed_layer_probe per_layer_probe" in err
@@ -308,6 +322,7 @@ def test_sae_file_is_checked_before_the_model_and_cache(tmp_path, capsys):
     assert not (tmp_path / "mistral_days_of_week").exists()
 
 
+@pytest.mark.integration
 def test_replaced_sae_file_is_recomputed(tiny_model, tiny_base, tmp_path):
     cache = open_cache(tiny_base)
     rng = np.random.default_rng(1)
@@ -323,6 +338,7 @@ def test_replaced_sae_file_is_recomputed(tiny_model, tiny_base, tmp_path):
     assert loader.calls == 1 and second["sae_subspace"]["meta"]["sae_sha1"] != first["sae_subspace"]["meta"]["sae_sha1"]
 
 
+@pytest.mark.unit
 def test_full_mode_says_what_it_will_do_and_refuses_model_path(tmp_path, capsys):
     plan = intervene_in_middle_of_circle.full_mode_plan(100, 20)
     assert "mistral, llama" in plan and "layers 0..7" in plan and "day b = 1..7" in plan and "month b = 1..12" in plan

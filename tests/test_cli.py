@@ -28,6 +28,7 @@ def script_paths() -> list[str]:
     return found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", script_paths())
 def test_every_script_has_help(script, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [script, "--help"])
@@ -37,6 +38,7 @@ def test_every_script_has_help(script, capsys, monkeypatch):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize("script", ["intervention/days_of_week_task.py",
                                     "feature_deconstruction/days_of_the_week/days_of_the_week_deconstruction.py"])
 def test_script_runs_from_inside_its_folder_as_upstream(script):
@@ -62,18 +64,21 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.unit
 def test_unknown_model(capsys, tmp_path):
     code, err = run_main(["--model", "gpt5", "--base_dir", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "unknown model 'gpt5'", "smollm2")
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_gpu_device_without_gpu(capsys, tmp_path):
     code, err = run_main(["--model", "tiny", "--device", "0", "--base_dir", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "cuda:0", "--device cpu")
 
 
+@pytest.mark.unit
 def test_unwritable_base_dir(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -81,12 +86,14 @@ def test_unwritable_base_dir(capsys, tmp_path):
     assert_one_line_error(code, err, "not writable", "--base_dir")
 
 
+@pytest.mark.unit
 def test_missing_model_path(capsys, tmp_path):
     code, err = run_main(["--model", "mistral", "--model_path", str(tmp_path / "nope"), "--device", "cpu", "--base_dir", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "does not exist")
     assert not (tmp_path / "mistral_days_of_week" / "meta.json").exists()
 
 
+@pytest.mark.integration
 def test_corrupted_cache_file(capsys, tmp_path):
     assert build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"])
     capsys.readouterr()
@@ -96,6 +103,7 @@ def test_corrupted_cache_file(capsys, tmp_path):
     assert_one_line_error(code, err, "pca", "damaged", "delete it")
 
 
+@pytest.mark.unit
 def test_batch_size_must_be_positive(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--batch_size", "0"])
@@ -103,6 +111,7 @@ def test_batch_size_must_be_positive(capsys, tmp_path):
     assert not (tmp_path / "tiny_days_of_week" / "meta.json").exists()
 
 
+@pytest.mark.integration
 def test_incomplete_cache_names_the_rebuild_command(capsys, tmp_path):
     from multid.tasks.cache import TaskCache
 

@@ -117,6 +117,7 @@ def structure(tile: np.ndarray, design: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------ tests
 
 
+@pytest.mark.unit
 def test_schedule_tables_match_the_spec_for_every_paper_layer():
     ohab, tmr, cc, camb = "one_hot_ab", "a_for_tmr", "circle_c", "circle_a_minus_b"
     days = {17: [ohab], 18: [ohab, tmr, camb], 19: [ohab, tmr, cc, camb], 20: [ohab, tmr, cc, camb], 21: [ohab, cc, camb]}
@@ -138,6 +139,7 @@ def test_schedule_tables_match_the_spec_for_every_paper_layer():
     assert DAYS.paper_layers == list(range(17, 30)) and MONTHS.paper_layers == list(range(13, 30))
 
 
+@pytest.mark.unit
 def test_group_columns():
     a, b, _ = task_order(12)
     a, b = a % 12, b % 12
@@ -151,6 +153,7 @@ def test_group_columns():
     assert set(GROUPS) >= {"bias", "one_hot_c", "parity_c"}
 
 
+@pytest.mark.unit
 def test_fit_groups_matches_least_squares_on_collinear_one_hots():
     a, b, _ = task_order(7)
     X = np.concatenate([group_matrix(key, a % 7, b % 7, 7) for key in ("bias", "one_hot_a", "one_hot_b")], axis=1)
@@ -159,6 +162,7 @@ def test_fit_groups_matches_least_squares_on_collinear_one_hots():
     assert np.allclose(fit_groups(X, Y), expected, atol=1e-8)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("spec, layer", [(DAYS, 22), (MONTHS, 20)])
 def test_r2_rises_with_the_true_groups_and_the_tiles_lose_structure(spec, layer):
     p, groups = spec.p, spec.schedule[layer]
@@ -179,6 +183,7 @@ def test_r2_rises_with_the_true_groups_and_the_tiles_lose_structure(spec, layer)
     assert np.allclose(again.r2, result.r2) and np.allclose(again.tiles[-1], result.tiles[-1])
 
 
+@pytest.mark.integration
 def test_end_to_end_on_our_cache_writes_figure_and_json(tmp_path, capsys):
     base = tmp_path / "base"
     schedule_of = lambda layer: groups_for_layer(DAYS, "scaled", layer, n_blocks=30)  # noqa: E731
@@ -194,6 +199,7 @@ def test_end_to_end_on_our_cache_writes_figure_and_json(tmp_path, capsys):
     assert str(figure) in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_upstream_copied_files_run_from_the_script_folder(tmp_path, monkeypatch):
     write_upstream_copy(tmp_path, DAYS, layers=[28, 29], tokens=[12, 16])
     as_numpy1_pickle(tmp_path / "pca_components" / "layer29_token16_pca20.pt")
@@ -207,6 +213,7 @@ def test_upstream_copied_files_run_from_the_script_folder(tmp_path, monkeypatch)
     assert data["layers"]["29"][-1]["r2"] > 0.95 and figure.stat().st_size > 0
 
 
+@pytest.mark.unit
 def test_six_and_seven_column_results_csv_load_alike(tmp_path):
     seven = tmp_path / "ours.csv"
     a, b, c = task_order(7)
@@ -218,6 +225,7 @@ def test_six_and_seven_column_results_csv_load_alike(tmp_path):
         assert frame["model_correct"].all()
 
 
+@pytest.mark.unit
 def test_numpy1_pickled_pca_array_loads_under_numpy2(tmp_path):
     path = tmp_path / "layer1_token2_pca20.pt"
     scores = np.random.default_rng(0).normal(size=(49, 20)).astype(np.float32)
@@ -226,6 +234,7 @@ def test_numpy1_pickled_pca_array_loads_under_numpy2(tmp_path):
     assert np.array_equal(load_pca_scores(path), scores)
 
 
+@pytest.mark.unit
 def test_missing_pca_file_names_the_command_that_makes_it(tmp_path):
     base = tmp_path / "base"
     write_cache(base, "smollm2", DAYS, [27], token=15, n_cache_layers=31, groups_of=lambda layer: DAYS.full_groups)
@@ -238,6 +247,7 @@ def test_missing_pca_file_names_the_command_that_makes_it(tmp_path):
         run_deconstruction("months_of_year", model="smollm2", base_dir=base)
 
 
+@pytest.mark.unit
 def test_schedules_and_layers():
     assert groups_for_layer(DAYS, "scaled", 30, n_blocks=30) == DAYS.schedule[29]  # 32 -> clamped to 29
     assert groups_for_layer(DAYS, "scaled", 15, n_blocks=30) == DAYS.schedule[17]  # 16 -> clamped to 17
@@ -256,6 +266,7 @@ def test_schedules_and_layers():
         parse_layers(["x"])
 
 
+@pytest.mark.integration
 def test_simple_example_writes_four_panels_and_explains_the_toy(tmp_path):
     panels = simple_example.compute_panels()
     r2 = panels["r2"]
@@ -267,6 +278,7 @@ def test_simple_example_writes_four_panels_and_explains_the_toy(tmp_path):
     assert all(path.stat().st_size > 0 for path in written)
 
 
+@pytest.mark.integration
 def test_fits_missing_pca_files_from_our_activation_cache(tmp_path, tiny_model):
     """A cache built without PCA-20 files (as the demo builds it): the scores are fitted from the activations."""
     from multid.tasks.paths import pca_path

@@ -12,6 +12,8 @@ from multid.config import REPO_ROOT
 from multid.errors import UserError
 from multid.io import load_plain_pickle, save_json, write_text_atomic
 
+pytestmark = pytest.mark.unit
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data (the paper's cluster files) is absent")
 

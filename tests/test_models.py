@@ -22,11 +22,13 @@ def centred(logits: torch.Tensor) -> torch.Tensor:
     return logits - logits.mean(dim=-1, keepdim=True)
 
 
+@pytest.mark.unit
 def test_unknown_model_name():
     with pytest.raises(UserError, match="unknown model 'mistral7b'.*smollm2"):
         get_spec("mistral7b")
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_gpu_device_without_gpu_suggests_cpu():
     for value in ("0", 0, "cuda", "cuda:1"):
@@ -37,6 +39,7 @@ def test_gpu_device_without_gpu_suggests_cpu():
         resolve_device("gpu")
 
 
+@pytest.mark.unit
 def test_unwritable_base_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -44,6 +47,7 @@ def test_unwritable_base_dir(tmp_path):
         resolve_base_dir(blocker / "base")
 
 
+@pytest.mark.unit
 def test_model_path_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_model("mistral", model_path=tmp_path / "missing")
@@ -70,6 +74,7 @@ def save_tiny_llama(folder) -> "torch.nn.Module":
     return model
 
 
+@pytest.mark.integration
 def test_local_llama_folder_with_llama_in_its_path(tmp_path):
     """--model_path: TransformerLens' own conversion, also for folder names containing "llama"."""
     folder = tmp_path / "my-llama-3-copy"
@@ -125,6 +130,7 @@ FAKE_HUB_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.acceptance
 def test_hub_from_pretrained_path_with_a_fake_hf_cache(tmp_path):
     """The code users run (`HookedTransformer.from_pretrained("gpt2" / "mistral-7b")`) on tiny stand-ins."""
     script = tmp_path / "fake_hub.py"
@@ -135,6 +141,7 @@ def test_hub_from_pretrained_path_with_a_fake_hf_cache(tmp_path):
     assert "mistral days_of_week:" in done.stdout and (tmp_path / "hf" / "base" / "mistral_days_of_week" / "results.csv").exists()
 
 
+@pytest.mark.acceptance
 def test_hub_load_without_weights_says_what_to_do(tmp_path):
     """Offline and no hub copy: the task script ends with one line that points to --model_path."""
     done = subprocess.run(
@@ -147,6 +154,7 @@ def test_hub_load_without_weights_says_what_to_do(tmp_path):
     assert len(errors) == 1 and "--model_path" in errors[0] and "gpt2" in errors[0]
 
 
+@pytest.mark.acceptance
 @pytest.mark.smollm2
 def test_smollm2_matches_transformers(smollm2_model):
     from transformers import AutoModelForCausalLM

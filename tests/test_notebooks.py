@@ -34,6 +34,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_and_draws(name, artifact_dir):
     executed, html = execute_notebook(name, artifact_dir, artifact_dir / "notebooks", model="tiny")
@@ -49,6 +50,7 @@ def test_notebook_executes_and_draws(name, artifact_dir):
         assert path.exists() and path.stat().st_size > min_size, path
 
 
+@pytest.mark.integration
 def test_render_cli_skips_missing_artifacts_with_the_command(tmp_path, tiny_model, capsys):
     build_caches("tiny", tiny_model, tmp_path)  # caches only: no sweep, grid or patching
     written = render_main(["--base_dir", str(tmp_path), "--model", "tiny"])

@@ -31,6 +31,7 @@ def targets_of(cache) -> list[str]:
 # ----------------------------------------------------------------------------------------- pairs
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("keep_same", ["a", "b"])
 def test_pairs_follow_the_rule(tiny_caches, task, keep_same):
@@ -52,6 +53,7 @@ def test_pairs_follow_the_rule(tiny_caches, task, keep_same):
     assert not np.array_equal(pairs, patching_pairs(infos, targets, keep_same, seed=1))
 
 
+@pytest.mark.integration
 def test_pairs_replay_upstream_global_rng(tiny_caches):
     """seed 42 gives what upstream's global RNG gave right after its seed-42 problem shuffle."""
     cache = tiny_caches["days_of_week"]
@@ -69,12 +71,14 @@ def test_pairs_replay_upstream_global_rng(tiny_caches):
     assert candidates == expected
 
 
+@pytest.mark.integration
 def test_pairs_bad_keep_same(tiny_caches):
     cache = tiny_caches["days_of_week"]
     with pytest.raises(UserError, match="keep_same"):
         patching_pairs(cache.infos, targets_of(cache), "c")
 
 
+@pytest.mark.unit
 def test_default_head_layers():
     assert default_head_layers(32) == (12, 32)
     assert default_head_layers(30) == (11, 30)
@@ -95,6 +99,7 @@ def tiny_sweeps(tiny_model, tiny_caches):
     }
 
 
+@pytest.mark.integration
 def test_shapes(tiny_model, tiny_caches, tiny_sweeps):
     layout = tiny_caches["days_of_week"].layout
     n_layers, n_heads = tiny_model.cfg.n_layers, tiny_model.cfg.n_heads
@@ -105,6 +110,7 @@ def test_shapes(tiny_model, tiny_caches, tiny_sweeps):
         assert np.isfinite(result.scores).all()
 
 
+@pytest.mark.integration
 def test_metric_is_zero_without_a_change_and_one_for_the_whole_clean_run(tiny_caches, tiny_sweeps):
     layout = tiny_caches["days_of_week"].layout
     first_differing = {"a": layout.b_token, "b": layout.a_token}  # keep-same-a pairs differ from the duration word on
@@ -152,6 +158,7 @@ def tl_reference(model, tokens, clean: int, corrupt: int, ids: tuple[int, int], 
     return grid.detach().numpy()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("layer_type", patching.LAYER_TYPES)
 def test_batched_sweep_matches_one_at_a_time_patching(tiny_model, tiny_caches, tiny_sweeps, layer_type):
     cache = tiny_caches["days_of_week"]
@@ -164,6 +171,7 @@ def test_batched_sweep_matches_one_at_a_time_patching(tiny_model, tiny_caches, t
         np.testing.assert_allclose(result.scores[k], expected, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_head_outputs_match_transformer_lens_stacked_results(tiny_model, tiny_caches):
     cache = tiny_caches["months_of_year"]
     tokens = prompt_tokens(tiny_model, cache)[:5]
@@ -178,6 +186,7 @@ def test_head_outputs_match_transformer_lens_stacked_results(tiny_model, tiny_ca
     np.testing.assert_allclose(ours, expected.detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_top_heads_clip_and_order():
     grid = np.array([[0.1, -2.0], [0.5, 0.3]])
     assert top_heads(grid, [7, 8], k=3) == [(8, 0, 0.5), (8, 1, 0.3), (7, 0, 0.1)]
@@ -186,6 +195,7 @@ def test_top_heads_clip_and_order():
 # ----------------------------------------------------------------------------------------- head table
 
 
+@pytest.mark.unit
 def test_head_r2_on_planted_outputs():
     rng = np.random.default_rng(0)
     p = 12
@@ -220,6 +230,7 @@ def run_cli(base, *extra):
     return main(["--model", "tiny", "--device", "cpu", "--base_dir", str(base), "--num_pairs", "3", *extra])
 
 
+@pytest.mark.integration
 def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
     from multid.patching.activation import load_patching_result, patching_path
 
@@ -253,6 +264,7 @@ def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
     assert stored.params["seed"] == 7 and json.loads(json.dumps(stored.params)) == stored.params
 
 
+@pytest.mark.integration
 def test_heat_map_labels_come_from_the_token_map(tiny_caches):
     from multid.patching.figures import named_position_labels
 
@@ -263,6 +275,7 @@ def test_heat_map_labels_come_from_the_token_map(tiny_caches):
     assert labels == [f"b ({first[-5]})", "days", "from", f"a ({first[-2]})", "is"]
 
 
+@pytest.mark.unit
 def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         run_cli(tmp_path, "--num_pairs", "0")
@@ -272,6 +285,7 @@ def test_cli_errors(tmp_path, capsys):
     assert "head layers 2 9" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_figures_say_which_command_makes_missing_sweeps(cli_base, tmp_path):
     from multid.patching.figures import layer_patching_heatmap
 

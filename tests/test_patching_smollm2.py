@@ -7,7 +7,7 @@ import pytest
 
 from multid.patching.activation import activation_patching
 
-pytestmark = pytest.mark.smollm2
+pytestmark = [pytest.mark.acceptance, pytest.mark.smollm2]
 
 
 @pytest.fixture(scope="module")

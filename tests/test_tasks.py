@@ -25,6 +25,7 @@ FIRST_DAYS = [(1, 7, 1), (6, 4, 3), (6, 6, 5), (6, 3, 2), (2, 4, 6), (3, 7, 3), 
 FIRST_MONTHS = [(9, 10, 7), (1, 8, 9), (6, 11, 5), (8, 2, 10), (4, 9, 1), (1, 1, 2), (11, 1, 0), (5, 6, 11), (5, 7, 0), (1, 7, 8)]
 
 
+@pytest.mark.unit
 def test_problem_counts_and_seed42_order():
     days, months = generate_problems(DAYS), generate_problems(MONTHS)
     assert len(days) == 49 and len(months) == 144
@@ -33,6 +34,7 @@ def test_problem_counts_and_seed42_order():
     assert sorted(problem.info[:2] for problem in days) == [(a, b) for a in range(7) for b in range(1, 8)]
 
 
+@pytest.mark.unit
 def test_problem_text_target_and_c():
     days = generate_problems(DAYS)
     assert days[0] == Problem("Let's do some days of the week math. Seven days from Tuesday is", "Tuesday", (1, 7, 1))
@@ -47,6 +49,7 @@ def test_problem_text_target_and_c():
         assert c == (a + b) % p
 
 
+@pytest.mark.unit
 def test_problem_generation_leaves_global_numpy_rng_alone():
     np.random.seed(123)
     expected = np.random.rand()
@@ -68,6 +71,7 @@ def word_tokenizer(split_words: dict[str, int], space_sensitive_first: bool = Fa
     return tokenize
 
 
+@pytest.mark.unit
 def test_alignment_pads_short_prompts_like_upstream_mistral_months():
     # Nine/Eleven/Twelve are two tokens (as for Mistral): the other prompts get one ". " prefix.
     tokenize = word_tokenizer({"Nine": 2, "Eleven": 2, "Twelve": 2})
@@ -81,6 +85,7 @@ def test_alignment_pads_short_prompts_like_upstream_mistral_months():
     assert layout.important_tokens() == [10, 11, 12, 13, 14]
 
 
+@pytest.mark.unit
 def test_alignment_fails_clearly_when_positions_cannot_agree():
     # A split start word and a split number word: no front padding aligns both positions.
     spec = dataclasses.replace(MONTHS, start_words=("January", "Wednesday") + MONTHS.start_words[2:])
@@ -89,6 +94,7 @@ def test_alignment_fails_clearly_when_positions_cannot_agree():
         align_problems(spec, problems, word_tokenizer({"Wednesday": 2, "Eleven": 2}))
 
 
+@pytest.mark.integration
 def test_tiny_model_positions(tiny_model):
     tokenize = model_tokenize(tiny_model)
     _, days = align_problems(DAYS, generate_problems(DAYS), tokenize)
@@ -99,6 +105,7 @@ def test_tiny_model_positions(tiny_model):
     assert set(months.prefixes) == {""}
 
 
+@pytest.mark.acceptance
 @pytest.mark.smollm2
 def test_smollm2_positions_and_answer_tokens(smollm2_model):
     tokenize = model_tokenize(smollm2_model)
@@ -121,6 +128,7 @@ def test_smollm2_positions_and_answer_tokens(smollm2_model):
     assert [smollm2_model.to_string([i]) for i in bare] == list(DAYS.start_words)
 
 
+@pytest.mark.unit
 def test_unknown_task_and_answer_mode():
     with pytest.raises(UserError, match="unknown task"):
         get_task_spec("weeks")
