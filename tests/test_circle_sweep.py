@@ -233,12 +233,13 @@ def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny
 # ----------------------------------------------------------------------------------------- review fixes
 
 
-def pretend_rebuilt(base: Path, model: str = "tiny", task: str = "days_of_week") -> None:
-    """Give the cache a new id, as a rebuild with other settings (e.g. --answer_tokens bare) would."""
-    meta_file = base / f"{model}_{task}" / "meta.json"
-    meta = json.loads(meta_file.read_text())
-    meta["cache_id"] = "rebuilt0000000000"
-    meta_file.write_text(json.dumps(meta))
+def pretend_rebuilt(base: Path, tiny_model) -> None:
+    """Rebuild the weekday cache with other settings (--answer_tokens bare): it gets a new id."""
+    from multid.tasks.cache import build_task_cache
+    from multid.tasks.registry import get_task_spec
+
+    old_id = open_cache(base).cache_id
+    assert build_task_cache(get_task_spec("days_of_week"), "tiny", base, lambda: tiny_model, answer_mode="bare").cache_id != old_id
 
 
 @pytest.mark.integration
@@ -247,7 +248,7 @@ def test_figure5_refuses_a_sweep_of_an_older_cache(tiny_model, tiny_base, capsys
     run_circle_sweep(cache, DAYS_A, tiny_base, [1], CountingLoader(tiny_model), progress=False, make_figures=False)
     out = tiny_base / "figs" / "paper_plots" / "fig5.png"
     assert figure5(find_sweep_results(tiny_base), out).exists()
-    pretend_rebuilt(tiny_base)
+    pretend_rebuilt(tiny_base, tiny_model)
     with pytest.raises(UserError, match="older activation cache.*circle_probe_interventions.py day a tiny .*--layers 1"):
         figure5(find_sweep_results(tiny_base), out)
     render_figures.main(["--base_dir", str(tiny_base), "--model", "tiny", "--part", "main"])
@@ -270,7 +271,7 @@ def test_figure6_grids_check_the_cache_and_keep_centred_runs_apart(tiny_model, t
     shutil.copy(grid_path(tiny_base, cache, 1, 5, 3, centered=True), grid_path(tiny_base, cache, 1, 5, 3))
     with pytest.raises(UserError, match="other settings"):
         load_grid_logits(cache, tiny_base, 1, 5, [2, 3])
-    pretend_rebuilt(tiny_base)
+    pretend_rebuilt(tiny_base, tiny_model)
     expected = "intervene_in_middle_of_circle.py --model tiny --problem_type day --layer 1 --pca_k 5 --b 2 --num_angles 7 --radii 3"
     with pytest.raises(UserError, match=f"older activation cache.*{expected}"):
         load_grid_logits(open_cache(tiny_base), tiny_base, 1, 5, [2])

@@ -1,22 +1,9 @@
 """Which plane to patch: a fixed-layer probe, an SAE subspace, or each layer's own probe (upstream
-`compare_circle_intervention_types.py`, spec §4.2; the paper's rebuttal comparison).
+`compare_circle_intervention_types.py`; the paper's rebuttal comparison).
 
-All three use the "patch circle" family of formulas at the start-word token (letter a, cos+sin) over a
-few layers; only the plane changes:
-  fixed_layer_probe: the probe fitted at `probe_layer`, used at every layer. Its plane is U Q with
-      U = the PCA basis of `probe_layer` (the plane stays the same direction in activation space).
-      Upstream paired the probe's Q with the PCA basis of the *target* layer (spec §6.10), which only
-      matches at probe_layer; `upstream_basis_pairing=True` reproduces that.
-  sae_subspace: two PCs of the SAE-cluster reconstructions (a PCA file you pass, default PCs 2 and 3);
-      Q, R from the cos/sin(a) probe (`fit_circle_probe`) on the centred probe-layer activations
-      projected on them; U = those PCs.
-  per_layer_probe: each layer's own probe (as the main sweep).
-The mean, PCA coordinates and donors always come from the target layer, as upstream.
-
-SAE PCA file: .npz or .pt with "components" [m, d_model] (rows = PCs, orthonormal), e.g. of the Mistral
-layer-8 weekday cluster. The SAE part of this repo is not implemented yet, so the file comes from
-elsewhere. Upstream read a pickled sklearn PCA (`fit_pca_days.pkl`); pickles are not loaded here. The
-stored comparison keeps the file's SHA-1, so a replaced file is recomputed.
+All three use the "patch circle" formulas at the start-word token (letter a, cos+sin) over a few
+layers; only the plane changes (`comparison_basis`). Each method's result is one stage, recomputed
+when the cache, the SAE file or any setting changes.
 """
 
 from __future__ import annotations
@@ -28,13 +15,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from multid.tasks.cache import TaskCache, prompt_tokens
-from multid.circles.engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
+from multid.tasks.cache import TaskCache
+from multid.circles.engine import CleanRun, layer_metrics
 from multid.circles.probe import VARIANTS, CircleBasis, fit_circle_probe, intervention_runs, target_table
-from multid.circles.sweep import SweepParams, fit_layer_probe, rows_per_forward
+from multid.circles.sweep import SweepParams, fit_layer_probe
 from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, load_pt, save_figure, save_npz
+from multid.plotting import answer_colors, answer_legend_handles
+from multid.stage import Stage, run_stage
 
 METHODS = ("fixed_layer_probe", "sae_subspace", "per_layer_probe")
 COMPARE_VERSION = 1
@@ -48,7 +37,11 @@ def method_label(method: str, probe_layer: int) -> str:
 
 
 def read_sae_components(path: Path | None, pcs: Sequence[int]) -> np.ndarray:
-    """The rows `pcs` [len(pcs), d] of the SAE PCA file's components, with the file and `pcs` checked (no model needed)."""
+    """The rows `pcs` [len(pcs), d] of the SAE PCA file's components, with the file and `pcs` checked (no model needed).
+
+    The file: .npz or .pt with "components" [m, d_model] (rows = PCs, orthonormal), e.g. of the Mistral
+    layer-8 weekday cluster's reconstructions. Upstream read a pickled sklearn PCA; pickles are not loaded here.
+    """
     if path is None or not Path(path).is_file():
         raise MissingArtifactError("SAE subspace PCA file (--sae_pca)", path or "(no --sae_pca given)", advice=SAE_HINT)
     path = Path(path)
@@ -92,7 +85,16 @@ def comparison_basis(
     cache: TaskCache, method: str, layer: int, probe_layer: int, k: int, sae_components: np.ndarray | None,
     upstream_basis_pairing: bool = False, centered: bool = False, device="cpu",
 ) -> CircleBasis:
-    """The intervention basis of one method at one target layer."""
+    """The intervention basis of one method at one target layer.
+
+    fixed_layer_probe: the probe fitted at `probe_layer`, used at every layer, with the PCA basis of
+        `probe_layer` (the plane keeps its direction in activation space). Upstream paired the probe's Q
+        with the target layer's PCA basis, which only matches at probe_layer; `upstream_basis_pairing`
+        reproduces that.
+    sae_subspace: Q, R of the cos/sin(a) probe on the centred probe-layer activations projected on the SAE PCs.
+    per_layer_probe: each layer's own probe (as the main sweep).
+    The mean, PCA coordinates and donors always come from the target layer, as upstream.
+    """
     params = SweepParams("a", ("cos", "sin"), k, null_permutations=1)
     target = cache.get_pca(layer, cache.layout.a_token, k)
     table = target_table(cache.p, ("cos", "sin"))
@@ -138,29 +140,29 @@ def run_comparison(
         raise UserError(f"layers {bad} are outside the cache layers 0..{cache.n_cache_layers - 1}")
     sae = load_sae_components(sae_path, sae_pcs, int(cache.meta["d_model"])) if "sae_subspace" in methods else None
     runs = intervention_runs(cache.infos, cache.p, "a")
-    out, state = {}, {}
+    engine = CleanRun(cache, cache.layout.a_token, load_model_fn, batch_size)
+    out = {}
     for method in methods:
+        # the SAE file's SHA-1 is in the settings, so a replaced file is recomputed
         meta = {"cache_id": cache.cache_id, "method": method, "layers": list(layers), "probe_layer": probe_layer, "pca_k": k,
                 "sae_sha1": file_sha1(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
                 "upstream_basis_pairing": upstream_basis_pairing, "centered": centered, "version": COMPARE_VERSION}
-        path = comparison_dir(base_dir, cache) / f"{method}.npz"
-        stored = load_npz(path) if path.exists() else None
-        if stored is None or json.loads(str(stored["meta_json"])) != meta:
-            if not state:
-                model = load_model_fn()
-                state.update(model=model, prefix=PrefixKV(model, prompt_tokens(model, cache), cache.layout.a_token, batch_size),
-                             clean=clean_answer_logits(model, cache, cache.answer_token_ids),
-                             rows=rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - cache.layout.a_token))
+        stage = Stage(f"{method} comparison of {cache.model} / {cache.task}", comparison_dir(base_dir, cache) / f"{method}.npz",
+                      {**meta, "cache": cache.artifact_id})
+
+        def build(tmp: Path) -> None:
             raw = np.stack([
-                layer_metrics(state["model"], cache, state["prefix"],
-                              comparison_basis(cache, method, layer, probe_layer, k, sae, upstream_basis_pairing, centered,
-                                               model_device(state["model"])),
-                              layer, runs, cache.answer_token_ids, state["clean"], state["rows"])
+                layer_metrics(engine.model, cache, engine.prefix,
+                              comparison_basis(cache, method, layer, probe_layer, k, sae, upstream_basis_pairing, centered,  # noqa: B023
+                                               engine.device),
+                              layer, runs, cache.answer_token_ids, engine.clean_logits, engine.rows_per_forward)
                 for layer in layers
             ])
-            save_npz(path, meta_json=np.array(json.dumps(meta, sort_keys=True)), layers=np.array(layers), raw=raw,
+            save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), layers=np.array(layers), raw=raw,  # noqa: B023
                      means=raw.mean(axis=2), variants=np.array(VARIANTS))
-            stored = load_npz(path)
+
+        path = run_stage(stage, build)
+        stored = load_npz(path)
         out[method] = {"path": path, "layers": stored["layers"], "raw": stored["raw"], "means": stored["means"], "meta": meta}
     return out
 
@@ -198,12 +200,10 @@ def plot_sae_projections(cache: TaskCache, components: np.ndarray, probe_layer: 
 
     acts = cache.get_acts(probe_layer, cache.layout.a_token).double().numpy()
     coords = (acts - acts.mean(axis=0)) @ components.T
-    colors = plt.get_cmap("hsv")(np.arange(cache.p) / cache.p)
+    colors = answer_colors(cache.p)
     fig, ax = plt.subplots(figsize=(3.4, 3.2))
     ax.scatter(coords[:, 0], coords[:, 1], c=colors[cache.infos[:, 0]], s=14)
-    names = cache.meta["answer_words"]
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=names[i][:3]) for i in range(cache.p)]
-    ax.legend(handles=handles, fontsize=6)
+    ax.legend(handles=answer_legend_handles(cache.meta["answer_words"]), fontsize=6)
     ax.set_xlabel("SAE PC a")
     ax.set_ylabel("SAE PC b")
     fig.tight_layout()

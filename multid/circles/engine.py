@@ -1,23 +1,16 @@
 """Forward passes of the circle interventions: a batched engine and a one-run-at-a-time reference.
 
 An intervention overwrites the residual stream at one position t of cache layer L (the residual
-entering block L) and reads the logits of the answer words at the last position.
-
-Batched engine (used by every script): positions before t never change, so their keys and values in
-every block are those of the clean run. We compute them once per task (`PrefixKV`, one forward of the
-prompt prefixes), then each intervention runs only positions t.. (2 tokens for the start word, 1 for
-the last token) through blocks L.. (`model(resid, start_at_layer=L, past_kv_cache=...)`), starting
-from the cached clean residual of layer L with position t replaced. All patched vectors of a layer go
-through the model in batches, and the no-op (clean) logits come from the cached final residual once.
-
-Reference (`reference_layer_metrics`): upstream's loop, one problem and one variant at a time, the full
-prompt through the whole model with a TransformerLens hook at `resid_hook_name(L)`. Tests and the
-benchmark check that both agree to 1e-4.
+entering block L) and reads the answer-word logits at the last position. `CleanRun` holds what every
+intervention at one position reuses (model, clean prefix keys/values, clean logits); how the batched
+engine avoids recomputing the unchanged prefix is explained at `PrefixKV` and `patched_answer_logits`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from functools import cached_property
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +19,8 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from multid.tasks.cache import TaskCache, resid_hook_name
+from multid.errors import UserError
+from multid.tasks.cache import TaskCache, prompt_tokens, resid_hook_name
 from multid.circles.probe import (
     PER_PROBLEM_VARIANTS,
     PER_RUN_VARIANTS,
@@ -73,7 +67,11 @@ def frozen_kv_cache(
 
 
 class PrefixKV:
-    """Clean keys and values of positions < t in every block, for every problem."""
+    """Clean keys and values of positions < t in every block, for every problem.
+
+    Positions before t never change under an intervention at t, so their keys and values are the clean
+    run's: computed once per task (one forward of the prompt prefixes) and reused by every patched run.
+    """
 
     def __init__(self, model, tokens: torch.Tensor, position: int, batch_size: int = 64):
         if not 1 <= position < tokens.shape[1]:
@@ -137,6 +135,7 @@ def patched_answer_logits(
     """[m, p] answer logits after setting position t of cache layer `layer` to `vectors[r]` in problem rows[r].
 
     clean_suffix: [n, seq - t, d] clean residual of cache layer `layer` at positions t.. of every problem.
+    Only positions t.. run, through blocks `layer`.. (`start_at_layer`), reading the prefix from `prefix`.
     """
     device = model_device(model)
     ids = list(answer_ids)
@@ -151,6 +150,64 @@ def patched_answer_logits(
         )
         out.append(answer_logits(model, final[:, -1, :], ids).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(ids))
+
+
+def rows_per_forward(batch_size: int, seq_len: int, suffix_len: int) -> int:
+    """Patched runs per forward pass: `batch_size` counts full prompts, a run computes only `suffix_len` positions."""
+    return max(1, batch_size * seq_len // max(1, suffix_len))
+
+
+class CleanRun:
+    """The model plus what every intervention at `position` of a task cache reuses, made on first use.
+
+    `model` is loaded by `load_model_fn()` only when some result must be computed; `prefix` (clean keys
+    and values of positions < position), `clean_logits` ([n, p] answer logits of the clean runs) and
+    `rows_per_forward` follow from it. One object serves the sweep, the Figure 6 grid and the comparison.
+    """
+
+    def __init__(self, cache: TaskCache, position: int, load_model_fn: Callable[[], object] | None, batch_size: int = 64):
+        self.cache = cache
+        self.position = position
+        self.batch_size = batch_size
+        self._load_model = load_model_fn
+        self.setup_s: float | None = None  # seconds spent on prefix + clean logits (after the model load)
+
+    @cached_property
+    def model(self):
+        if self._load_model is None:
+            raise UserError("this step needs the model but no model loader was given")
+        return self._load_model()
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    @cached_property
+    def prefix(self) -> PrefixKV:
+        model = self.model
+        started = time.time()
+        prefix = PrefixKV(model, prompt_tokens(model, self.cache), self.position, self.batch_size)
+        self.setup_s = (self.setup_s or 0.0) + time.time() - started
+        return prefix
+
+    @cached_property
+    def clean_logits(self) -> torch.Tensor:
+        model = self.model
+        started = time.time()
+        logits = clean_answer_logits(model, self.cache, self.cache.answer_token_ids)
+        self.setup_s = (self.setup_s or 0.0) + time.time() - started
+        return logits
+
+    @property
+    def rows_per_forward(self) -> int:
+        seq_len = self.cache.layout.seq_len
+        return rows_per_forward(self.batch_size, seq_len, seq_len - self.position)
+
+    def patched_logits(self, layer: int, rows: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """[m, p] answer logits with position `position` of cache layer `layer` set to vectors[r] in problem rows[r]."""
+        suffix = self.cache.layer_acts(layer)[:, self.position :, :]
+        return patched_answer_logits(self.model, self.prefix, layer, suffix, rows, vectors, self.cache.answer_token_ids,
+                                     self.rows_per_forward)
 
 
 def metric(answer_logits: torch.Tensor, answer: np.ndarray, new_answer: np.ndarray) -> np.ndarray:

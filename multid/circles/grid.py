@@ -1,18 +1,9 @@
 """Intervening at points inside and outside the a-circle (paper Figure 6 data; upstream
-`intervene_in_middle_of_circle.py`, spec §4.1).
+`intervene_in_middle_of_circle.py`).
 
-For the problem (a, b) = (0, b) (start = Monday / January) at cache layer L and the start-word token,
-each grid point q of the probe's (cos, sin) plane is patched in with the "patch circle" formula using q
-in place of E[v]: x' = mu + q R^-1 Q^T P^T - (mu P Q) Q^T P^T (upstream; the centred option drops the
-last term). The p answer-word logits at the last position are kept: [n_points, p].
-
-Grid (upstream default): radii 0.0, 0.1, .., 1.9 (20) x 100 angles, radius-major order.
-Angles are 2 pi i / num_angles, i = 0..num_angles-1.
-
-Artifacts: <base_dir>/figs/<model>_<task>/varying_circle/logits_<L>_<T>_<k>_<b>_a.npz (logits, points,
-meta with the cache id and parameters; recomputed when they differ) and the per-b 2x2 figure
-<L>_<T>_<k>_<b>_a.png (ground truth, argmax answer, top-1 minus top-2 logit, max logit); with the
-centred formula both names end in `_a_centered` instead, so the two kinds of run do not overwrite each other.
+For the problem (0, b) at one layer and the start-word token, every point q of a polar grid in the
+probe's (cos, sin) plane is patched in with the "patch circle" formula (q in place of E[v]) and the p
+answer logits are kept. Each b's logits are one stage (reused while cache, probe and settings match).
 """
 
 from __future__ import annotations
@@ -25,19 +16,24 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from multid.tasks.cache import TaskCache, prompt_tokens
-from multid.circles.engine import PrefixKV, model_device, patched_answer_logits
+from multid.tasks.cache import TaskCache
+from multid.circles.engine import CleanRun
 from multid.circles.probe import CircleBasis, patch_circle
-from multid.circles.sweep import SweepParams, load_probe, problem_type, probe_plane_from_file, rows_per_forward
+from multid.plotting import answer_colors, answer_legend_handles
+from multid.circles.sweep import SweepParams, load_probe, probe_path, problem_type, probe_plane_from_file
 from multid.config import figure_dir
 from multid.errors import UserError
 from multid.io import load_npz, save_figure, save_npz
+from multid.stage import Stage, artifact_id, run_stage
 
 GRID_VERSION = 1
 
 
 def circle_points(num_angles: int = 100, num_radii: int = 20, max_radius: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(points [m, 2], angles [m], radii [m]) on num_radii radii k * max_radius / num_radii (k = 0..) x num_angles angles, radius-major."""
+    """(points [m, 2], angles [m], radii [m]) on num_radii radii k * max_radius / num_radii (k = 0..) x num_angles angles, radius-major.
+
+    Upstream's default grid: radii 0.0, 0.1, .., 1.9 (20) x 100 angles 2 pi i / 100.
+    """
     if num_angles < 1 or num_radii < 1:
         raise UserError(f"the grid needs at least one angle and one radius (got {num_angles} angles, {num_radii} radii)")
     radius_values = np.arange(num_radii) * (max_radius / num_radii)
@@ -69,7 +65,10 @@ def grid_file_name(template: str, cache: TaskCache, layer: int, k: int, b: int, 
 
 
 def grid_path(base_dir: Path, cache: TaskCache, layer: int, k: int, b: int, centered: bool = False) -> Path:
-    """The stored answer logits of one grid (.npz)."""
+    """The stored answer logits of one grid (.npz): logits [m, p], points, angles, radii, meta_json.
+
+    With the centred formula the name ends in `_a_centered`, so the two kinds of run do not overwrite each other.
+    """
     return grid_dir(base_dir, cache) / grid_file_name(GRID_LOGITS_NAME, cache, layer, k, b, centered)
 
 
@@ -119,6 +118,17 @@ def grid_meta(cache: TaskCache, layer: int, k: int, b: int, num_angles: int, num
             "centered": centered, "version": GRID_VERSION}
 
 
+def grid_stage(cache: TaskCache, base_dir: Path, layer: int, k: int, b: int, num_angles: int, num_radii: int,
+               centered: bool) -> Stage:
+    """One b's grid logits as a stage derived from the cache and the saved a-probe of `layer`."""
+    probe = probe_path(cache, SweepParams("a", ("cos", "sin"), k), layer)
+    settings = {**grid_meta(cache, layer, k, b, num_angles, num_radii, centered), "cache": cache.artifact_id,
+                "probe": artifact_id(probe) if probe.exists() else None}
+    command = grid_command(cache, layer, k, [b], centered, num_angles, num_radii, base_dir)
+    return Stage(f"Figure 6 grid (layer {layer}, b = {b}) of {cache.model} / {cache.task}",
+                 grid_path(base_dir, cache, layer, k, b, centered), settings, command)
+
+
 def grid_basis(cache: TaskCache, layer: int, k: int, centered: bool, device, base_dir: Path | None = None) -> CircleBasis:
     """The saved cos/sin a-probe of `layer` (MissingArtifactError naming the sweep command if absent)."""
     stored = load_probe(cache, SweepParams("a", ("cos", "sin"), k), layer, base_dir)
@@ -145,27 +155,24 @@ def compute_grid_logits(
     if not 0 <= layer < cache.n_cache_layers:
         raise UserError(f"--layer {layer} is outside the cache layers 0..{cache.n_cache_layers - 1}")
     points, angles, radii = circle_points(num_angles, num_radii)
-    out, state = {}, {}
+    engine = CleanRun(cache, cache.layout.a_token, load_model_fn, batch_size)
+    bases: dict[str, CircleBasis] = {}
+    out = {}
     for b in bs:
         problem = grid_problem(cache, b)
         meta = grid_meta(cache, layer, k, b, num_angles, num_radii, centered)
-        path = grid_path(base_dir, cache, layer, k, b, centered)
-        stored = load_npz(path) if path.exists() else None
-        if stored is None or json.loads(str(stored["meta_json"])) != meta:
-            if not state:
+
+        def build(tmp: Path) -> None:
+            if not bases:
                 grid_basis(cache, layer, k, centered, "cpu", base_dir)  # a missing probe fails before the model loads
-                state["model"] = load_model_fn()
-                state["basis"] = grid_basis(cache, layer, k, centered, model_device(state["model"]), base_dir)
-                state["prefix"] = PrefixKV(state["model"], prompt_tokens(state["model"], cache), cache.layout.a_token, batch_size)
-            vectors = patch_circle(state["basis"], torch.as_tensor(points, dtype=torch.float32))
-            rows = torch.full((len(points),), problem, dtype=torch.long)
-            acts = cache.layer_acts(layer)[:, cache.layout.a_token:, :]
-            suffix_len = cache.layout.seq_len - cache.layout.a_token
-            logits = patched_answer_logits(state["model"], state["prefix"], layer, acts, rows, vectors, cache.answer_token_ids,
-                                           rows_per_forward(batch_size, cache.layout.seq_len, suffix_len))
-            save_npz(path, meta_json=np.array(json.dumps(meta, sort_keys=True)), logits=logits.numpy().astype(np.float64),
+                bases["basis"] = grid_basis(cache, layer, k, centered, engine.device, base_dir)
+            vectors = patch_circle(bases["basis"], torch.as_tensor(points, dtype=torch.float32))
+            rows = torch.full((len(points),), problem, dtype=torch.long)  # noqa: B023 (called at once)
+            logits = engine.patched_logits(layer, rows, vectors)
+            save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), logits=logits.numpy().astype(np.float64),  # noqa: B023
                      points=points, angles=angles, radii=radii)
-            stored = load_npz(path)
+
+        stored = load_npz(run_stage(grid_stage(cache, base_dir, layer, k, b, num_angles, num_radii, centered), build))
         out[b] = GridLogits(stored["logits"], stored["points"], stored["angles"], stored["radii"], b, cache.p, meta)
     return out
 
@@ -182,7 +189,7 @@ def plot_grid_panels(grid: GridLogits, names: Sequence[str], out_path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = plt.get_cmap("hsv")(np.arange(grid.p) / grid.p)
+    colors = answer_colors(grid.p)
     ordered = np.sort(grid.logits, axis=1)
     panels = [
         ("ground truth", colors[grid_ground_truth(grid)], None),
@@ -197,7 +204,7 @@ def plot_grid_panels(grid: GridLogits, names: Sequence[str], out_path: Path) -> 
             fig.colorbar(scatter, ax=ax, fraction=0.046)
         ax.set_title(title, fontsize=9)
         ax.set_aspect("equal")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=names[i][:3]) for i in range(grid.p)]
+    handles = answer_legend_handles(names)
     fig.legend(handles=handles, loc="lower center", ncol=min(grid.p, 7), fontsize=7)
     meta = grid.meta
     fig.suptitle(f"{meta['model']} {meta['task']}: layer {meta['layer']}, k={meta['pca_k']}, b={grid.b}", fontsize=10)

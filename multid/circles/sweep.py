@@ -1,23 +1,9 @@
-"""The circle probe + intervention sweep over layers (upstream `circle_probe_interventions.py`, spec §2).
+"""The circle probe + intervention sweep over layers (upstream `circle_probe_interventions.py`; paper section 5.2).
 
-Per layer L (cache layer: residual entering block L) at the token of the chosen letter:
-  1. probe: least-squares cos/sin(/centred linear) probe of the label on the PCA-k coordinates, its QR
-     factors, per-target R^2, and the relabel null (the same fit with the p label values permuted:
-     mean and 95th percentile over a fixed number of seeded permutations; upstream has no such
-     control, and with 7 classes and 5 coordinates a 2-target fit is high for almost any labelling);
-     in inverse-regression mode (letter c) the intervention plane comes from `find_c_circle` instead;
-  2. the seven interventions for every (problem, value) run, batched (intervention/circle_engine.py).
-
-Artifacts (each stores the cache id and every parameter; a mismatch means recompute, never reuse):
-  <base_dir>/<model>_<task>/circle_probes_<letter>/<ext>_layer_<L>_token_<T>_pca_<k><suffix>.pt
-  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>/layer_<L>.npz      one per finished layer
-  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_all_layers.npz     all finished layers
-  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_summary.csv        means, R^2, null, recovery
-  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_logit_diffs.png    7 variant means vs layer
-  <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_probe_r2.png       R^2 vs layer with the null band
-with stem = <letter>_<ext>_token_<T>_pca_<k>[_regression_circle][_onehot8][_centered]. Upstream's
-file name lacked k (runs with different k shared one pickle); ours has it. A finished layer is saved
-atomically, so an interrupted sweep resumes where it stopped and ends with the same combined file.
+Per layer: fit the probe of the chosen letter on the PCA-k coordinates (with a relabel null), then run
+the seven interventions batched (`multid.circles.engine`). Every probe file and every finished layer is
+its own stage (`multid.stage`), so an interrupted sweep resumes where it stopped and ends with the same
+combined file; `run_circle_sweep` lists the artifacts.
 """
 
 from __future__ import annotations
@@ -33,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multid.tasks.cache import PcaFit, TaskCache, prompt_tokens
-from multid.circles.engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
+from multid.circles.engine import CleanRun, layer_metrics, rows_per_forward  # noqa: F401 (rows_per_forward re-exported)
 from multid.circles.probe import (
     VARIANT_LABELS,
     VARIANTS,
@@ -47,7 +33,8 @@ from multid.circles.probe import (
 from multid.tasks.registry import ALIASES
 from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
-from multid.io import load_npz, load_pt, save_csv, save_npz, save_pt
+from multid.io import load_npz, load_pt, save_csv, save_figure, save_npz, save_pt
+from multid.stage import Stage, damage, is_current, read_record, run_stage
 
 SWEEP_VERSION = 1
 LETTER_INFO_INDEX = {"a": 0, "c": 2}
@@ -62,7 +49,12 @@ def problem_type(task: str) -> str:
 
 @dataclass(frozen=True)
 class SweepParams:
-    """Everything that defines one sweep's numbers (besides the cache)."""
+    """Everything that defines one sweep's numbers (besides the cache).
+
+    The relabel null refits the probe with the p label values permuted (mean and 95th percentile over
+    `null_permutations` seeded permutations); upstream has no such control, and with 7 classes and 5
+    coordinates a 2-target fit is high for almost any labelling. Our file names carry k (upstream's did not).
+    """
 
     letter: str  # "a" or "c"
     targets: tuple[str, ...] = ("cos", "sin")
@@ -243,6 +235,13 @@ def fit_layer_probe(cache: TaskCache, params: SweepParams, layer: int) -> LayerP
                       null_mean, null_p95, c_r2)
 
 
+def probe_stage(cache: TaskCache, params: SweepParams, layer: int, base_dir: Path | None = None) -> Stage:
+    """The probe file of one layer as a stage derived from the cache."""
+    return Stage(f"layer-{layer} {params.letter}-probe of {cache.model} / {cache.task}", probe_path(cache, params, layer),
+                 {**probe_meta(cache, params, layer), "cache": cache.artifact_id},
+                 command=sweep_command(cache.model, cache.task, params, [layer], base_dir))
+
+
 def probe_meta(cache: TaskCache, params: SweepParams, layer: int) -> dict:
     """What a probe file was made from; "null" only affects its stored null, not the plane."""
     return {"cache_id": cache.cache_id, "model": cache.model, "task": cache.task, "layer": layer,
@@ -276,15 +275,17 @@ def save_probe(path: Path, probe: LayerProbe, meta: dict) -> Path:
 
 
 def load_probe(cache: TaskCache, params: SweepParams, layer: int, base_dir: Path | None = None) -> dict:
-    """A saved probe of this cache and parameters, or a MissingArtifactError naming the command that makes it."""
-    path = probe_path(cache, params, layer)
-    command = sweep_command(cache.model, cache.task, params, [layer], base_dir)
+    """A saved probe of this cache and plane (any null), or an error naming the command that makes it."""
+    stage = probe_stage(cache, params, layer, base_dir)
+    path, command = stage.path, stage.command
     if not path.exists():
         raise MissingArtifactError(f"layer-{layer} {params.letter}-probe", path, command)
-    stored = load_pt(path)
-    if not same_plane(stored.get("meta"), probe_meta(cache, params, layer)):
+    problem = damage(path, is_dir=False)
+    if problem is not None:
+        raise UserError(f"the probe {path} is damaged or unrecorded ({problem}); remake it with: {command}")
+    if not same_plane(read_record(path, False)["settings"], stage.settings):
         raise UserError(f"the probe {path} was made from another cache or with other parameters; remake it with: {command}")
-    return stored
+    return load_pt(path)
 
 
 def probe_plane_from_file(stored: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -375,15 +376,12 @@ def save_layer_result(path: Path, meta: dict, layer: int, raw: np.ndarray, probe
     )
 
 
-def current_layer_result(path: Path, meta: dict) -> dict | None:
-    """The stored layer result if it exists and was made with exactly `meta`, else None."""
-    if not path.exists():
-        return None
-    try:
-        stored = load_npz(path)
-    except UserError:
-        return None
-    return stored if read_meta(stored) == meta else None
+def layer_stage(base_dir: Path, cache: TaskCache, params: SweepParams, layer: int) -> Stage:
+    """One finished layer of a sweep as a stage (settings: the sweep meta, the layer, the cache's identity)."""
+    return Stage(f"{params.letter}-sweep layer {layer} of {cache.model} / {cache.task}",
+                 layer_result_path(base_dir, cache, params, layer),
+                 {**sweep_meta(cache, params), "layer": layer, "cache": cache.artifact_id},
+                 command=sweep_command(cache.model, cache.task, params, [layer], base_dir))
 
 
 def combine_layers(stored_layers: list[dict], meta: dict) -> SweepResult:
@@ -471,11 +469,6 @@ def summary_rows(result: SweepResult) -> list[tuple]:
 # ------------------------------------------------------------------------------------------ the sweep
 
 
-def rows_per_forward(batch_size: int, seq_len: int, suffix_len: int) -> int:
-    """Patched runs per forward pass: `batch_size` counts full prompts, a run computes only `suffix_len` positions."""
-    return max(1, batch_size * seq_len // max(1, suffix_len))
-
-
 def run_circle_sweep(
     cache: TaskCache,
     params: SweepParams,
@@ -486,7 +479,13 @@ def run_circle_sweep(
     progress: bool = True,
     make_figures: bool = True,
 ) -> SweepResult:
-    """Probe + seven interventions at each layer; resumable; writes the artifacts listed in the module doc.
+    """Probe + seven interventions at each layer; resumable. Writes (stem = `params.stem(token)`):
+
+        <base_dir>/<model>_<task>/circle_probes_<letter>/<ext>_layer_<L>_token_<T>_pca_<k><suffix>.pt
+        <base_dir>/figs/<model>_<task>/rotation_probing/<stem>/layer_<L>.npz     one per finished layer
+        <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_all_layers.npz    all finished layers
+        <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_summary.csv       means, R^2, null, recovery
+        <base_dir>/figs/<model>_<task>/rotation_probing/<stem>_logit_diffs.png   and <stem>_probe_r2.png
 
     `load_model_fn()` is called once, and only if some layer still has to be computed. The returned
     result (and the combined file) holds every finished layer of this cache and parameter set, also
@@ -496,39 +495,23 @@ def run_circle_sweep(
     layers = check_layers(layers, cache, params.letter)
     meta = sweep_meta(cache, params)
     runs = intervention_runs(cache.infos, cache.p, params.letter)
-    token = letter_token(cache, params.letter)
-    state: dict = {}
-
-    def engine():
-        if not state:
-            if load_model_fn is None:
-                raise UserError("this sweep needs the model but no loader was given")
-            model = load_model_fn()
-            started = time.time()
-            state["model"] = model
-            state["prefix"] = PrefixKV(model, prompt_tokens(model, cache), token, batch_size)
-            state["clean"] = clean_answer_logits(model, cache, cache.answer_token_ids)
-            state["rows"] = rows_per_forward(batch_size, cache.layout.seq_len, cache.layout.seq_len - token)
-            state["setup_s"] = time.time() - started
-        return state
+    engine = CleanRun(cache, letter_token(cache, params.letter), load_model_fn, batch_size)
 
     timings: dict[int, float] = {}
     for layer in tqdm(layers, desc=f"{cache.model} {cache.task} {params.letter}-circle layers", unit="layer", disable=not progress):
         probe = fit_layer_probe(cache, params, layer)
-        p_path = probe_path(cache, params, layer)
-        p_meta = probe_meta(cache, params, layer)
-        if not p_path.exists() or load_pt(p_path).get("meta") != p_meta:
-            save_probe(p_path, probe, p_meta)
-        path = layer_result_path(base_dir, cache, params, layer)
-        if current_layer_result(path, {**meta, "layer": layer}) is not None:
-            continue
-        started = time.time()
-        run = engine()
-        basis = probe.basis(params.centered, device=model_device(run["model"]))
-        raw = layer_metrics(run["model"], cache, run["prefix"], basis, layer, runs, cache.answer_token_ids,
-                            run["clean"], run["rows"])
-        save_layer_result(path, {**meta, "layer": layer}, layer, raw, probe, runs)
-        timings[layer] = time.time() - started
+        run_stage(probe_stage(cache, params, layer, base_dir),
+                  lambda tmp: save_probe(tmp, probe, probe_meta(cache, params, layer)))  # noqa: B023 (called at once)
+
+        def build(tmp: Path) -> None:
+            started = time.time()
+            basis = probe.basis(params.centered, device=engine.device)  # noqa: B023 (called at once)
+            raw = layer_metrics(engine.model, cache, engine.prefix, basis, layer, runs, cache.answer_token_ids,  # noqa: B023
+                                engine.clean_logits, engine.rows_per_forward)
+            save_layer_result(tmp, {**meta, "layer": layer}, layer, raw, probe, runs)  # noqa: B023
+            timings[layer] = time.time() - started  # noqa: B023
+
+        run_stage(layer_stage(base_dir, cache, params, layer), build)
     result = collect_finished_layers(base_dir, cache, params)
     result.paths["combined"] = save_combined(combined_path(base_dir, cache, params), result)
     result.paths["summary"] = save_csv(combined_path(base_dir, cache, params, "_summary.csv"), SUMMARY_COLUMNS, summary_rows(result))
@@ -536,20 +519,19 @@ def run_circle_sweep(
     if make_figures and len(result.layers):
         result.paths["logit_diffs_figure"] = plot_sweep_means(result, combined_path(base_dir, cache, params, "_logit_diffs.png"))
         result.paths["probe_r2_figure"] = plot_probe_r2(result, combined_path(base_dir, cache, params, "_probe_r2.png"))
-    result.meta = {**result.meta, "timings_s": {str(k): round(v, 2) for k, v in timings.items()}, "setup_s": state.get("setup_s")}
+    result.meta = {**result.meta, "timings_s": {str(k): round(v, 2) for k, v in timings.items()}, "setup_s": engine.setup_s}
     return result
 
 
 def collect_finished_layers(base_dir: Path, cache: TaskCache, params: SweepParams) -> SweepResult:
-    """Every finished layer file of this cache and parameter set (stale ones are left out)."""
+    """Every finished layer file of this cache and parameter set (stale or damaged ones are left out)."""
     meta = sweep_meta(cache, params)
     folder = layer_result_path(base_dir, cache, params, 0).parent
     stored = []
     for path in sorted(folder.glob("layer_*.npz")) if folder.exists() else []:
-        layer = int(path.stem.split("_")[1])
-        item = current_layer_result(path, {**meta, "layer": layer})
-        if item is not None:
-            stored.append(item)
+        stage = layer_stage(base_dir, cache, params, int(path.stem.split("_")[1]))
+        if is_current(stage):
+            stored.append(load_npz(path))
     return combine_layers(stored, meta)
 
 
@@ -576,8 +558,6 @@ def plot_sweep_means(result: SweepResult, out_path: Path) -> Path:
     ax.set_ylabel("mean logit[c] - logit[c']")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from multid.io import save_figure
-
     save_figure(fig, out_path, dpi=150)
     plt.close(fig)
     return out_path
@@ -609,8 +589,6 @@ def plot_probe_r2(result: SweepResult, out_path: Path) -> Path:
                  f"(PCA-{params.get('pca_k')}, {params.get('null_permutations')} relabellings)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from multid.io import save_figure
-
     save_figure(fig, out_path, dpi=150)
     plt.close(fig)
     return out_path

@@ -1,25 +1,16 @@
 """Feature deconstruction: residual RGB plots of the days/months "is" token (paper Figures 8 and 16).
 
-At one layer, the PCA-20 scores Y [n, 20] of the last prompt token are regressed on a growing list of
-explainer groups (one-hot start day, circle in the answer, ...). After each added group we record the
-R^2 and colour the residual's top-3 singular directions as RGB on the p x p grid of problems (row = start
-a, column = duration b mod p). Structure that disappears from the tiles is what the group explained.
-
-Faithful to upstream `days_of_the_week_deconstruction.py` / `months_of_the_year_deconstruction.py`
-(spec sae_reducibility.md §7):
-- least squares through the eigen-pseudo-inverse of X^T X / n with eigenvalues <= 1e-5 zeroed;
-- uncentred R^2 = 1 - mean((Y - Y_hat)^2) / (mean(Y^2) + 1e-10) (Y is PCA scores, already centred);
-- rows reordered by argsort(p*a + b) with a, b reduced mod p, so b = p lands in column 0 (upstream quirk,
-  kept: the last duration is drawn first);
-- residual SVD, top-3 left singular vectors scaled by their singular values, each min-max to [0, 1].
-Changes: no LaTeX needed (unicode labels; --usetex optional), each singular vector's sign is fixed
-(largest-magnitude entry positive) so colours do not flip between LAPACK builds, the model is in the
-output file name, and a constant colour channel (zero residual) is drawn as 0 instead of NaN.
+At one layer, the PCA-20 scores Y of the last prompt token are regressed on a growing list of explainer
+groups (one-hot start day, circle in the answer, ...). After each group we record the R^2 and colour the
+residual's top-3 singular directions as RGB on the p x p grid of problems; structure that disappears from
+the tiles is what the group explained. The regression and R^2 follow upstream (`fit_groups`,
+`docs/least_squares.md`); the per-task data are the task's `TaskSpec` plus its schedule (`DeconstructionTask`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +22,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from multid.tasks.cache import TaskCache
+from multid.tasks.registry import check_task_name, get_task_spec
+from multid.tasks.spec import TaskSpec
 from multid.circles.probe import one_hot
 from multid.tasks.paths import (
     build_cache_command,
@@ -42,14 +35,16 @@ from multid.tasks.paths import (
 )
 from multid.config import add_base_dir_arg, figure_dir, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError, cli_entry
-from multid.paper import PAPER_N_BLOCKS
+from multid.paper import PAPER_CHOICE, PAPER_N_BLOCKS
 from multid.io import load_json, require_file, save_figure, save_json
+from multid.stage import Stage, artifact_id, run_stage
 
 PCA_K = 20
 EIGENVALUE_FLOOR = 1e-5  # eigenvalues of X^T X / n at or below this are treated as zero (collinear one-hots)
 R2_EPS = 1e-10
 UPSAMPLE = 20  # each tile pixel becomes a UPSAMPLE x UPSAMPLE block, as upstream
 SCHEDULES = ("paper", "scaled", "last", "full")
+DECONSTRUCTION_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------ explainer groups
@@ -150,7 +145,7 @@ def _table(rows: Sequence[tuple[Sequence[int], Sequence[str]]]) -> dict[int, tup
     return {layer: tuple(groups) for layers, groups in rows for layer in layers}
 
 
-# Paper layer -> cumulative group order (spec §7.2). Layers are cache layers of the paper model.
+# Paper layer -> cumulative group order, as in the paper's Figures 8 and 16 (cache layers of the paper model).
 DAYS_SCHEDULE = _table([
     ([17], ["bias", "one_hot_ab"]),
     ([18], ["bias", "one_hot_ab", "a_for_tmr", "circle_a_minus_b"]),
@@ -175,15 +170,26 @@ MONTHS_SCHEDULE = _table([
 
 @dataclass(frozen=True)
 class DeconstructionTask:
-    """Everything that differs between the days and months deconstructions: data, not code."""
+    """A task (`TaskSpec`: name, p, words) plus what only the deconstruction needs: its schedules and layout."""
 
-    task: str  # intervention cache task name
-    p: int
-    paper_model: str  # the model the paper ran this task's figure on
+    spec: TaskSpec
     vertical_space: int  # white rows under each tile, room for its two labels
     figure_stem: str  # upstream's output file name, without extension
     schedule: Mapping[int, tuple[str, ...]]  # paper cache layer -> cumulative group order
     full_groups: tuple[str, ...]  # every group the paper uses for this task, for --schedule full
+
+    @property
+    def task(self) -> str:
+        return self.spec.name
+
+    @property
+    def p(self) -> int:
+        return self.spec.p
+
+    @property
+    def paper_model(self) -> str:
+        """The model the paper ran this task's figure on (`multid.paper.PAPER_CHOICE`)."""
+        return PAPER_CHOICE[self.spec.name]
 
     @property
     def paper_layers(self) -> list[int]:
@@ -191,9 +197,7 @@ class DeconstructionTask:
 
 
 DAYS = DeconstructionTask(
-    task="days_of_week",
-    p=7,
-    paper_model="mistral",
+    spec=get_task_spec("days_of_week"),
     vertical_space=3,
     figure_stem="feature_deconstruction_day_of_the_week",
     schedule=DAYS_SCHEDULE,
@@ -201,9 +205,7 @@ DAYS = DeconstructionTask(
 )
 
 MONTHS = DeconstructionTask(
-    task="months_of_year",
-    p=12,
-    paper_model="llama",
+    spec=get_task_spec("months_of_year"),
     vertical_space=5,
     figure_stem="feature_deconstruction_month_of_the_year",
     schedule=MONTHS_SCHEDULE,
@@ -214,11 +216,10 @@ TASKS = {spec.task: spec for spec in (DAYS, MONTHS)}
 
 
 def get_task(task: str | DeconstructionTask) -> DeconstructionTask:
+    """The deconstruction of a task by name (upstream's "day" / "month" words accepted)."""
     if isinstance(task, DeconstructionTask):
         return task
-    if task not in TASKS:
-        raise UserError(f"unknown deconstruction task {task!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[task]
+    return TASKS[check_task_name(task)]
 
 
 def scaled_paper_layer(spec: DeconstructionTask, layer: int, n_blocks: int) -> int:
@@ -279,7 +280,8 @@ def fit_groups(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Least-squares prediction Y_hat = X beta with beta = pinv(X^T X / n) X^T Y / n.
 
     The pseudo-inverse zeroes eigenvalues <= 1e-5 (upstream), which handles the collinear one-hot
-    groups plus bias without dropping columns.
+    groups plus bias without dropping columns. Why this fit differs from the project's other
+    least-squares fits: docs/least_squares.md.
     """
     n = X.shape[0]
     gram = X.T @ X / n
@@ -293,7 +295,10 @@ def fit_groups(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
 
 def r2_score_uncentred(Y: np.ndarray, Y_hat: np.ndarray) -> float:
-    """Upstream's R^2: 1 - mean((Y - Y_hat)^2) / (mean(Y^2) + 1e-10) (total not centred; Y is centred)."""
+    """Upstream's R^2: 1 - mean((Y - Y_hat)^2) / (mean(Y^2) + 1e-10) (total not centred; Y is centred).
+
+    See docs/least_squares.md for how this differs from the probes' R^2.
+    """
     return float(1.0 - np.mean((Y - Y_hat) ** 2) / (np.mean(Y**2) + R2_EPS))
 
 
@@ -320,6 +325,8 @@ def top_singular_colors(values: np.ndarray, k: int = 3, center: bool = False) ->
 
 def grid_order(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
     """Row order that puts the problems on the p x p grid (row a, column b mod p): argsort(p*a + b).
+
+    As upstream, b = p lands in column 0, so the last duration is drawn first.
 
     Works for any input row order; refuses inputs that are not exactly one problem per grid cell.
     """
@@ -378,7 +385,8 @@ def compose_canvas(columns: Sequence[Sequence[np.ndarray]], p: int, vertical_spa
 
 
 def plot_deconstruction(
-    results: Sequence[LayerDeconstruction], spec: DeconstructionTask, path: str | os.PathLike, usetex: bool = False
+    results: Sequence[LayerDeconstruction], spec: DeconstructionTask, path: str | os.PathLike, usetex: bool = False,
+    fmt: str | None = None,
 ) -> Path:
     """The residual RGB figure: column per layer ("layer L" above), row per step (group label + r2 below)."""
     import matplotlib
@@ -406,7 +414,7 @@ def plot_deconstruction(
                     percent = f"{r2 * 100:.1f}\\%" if usetex else f"{r2 * 100:.1f}%"
                     ax.text(x, y, label, ha="center", va="top", fontsize=group.fontsize)
                     ax.text(x, y + line, f"r2: {percent}", ha="center", va="top", fontsize=3.5)
-            return save_figure(fig, path, bbox_inches="tight", dpi=400)
+            return save_figure(fig, path, bbox_inches="tight", dpi=400, format=fmt or Path(path).suffix.lstrip("."))
         finally:
             plt.close(fig)
 
@@ -442,7 +450,7 @@ def find_sources(
         folder = task_dir(resolve_base_dir(base_dir, create=False), model, spec.task)
         csv_path = require_file(results_csv_path(folder), f"results.csv of the {model} {spec.task} cache", command)
         meta = _read_meta(meta_path(folder))
-        cache = TaskCache(folder, meta) if meta and "cache_id" in meta else None
+        cache = TaskCache.open(folder.parent, model, spec.task) if meta and "cache_id" in meta else None  # refuses a damaged cache
         return Sources(csv_path, folder / "pca", meta, command, cache)
     if results_csv is None:
         results_csv = Path(pca_dir).parent / "results.csv"
@@ -553,12 +561,31 @@ def run_deconstruction(
 
     folder = Path(out_dir) if out_dir else figure_dir(resolve_base_dir(base_dir), "feature_deconstruction")
     stem = f"{spec.figure_stem}_{model}"
-    figure_path = plot_deconstruction(results, spec, folder / f"{stem}.{fmt}", usetex=usetex)
-    json_path = save_json(folder / f"{stem}.json", _summary(spec, model, token, schedule, sources, figure_path, results))
+    settings = {"task": spec.task, "model": model, "token": token, "plan": {str(layer): list(plan[layer]) for layer in layers},
+                "inputs": _input_ids(sources, layers, token), "version": DECONSTRUCTION_VERSION}
+    figure_stage = Stage(f"{spec.task} deconstruction figure of {model}", folder / f"{stem}.{fmt}",
+                         {**settings, "format": fmt, "usetex": usetex}, command=sources.command)
+    figure_path = run_stage(figure_stage, lambda tmp: plot_deconstruction(results, spec, tmp, usetex=usetex, fmt=fmt))
+    summary = _summary(spec, model, token, schedule, sources, figure_path, results)
+    json_path = run_stage(Stage(f"{spec.task} deconstruction R^2 of {model}", folder / f"{stem}.json",
+                                {**settings, "figure": str(figure_path)}, command=sources.command),
+                          lambda tmp: save_json(tmp, summary))
     if verbose:
         print(f"wrote {figure_path}")
         print(f"wrote {json_path}")
     return figure_path, json_path
+
+
+def _input_ids(sources: Sources, layers: Sequence[int], token: int) -> dict[str, str]:
+    """Fingerprints of the inputs: the PCA stages of our cache, else the SHA-1 of each copied file."""
+    sha1 = lambda path: hashlib.sha1(Path(path).read_bytes()).hexdigest()  # noqa: E731
+    ids = {"results.csv": sha1(sources.results_csv)}
+    for layer in layers:
+        if sources.cache is not None:
+            ids[f"layer{layer}"] = artifact_id(sources.cache.pca_stage(layer, token, PCA_K).path)
+        else:
+            ids[f"layer{layer}"] = sha1(sources.pca_dir / f"layer{layer}_token{token}_pca{PCA_K}.pt")
+    return ids
 
 
 def _schedule_name(schedule: str | Sequence[str]) -> str:

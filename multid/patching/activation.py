@@ -1,41 +1,15 @@
-"""Activation patching on the weekday/month tasks (upstream `task.py`: `activation_patching`), spec §1.6.
+"""Activation patching on the weekday/month tasks (upstream `task.py`: `activation_patching`; paper appendix).
 
-Pairs. An ordered pair (clean i, corrupted j) agrees with j in exactly the kept field of info = (a, b, c)
-(a for keep-same-a, b for keep-same-b), differs in the other two, and the two target words start with
-different letters (Tuesday/Thursday, Saturday/Sunday, June/July/January are never paired). For each i
-the first `limit_per_example` (10) partners j in problem order are kept; the list is shuffled and the
-first `num_pairs` (20) are used.
-Upstream shuffled with the global numpy RNG, which its problem generation had just re-seeded to 42
-and advanced by one shuffle of the n problems. We reproduce that state without touching global state:
-`RandomState(seed)`, one dummy shuffle of n items (it draws exactly what shuffling the problem list
-drew), then the shuffle of the pair list. This assumes, as the spec does, that nothing else drew from
-the global RNG in between.
-
-Metric. LD = logit[clean answer] - logit[corrupted answer] at the last position, with the cache's
-answer token ids; score = (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt): 0 = no effect,
-1 = fully restored. There is no guard for a near-zero denominator (as upstream); LD_clean and
-LD_corrupt are saved beside the scores so such pairs can be spotted.
-
-Sites. Clean activations are copied into the corrupted run at one site per forward pass:
-- resid: `blocks.L.hook_resid_post`, attention: `blocks.L.hook_attn_out`, mlp: `blocks.L.hook_mlp_out`,
-  for every layer L and position -> scores [pairs, n_layers, seq_len];
-- attention_head: `blocks.L.attn.hook_z` of one head at one position (the last prompt token), the
-  head's whole contribution to the residual, for layers lo..hi-1 -> scores [pairs, hi - lo, n_heads].
-TransformerLens has no resid_post helper (upstream's helpers cover resid_pre); resid_post follows the
-spec. resid_pre of layer L equals resid_post of layer L-1, so the two grids differ by a one-layer shift.
-
-Speed. Instead of one full forward per (pair, site), all pairs that patch the same (layer L, position
-t) run as one batch that starts at block L from the corrupted run's residual stream and computes only
-positions t.., reading keys and values of positions < t from the corrupted run (a patch at t cannot
-change earlier positions in a causal model). A site whose clean and corrupted activations are equal
-(e.g. positions before the first differing token) leaves the run unchanged and gets score 0 without a
-forward pass. Results match one-at-a-time TransformerLens patching (tests/test_patching.py).
+Clean activations of problem i are copied into the run of a corrupted problem j at one site (layer,
+position or head) and the answer's logit difference is scored: 0 = no effect, 1 = fully restored. The
+pair rule is at `patching_pairs`, the metric at `PatchingResult`, the sites at `HOOKS`, the batched
+forward passes at `patch_sweep`. Every saved sweep is a stage derived from the task cache.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,6 +20,7 @@ from tqdm.auto import tqdm
 from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, save_npz
+from multid.stage import Stage, artifact_id, damage, run_stage
 
 from multid.tasks.cache import TaskCache, prompt_tokens
 from multid.circles.engine import answer_logits, frozen_kv_cache
@@ -54,6 +29,10 @@ PATCHING_VERSION = 1
 LAYER_TYPES = ("resid", "mlp", "attention", "attention_head")
 KEEP_SAME = ("a", "b")
 KEEP_SAME_INDEX = {"a": 0, "b": 1}
+# Sites: resid / attention / mlp patch `blocks.L.<hook>` at every layer L and position (scores [pairs,
+# n_layers, seq_len]); attention_head patches one head's `attn.hook_z` (its whole contribution to the
+# residual) at one position, the last prompt token, for layers lo..hi-1 (scores [pairs, hi - lo, n_heads]).
+# TransformerLens' patching helpers cover resid_pre; we patch resid_post, so our grid is theirs shifted by a layer.
 HOOKS = {
     "resid": "hook_resid_post",
     "mlp": "hook_mlp_out",
@@ -77,7 +56,16 @@ def patching_pairs(
     limit_per_example: int = DEFAULT_LIMIT_PER_EXAMPLE,
     seed: int = DEFAULT_SEED,
 ) -> np.ndarray:
-    """[m, 2] (clean, corrupted) problem indices, m <= num_pairs, by the rule in the module docstring."""
+    """[m, 2] (clean, corrupted) problem indices, m <= num_pairs, by upstream's rule.
+
+    An ordered pair (i, j) agrees in exactly the kept field of info = (a, b, c), differs in the other two,
+    and the two target words start with different letters (Tuesday/Thursday, June/July/January are never
+    paired). For each i the first `limit_per_example` partners j in problem order are kept; the list is
+    shuffled and the first `num_pairs` are used. Upstream shuffled with the global numpy RNG, which its
+    problem generation had just seeded with 42 and advanced by one shuffle of the n problems; we replay
+    that with `RandomState(seed)` (one dummy shuffle of n items, then the pair shuffle), touching no
+    global state. This assumes nothing else drew from the global RNG in between.
+    """
     kept = KEEP_SAME_INDEX[check_keep_same(keep_same)]
     infos = np.asarray(infos)
     n = len(infos)
@@ -137,7 +125,12 @@ def head_settings(
 
 @dataclass(frozen=True)
 class PatchingResult:
-    """Scores of one (layer type, keep-same) sweep; axis 1 indexes `layers`, axis 2 indexes `sites`."""
+    """Scores of one (layer type, keep-same) sweep; axis 1 indexes `layers`, axis 2 indexes `sites`.
+
+    score = (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt), LD = logit[clean answer] - logit[corrupted
+    answer] at the last position. There is no guard for a near-zero denominator (as upstream); LD_clean
+    and LD_corrupt are saved beside the scores so such pairs can be spotted.
+    """
 
     scores: np.ndarray  # [pairs, len(layers), len(sites)] float32
     pairs: np.ndarray  # [pairs, 2] (clean, corrupted) problem indices
@@ -155,26 +148,43 @@ class PatchingResult:
         return self.scores.mean(axis=0)
 
 
-def patching_params(
-    layer_type: str,
-    keep_same: str,
-    num_pairs: int,
-    limit_per_example: int,
-    seed: int,
-    head_layers: tuple[int, int] | None,
-    head_position: int | None,
-) -> dict[str, Any]:
-    """Everything besides the cache that changes a sweep's numbers (stored with it)."""
-    return {
-        "version": PATCHING_VERSION,
-        "layer_type": layer_type,
-        "keep_same": keep_same,
-        "num_pairs": num_pairs,
-        "limit_per_example": limit_per_example,
-        "seed": seed,
-        "head_layers": list(head_layers) if layer_type == "attention_head" else None,
-        "head_position": head_position if layer_type == "attention_head" else None,
-    }
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything besides the cache that changes one patching sweep's numbers (stored with it).
+
+    head_layers and head_position matter only for attention_head; None means the default of
+    `head_settings` (filled in by `resolved`).
+    """
+
+    layer_type: str
+    keep_same: str
+    num_pairs: int = DEFAULT_NUM_PAIRS
+    limit_per_example: int = DEFAULT_LIMIT_PER_EXAMPLE
+    seed: int = DEFAULT_SEED
+    head_layers: tuple[int, int] | None = None
+    head_position: int | None = None
+
+    def __post_init__(self) -> None:
+        check_layer_type(self.layer_type)
+        check_keep_same(self.keep_same)
+
+    def resolved(self, cache: TaskCache, n_layers: int) -> "SweepSettings":
+        """These settings with the head layers and position checked and defaulted for a model of n_layers blocks."""
+        head_layers, head_position = head_settings(cache, n_layers, self.layer_type, self.head_layers, self.head_position)
+        return replace(self, head_layers=head_layers, head_position=head_position)
+
+    def to_json(self) -> dict[str, Any]:
+        heads = self.layer_type == "attention_head"
+        return {
+            "version": PATCHING_VERSION,
+            "layer_type": self.layer_type,
+            "keep_same": self.keep_same,
+            "num_pairs": self.num_pairs,
+            "limit_per_example": self.limit_per_example,
+            "seed": self.seed,
+            "head_layers": list(self.head_layers) if heads else None,
+            "head_position": self.head_position if heads else None,
+        }
 
 
 def patching_dir(base_dir: Path, model: str, task: str) -> Path:
@@ -233,21 +243,22 @@ def load_patching_result(
     command = patching_command(model, task, num_pairs, base_dir)
     if not path.exists():
         raise MissingArtifactError(f"{layer_type} patching (keep same {keep_same}) for {model} / {task}", path, command)
+    problem = damage(path, is_dir=False)
+    if problem is not None:
+        raise UserError(f"the patching sweep {path} is damaged or unrecorded ({problem}); recompute it with: {command}")
     result = read_patching_result(path)
     if cache_id is not None and result.cache_id != cache_id:
         raise UserError(f"{path} was computed from an older activation cache; recompute it with: {command}")
     return result
 
 
-def is_current(path: Path, cache_id: str, params: dict[str, Any]) -> bool:
-    """True if `path` holds a sweep for this cache and these parameters."""
-    if not path.exists():
-        return False
-    try:
-        result = read_patching_result(path)
-    except (UserError, KeyError):
-        return False
-    return result.cache_id == cache_id and result.params == params
+def patching_stage(cache: TaskCache, settings: SweepSettings) -> Stage:
+    """One saved sweep as a stage derived from the task cache (`settings` resolved)."""
+    base_dir = cache.folder.parent
+    path = patching_path(base_dir, cache.model, cache.task, settings.layer_type, settings.keep_same, settings.num_pairs)
+    return Stage(f"{settings.layer_type} patching (keep same {settings.keep_same}) of {cache.model} / {cache.task}", path,
+                 {**settings.to_json(), "cache_id": cache.cache_id, "cache": cache.artifact_id},
+                 command=patching_command(cache.model, cache.task, settings.num_pairs, base_dir))
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -299,6 +310,13 @@ def patch_sweep(
     `tokens` [n, seq] are all problems; `pairs` [P, 2] (clean, corrupted) indices into them;
     `answer_pairs` [P, 2] the (clean, corrupted) answer token ids. Sites are all positions, or all
     heads at `head_position` for attention_head.
+
+    Instead of one full forward per (pair, site), all pairs that patch the same (layer L, position t)
+    run as one batch that starts at block L from the corrupted run's residual stream and computes only
+    positions t.., reading keys and values of positions < t from the corrupted run (a patch at t cannot
+    change earlier positions of a causal model). A site whose clean and corrupted activations are equal
+    leaves the run unchanged and scores 0 without a forward pass. tests/test_patching.py checks this
+    against one-at-a-time TransformerLens patching.
     """
     check_layer_type(layer_type)
     n_layers, seq_len = model.cfg.n_layers, tokens.shape[1]
@@ -369,11 +387,19 @@ def activation_patching(
 
     head_layers and head_position default as in `head_settings`.
     """
-    check_layer_type(layer_type)
+    settings = SweepSettings(layer_type, keep_same, num_pairs, limit_per_example, seed,
+                             tuple(head_layers) if head_layers else None, head_position)
+    return run_patching(model, cache, settings, max_rows, progress)
+
+
+def run_patching(model, cache: TaskCache, settings: SweepSettings, max_rows: int = 512, progress: bool = True) -> PatchingResult:
+    """`activation_patching` with its settings as one object."""
+    settings = settings.resolved(cache, model.cfg.n_layers)
+    layer_type, keep_same, num_pairs = settings.layer_type, settings.keep_same, settings.num_pairs
+    head_layers, head_position = settings.head_layers, settings.head_position
     n_layers = model.cfg.n_layers
-    head_layers, head_position = head_settings(cache, n_layers, layer_type, head_layers, head_position)
     targets = [problem.target for problem in cache.problems]
-    pairs = patching_pairs(cache.infos, targets, keep_same, num_pairs, limit_per_example, seed)
+    pairs = patching_pairs(cache.infos, targets, keep_same, num_pairs, settings.limit_per_example, settings.seed)
     if len(pairs) == 0:
         raise UserError(f"no keep-same-{keep_same} pairs exist for {cache.task}")
     ids = np.asarray(cache.answer_token_ids)
@@ -397,39 +423,27 @@ def activation_patching(
         ld_corrupt=ld_corrupt,
         position_labels=np.array(model.to_str_tokens(cache.problems[int(pairs[0, 0])].prompt)),
         cache_id=cache.cache_id,
-        params=patching_params(layer_type, keep_same, num_pairs, limit_per_example, seed, head_layers, head_position),
+        params=settings.to_json(),
     )
 
 
 def run_or_load_patching(
-    get_model: Callable[[], Any],
-    cache: TaskCache,
-    keep_same: str,
-    layer_type: str,
-    num_pairs: int = DEFAULT_NUM_PAIRS,
-    limit_per_example: int = DEFAULT_LIMIT_PER_EXAMPLE,
-    seed: int = DEFAULT_SEED,
-    head_layers: Sequence[int] | None = None,
-    head_position: int | None = None,
-    force: bool = False,
-    max_rows: int = 512,
+    get_model: Callable[[], Any], cache: TaskCache, settings: SweepSettings, force: bool = False, max_rows: int = 512,
 ) -> tuple[PatchingResult, Path, bool]:
-    """Reuse the saved sweep if it matches the cache id and parameters, else compute and save it.
+    """Reuse the saved sweep if it was made from this cache with these settings, else compute and save it.
 
     `get_model()` is called only when something must be computed. Returns (result, path, computed).
     The default head layers depend on the model depth, read from the cache (n_cache_layers - 1).
     """
-    check_layer_type(layer_type)
-    head_layers, head_position = head_settings(cache, cache.n_cache_layers - 1, layer_type, head_layers, head_position)
-    params = patching_params(layer_type, keep_same, num_pairs, limit_per_example, seed, head_layers, head_position)
-    path = patching_path(cache.folder.parent, cache.model, cache.task, layer_type, keep_same, num_pairs)
-    if not force and is_current(path, cache.cache_id, params):
-        return read_patching_result(path), path, False
-    result = activation_patching(
-        get_model(), cache, keep_same, layer_type, num_pairs, limit_per_example, seed, head_layers, head_position, max_rows
-    )
-    save_patching_result(path, result)
-    return result, path, True
+    settings = settings.resolved(cache, cache.n_cache_layers - 1)
+    computed = []
+
+    def build(tmp: Path) -> None:
+        save_patching_result(tmp, run_patching(get_model(), cache, settings, max_rows))
+        computed.append(True)
+
+    path = run_stage(patching_stage(cache, settings), build, force=force)
+    return read_patching_result(path), path, bool(computed)
 
 
 # ----------------------------------------------------------------------------------------- heads
@@ -491,21 +505,27 @@ def run_or_load_head_outputs(
     chosen = top_heads(grid, layers, k)
     heads = np.array([(layer, head) for layer, head, _ in chosen], dtype=np.int64).reshape(-1, 2)
     position = load_patching_result(base_dir, cache.model, cache.task, "attention_head", "a", num_pairs).params["head_position"]
-    path = head_outputs_path(base_dir, cache.model, cache.task, num_pairs, k)
-    if not force and path.exists():
-        stored = load_npz(path)
-        if str(stored["cache_id"]) == cache.cache_id and np.array_equal(stored["heads"], heads) and int(stored["position"]) == position:
-            return path, False
-    model = get_model()
-    outputs = head_outputs(model, prompt_tokens(model, cache), [tuple(h) for h in heads.tolist()], position)
-    save_npz(
-        path,
-        outputs=outputs.astype(np.float32),
-        heads=heads,
-        effects=np.array([effect for _, _, effect in chosen], dtype=np.float64),
-        infos=cache.infos,
-        p=np.array(cache.p),
-        position=np.array(position),
-        cache_id=np.array(cache.cache_id),
-    )
-    return path, True
+    sweeps = [patching_path(base_dir, cache.model, cache.task, "attention_head", keep, num_pairs) for keep in KEEP_SAME]
+    stage = Stage(f"top-{k} head outputs of {cache.model} / {cache.task}",
+                  head_outputs_path(base_dir, cache.model, cache.task, num_pairs, k),
+                  {"cache_id": cache.cache_id, "cache": cache.artifact_id, "heads": heads.tolist(), "position": int(position),
+                   "head_sweeps": [artifact_id(path) for path in sweeps], "version": PATCHING_VERSION},
+                  command=patching_command(cache.model, cache.task, num_pairs, base_dir))
+    computed = []
+
+    def build(tmp: Path) -> None:
+        model = get_model()
+        outputs = head_outputs(model, prompt_tokens(model, cache), [tuple(h) for h in heads.tolist()], position)
+        save_npz(
+            tmp,
+            outputs=outputs.astype(np.float32),
+            heads=heads,
+            effects=np.array([effect for _, _, effect in chosen], dtype=np.float64),
+            infos=cache.infos,
+            p=np.array(cache.p),
+            position=np.array(position),
+            cache_id=np.array(cache.cache_id),
+        )
+        computed.append(True)
+
+    return run_stage(stage, build, force=force), bool(computed)

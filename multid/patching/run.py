@@ -28,6 +28,7 @@ from multid.patching.activation import (
     DEFAULT_SEED,
     KEEP_SAME,
     LAYER_TYPES,
+    SweepSettings,
     run_or_load_head_outputs,
     run_or_load_patching,
 )
@@ -60,6 +61,10 @@ class PatchingParams:
         if self.indicators not in INDICATOR_MODES:
             raise UserError(f"--indicators {self.indicators!r} is not one of {', '.join(INDICATOR_MODES)}")
 
+    def sweep(self, layer_type: str, keep_same: str) -> SweepSettings:
+        """The settings of one (layer type, keep-same) sweep of this run."""
+        return SweepSettings(layer_type, keep_same, self.num_pairs, self.limit_per_example, self.seed, self.head_layers)
+
 
 def patch_and_draw(cache, loader: Callable[[], Any], base_dir: Path, params: PatchingParams,
                    force: bool = False, figures: bool = True) -> list[Path]:
@@ -69,9 +74,7 @@ def patch_and_draw(cache, loader: Callable[[], Any], base_dir: Path, params: Pat
     for layer_type in params.layer_types:
         for keep in params.keep_same:
             result, path, computed = run_or_load_patching(
-                loader, cache, keep, layer_type, params.num_pairs, params.limit_per_example, params.seed,
-                params.head_layers, force=force, max_rows=params.max_rows,
-            )
+                loader, cache, params.sweep(layer_type, keep), force=force, max_rows=params.max_rows)
             print(f"{layer_type:>14} keep-same-{keep}: {'computed' if computed else 'reused'} {tuple(result.scores.shape)} -> {path}")
             written.append(path)
             if figures:

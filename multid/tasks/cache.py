@@ -1,20 +1,16 @@
 """Activation caches of a task: one batched forward pass, per-layer residual files, results.csv, PCA files.
 
-A cache is valid only for what produced it. `meta.json` (written last, so it doubles as the "cache
-complete" marker) stores the fingerprint: model identity and dtype, task template, answer-token rule
-and the cache code version. Building with a different fingerprint wipes and recomputes the cache;
-every PCA file stores the cache id it was fitted on and is refitted when that changes.
-
-Upstream's `get_acts` returned the wrong slice on its first call (the loop that wrote all slices
-overwrote the requested file name, spec §6.4); here a slice is always read from the layer file by
-index, so the requested (layer, token) is what comes back.
+A cache folder is one stage (`multid.stage`): its record holds the fingerprint (model, dtype, template,
+answer-token rule, code version) and the size of every file, so a truncated layer file is noticed, and
+a rebuild swaps in only a complete folder (a failing model load never removes a good cache). PCA files
+are stages derived from the cache (their settings hold its `artifact_id`). Readers (`TaskCache.open`)
+refuse a damaged cache with the command that rebuilds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,8 +34,10 @@ from multid.tasks.spec import (
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, load_pt, save_csv, save_json, save_pt
 from multid.models import model_fingerprint
+from multid.stage import Stage, artifact_id, damage, run_stage
 
 CACHE_VERSION = 1
+PCA_VERSION = 1
 RESULTS_COLUMNS = ("a", "b", "c", "ground_truth", "model_out", "model_correct", "best_token")
 RMS_EPS = 1e-5
 
@@ -95,14 +93,23 @@ class TaskCache:
 
     @classmethod
     def open(cls, base_dir: str | Path, model: str, task: str) -> "TaskCache":
-        """Open `<base_dir>/<model>_<task>`, or say which command builds it."""
+        """Open `<base_dir>/<model>_<task>` if it is complete and undamaged, else say which command (re)builds it."""
         folder = paths.task_dir(base_dir, model, task)
-        meta_file = paths.meta_path(folder)
-        if not meta_file.exists():
-            raise MissingArtifactError(
-                f"activation cache for {model} / {task}", folder, paths.build_cache_command(model, task, base_dir=base_dir)
-            )
-        return cls(folder, load_json(meta_file))
+        command = paths.build_cache_command(model, task, base_dir=base_dir)
+        if not paths.meta_path(folder).exists():
+            raise MissingArtifactError(f"activation cache for {model} / {task}", folder, command)
+        problem = damage(folder, is_dir=True)
+        if problem == "no stage record":
+            raise UserError(f"the activation cache {folder} has no stage record (made by an older version, or not by "
+                            f"multid); rebuild it with: {command}")
+        if problem is not None:
+            raise UserError(f"the activation cache {folder} is damaged ({problem}); rebuild it with: {command}")
+        return cls(folder, load_json(paths.meta_path(folder)))
+
+    @cached_property
+    def artifact_id(self) -> str:
+        """Identity of this finished cache (its stage record), for the settings of stages derived from it."""
+        return artifact_id(self.folder, is_dir=True)
 
     # -- metadata
     @property
@@ -149,7 +156,7 @@ class TaskCache:
     def results(self):
         path = paths.results_csv_path(self.folder)
         if not path.exists():
-            command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent) + " --force"
+            command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent)
             raise MissingArtifactError(f"results.csv of the {self.model} {self.task} cache", path, command)
         return paths.load_results_csv(path)
 
@@ -161,14 +168,18 @@ class TaskCache:
         if layer not in self._layer_memo:
             path = paths.layer_acts_path(self.folder, layer)
             if not path.exists():
-                command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent) + " --force"
+                command = paths.build_cache_command(self.model, self.task, base_dir=self.folder.parent)
                 raise MissingArtifactError(f"layer {layer} activations of the {self.model} {self.task} cache", path, command)
             self._layer_memo.clear()  # keep one layer in memory: sweeps go layer by layer
             self._layer_memo[layer] = load_pt(path)
         return self._layer_memo[layer]
 
     def get_acts(self, layer: int, token: int, normalize_rms: bool = False) -> torch.Tensor:
-        """[n, d_model] activations at (cache layer, token position); optional RMS normalisation."""
+        """[n, d_model] activations at (cache layer, token position); optional RMS normalisation.
+
+        The slice is read from the layer file by index (upstream's `get_acts` returned another slice on
+        its first call, because the loop writing all slices overwrote the requested file name).
+        """
         if not 0 <= token < self.layout.seq_len:
             raise UserError(f"token position {token} is outside 0..{self.layout.seq_len - 1}")
         acts = self.layer_acts(layer)[:, token, :]
@@ -176,19 +187,28 @@ class TaskCache:
             acts = acts / torch.sqrt(acts.pow(2).mean(dim=-1, keepdim=True) + RMS_EPS)
         return acts
 
-    def get_pca(self, layer: int, token: int, k: int, normalize_rms: bool = False) -> PcaFit:
-        """PCA-k of the (layer, token) slice, fitted once and stored as `pca/layer{L}_token{T}_pca{k}.pt`."""
+    def pca_stage(self, layer: int, token: int, k: int, normalize_rms: bool = False) -> Stage:
+        """The stage of the PCA file `pca/layer{L}_token{T}_pca{k}[_normalize].pt` (derived from this cache)."""
         path = paths.pca_path(self.folder, layer, token, k)
         if normalize_rms:
             path = path.with_name(path.stem + "_normalize.pt")
-        if path.exists():
-            stored = load_pt(path)
-            meta = stored.get("meta", {})
-            if meta.get("cache_id") == self.cache_id and meta.get("k") == k:
-                return pca_from_dict(stored)
-        fit = fit_pca(self.get_acts(layer, token, normalize_rms).double().numpy(), k)
-        save_pt(path, pca_to_dict(fit, {"cache_id": self.cache_id, "layer": layer, "token": token, "k": k, "normalize_rms": normalize_rms}))
-        return fit
+        settings = {"cache": self.artifact_id, "layer": layer, "token": token, "k": k, "normalize_rms": normalize_rms,
+                    "version": PCA_VERSION}
+        command = paths.build_cache_command(self.model, self.task, pca_k=k, base_dir=self.folder.parent)
+        return Stage(f"PCA-{k} of layer {layer} token {token} ({self.model} / {self.task})", path, settings, command)
+
+    def get_pca(self, layer: int, token: int, k: int, normalize_rms: bool = False) -> PcaFit:
+        """PCA-k of the (layer, token) slice, fitted once and stored as `pca/layer{L}_token{T}_pca{k}.pt`."""
+        fitted: list[PcaFit] = []
+
+        def build(tmp: Path) -> None:
+            fit = fit_pca(self.get_acts(layer, token, normalize_rms).double().numpy(), k)
+            meta = {"cache_id": self.cache_id, "layer": layer, "token": token, "k": k, "normalize_rms": normalize_rms}
+            save_pt(tmp, pca_to_dict(fit, meta))
+            fitted.append(fit)
+
+        path = run_stage(self.pca_stage(layer, token, k, normalize_rms), build)
+        return fitted[0] if fitted else pca_from_dict(load_pt(path))
 
 
 def prompt_tokens(model, cache: TaskCache) -> torch.Tensor:
@@ -240,24 +260,18 @@ def pca_from_dict(stored: dict[str, Any]) -> PcaFit:
 # ----------------------------------------------------------------------------------------- building
 
 
-def cache_is_current(folder: Path, fingerprint: dict[str, Any]) -> bool:
-    """True if the cache in `folder` was completed for exactly this fingerprint."""
-    meta_file = paths.meta_path(folder)
-    if not meta_file.exists():
-        return False
-    meta = load_json(meta_file)
-    if meta.get("fingerprint") != fingerprint:
-        return False
-    needed = [paths.results_csv_path(folder)] + [paths.layer_acts_path(folder, layer) for layer in range(meta["n_cache_layers"])]
-    return all(path.exists() for path in needed)
-
-
-def clear_cache_folder(folder: Path) -> None:
-    """Remove a stale cache's files (meta first, so a crash mid-way never leaves a 'valid' stale cache)."""
-    paths.meta_path(folder).unlink(missing_ok=True)
-    for sub in ("acts", "pca"):
-        shutil.rmtree(folder / sub, ignore_errors=True)
-    paths.results_csv_path(folder).unlink(missing_ok=True)
+def cache_stage(
+    spec: TaskSpec, model_name: str, base_dir: Path, model_path: str | None = None, dtype: str = "float32",
+    answer_mode: str = "continuation",
+) -> Stage:
+    """The task cache folder as a stage: its settings are the cache fingerprint."""
+    return Stage(
+        f"activation cache for {model_name} / {spec.name}",
+        paths.task_dir(base_dir, model_name, spec.name),
+        cache_fingerprint(spec, model_name, model_path, dtype, answer_mode),
+        command=paths.build_cache_command(model_name, spec.name, base_dir=base_dir),
+        is_dir=True,
+    )
 
 
 def build_task_cache(
@@ -271,17 +285,21 @@ def build_task_cache(
     batch_size: int = 64,
     force: bool = False,
 ) -> TaskCache:
-    """Build (or reuse) the cache of `spec` for a model. `load_model_fn()` is called only if needed."""
-    folder = paths.task_dir(base_dir, model_name, spec.name)
-    fingerprint = cache_fingerprint(spec, model_name, model_path, dtype, answer_mode)
-    if not force and cache_is_current(folder, fingerprint):
-        return TaskCache.open(base_dir, model_name, spec.name)
-    clear_cache_folder(folder)
-    model = load_model_fn()
-    meta = compute_and_write_cache(spec, model, folder, fingerprint, answer_mode, batch_size)
-    meta["model"] = model_name
-    save_json(paths.meta_path(folder), meta)
-    return TaskCache(folder, meta)
+    """Build (or reuse) the cache of `spec` for a model. `load_model_fn()` is called only if needed.
+
+    The new cache is written to a temporary sibling folder and swapped in only when complete, so a
+    failing model load or forward pass leaves the previous complete cache (and its PCA files) in place.
+    """
+    stage = cache_stage(spec, model_name, base_dir, model_path, dtype, answer_mode)
+
+    def build(tmp: Path) -> None:
+        model = load_model_fn()
+        meta = compute_and_write_cache(spec, model, tmp, stage.settings, answer_mode, batch_size)
+        meta["model"] = model_name
+        save_json(paths.meta_path(tmp), meta)  # derived PCA files and probes start afresh in the new folder
+
+    run_stage(stage, build, force=force)
+    return TaskCache.open(base_dir, model_name, spec.name)
 
 
 def compute_and_write_cache(
