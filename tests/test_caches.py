@@ -173,3 +173,80 @@ def test_upstream_results_csv_variants_load(tmp_path):
     assert paths.load_results_csv(six)["model_correct"].tolist() == [True]
     frame = paths.load_results_csv(seven)
     assert frame["model_out"].tolist() == [""] and frame["best_token"].tolist() == ["Monday"]
+
+
+# ----------------------------------------------------------------------------------------- no lost caches
+
+
+def file_bytes(folder) -> dict:
+    """Relative path -> bytes of every file under `folder`."""
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.integration
+def test_failing_rebuild_keeps_the_complete_cache(tiny_model, tmp_path):
+    """A model load that fails (missing folder, no weights, other architecture) must not remove a good cache."""
+    first = build_days(tiny_model, tmp_path)
+    first.get_pca(2, 15, 3)
+    before = file_bytes(first.folder)
+
+    def bad_loader():
+        raise UserError("--model_path /nowhere does not exist; give a folder with config.json and weights")
+
+    with pytest.raises(UserError, match="does not exist"):
+        build_task_cache(DAYS, "tiny", tmp_path, bad_loader, model_path=str(tmp_path / "nowhere"))  # other settings: rebuild
+    with pytest.raises(UserError, match="does not exist"):
+        build_task_cache(DAYS, "tiny", tmp_path, bad_loader, force=True)
+    assert file_bytes(first.folder) == before  # activations, results, meta and the PCA file all kept
+    assert not list(tmp_path.glob(".*building*"))  # the partial new folder is gone too
+    reopened = TaskCache.open(tmp_path, "tiny", "days_of_week")
+    assert reopened.cache_id == first.cache_id and reopened.layer_acts(3).shape == (49, 17, 64)
+    assert build_task_cache(DAYS, "tiny", tmp_path, never_load).cache_id == first.cache_id  # still current
+
+
+@pytest.mark.integration
+def test_bad_model_path_on_the_command_line_keeps_the_cache(tiny_model, tmp_path, capsys):
+    from multid.tasks.build import main
+
+    cache = build_days(tiny_model, tmp_path)
+    before = file_bytes(cache.folder)
+    with pytest.raises(SystemExit) as exit_info:
+        main("days_of_week", ["--model", "tiny", "--base_dir", str(tmp_path), "--model_path", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2 and "--model_path" in capsys.readouterr().err
+    assert file_bytes(cache.folder) == before
+
+
+@pytest.mark.integration
+def test_truncated_layer_file_is_named_repaired_and_derived_files_recomputed(tiny_model, tmp_path, monkeypatch):
+    import multid.tasks.cache as cache_module
+    from multid.circles.sweep import SweepParams, fit_layer_probe, probe_meta, probe_path, probe_stage, save_probe
+    from multid.stage import describe, run_stage
+    from multid.tasks.build import main
+
+    cache = build_days(tiny_model, tmp_path)
+    pca = cache.get_pca(2, 15, 5)
+    params = SweepParams("a", ("cos", "sin"), 5, null_permutations=3)
+    probe = fit_layer_probe(cache, params, 2)
+    run_stage(probe_stage(cache, params, 2), lambda tmp: save_probe(tmp, probe, probe_meta(cache, params, 2)))
+    layer_file = paths.layer_acts_path(cache.folder, 2)
+    size = layer_file.stat().st_size
+    layer_file.write_bytes(layer_file.read_bytes()[: size // 2])  # a copy cut short
+
+    stage = cache_module.cache_stage(DAYS, "tiny", tmp_path)
+    assert describe(stage) == f"acts/layer2.pt has {size // 2} bytes, {size} were written"
+    command = f"python3 intervention/days_of_week_task.py --model tiny --base_dir {tmp_path}"
+    with pytest.raises(UserError) as error:
+        TaskCache.open(tmp_path, "tiny", "days_of_week")
+    message = str(error.value)
+    assert "\n" not in message and "damaged (acts/layer2.pt has" in message and message.endswith(command)
+
+    fits = []
+    real_fit = cache_module.fit_pca
+    monkeypatch.setattr(cache_module, "fit_pca", lambda acts, k: fits.append(k) or real_fit(acts, k))
+    monkeypatch.setattr("multid.tasks.build.model_loader", lambda args: lambda: tiny_model)
+    main("days_of_week", ["--model", "tiny", "--base_dir", str(tmp_path), "--pca_k", "5"])  # the named command repairs it
+    assert layer_file.stat().st_size == size and describe(stage) == "current"
+    repaired = TaskCache.open(tmp_path, "tiny", "days_of_week")
+    assert fits and all(k == 5 for k in fits)  # the PCA files were fitted again from the repaired activations
+    np.testing.assert_array_equal(repaired.get_pca(2, 15, 5).coords, pca.coords)
+    assert not probe_path(repaired, params, 2).exists()  # the probe of the damaged cache is gone, remade by the sweep
