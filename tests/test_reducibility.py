@@ -549,6 +549,17 @@ def test_demo_script_end_to_end(tmp_path, capsys):
         assert f"{name:>10}: M = {values['M']:.4f}" in printed
 
 
+@pytest.mark.integration
+def test_demo_script_writes_under_the_base_dir_by_default(tmp_path):
+    from reducibility_demos.reducibility_demo import main
+
+    written = main(["--base_dir", str(tmp_path), "--datasets", "circle", "--steps", "3", "--num_points", "100",
+                    "--formats", "png"])
+    folder = tmp_path / "figs" / "reducibility_demos"
+    assert written == [folder / "reducibility_circle.png", folder / "reducibility_demo_paper.json"]
+    assert demo_lib.default_out_dir(tmp_path) == folder
+
+
 @pytest.mark.acceptance
 def test_demo_runs_as_plain_script_from_its_folder(tmp_path):
     command = [sys.executable, "reducibility_demo.py", "--out_dir", str(tmp_path), "--steps", "20",

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from multid.config import ensure_writable_dir, figs_dir
+from multid.config import ensure_writable_dir, figure_dir
 from multid.io import load_json, save_figure, save_json
 from multid.reducibility import plots, synthetic
 from multid.reducibility.engine import DEMO_MIXTURE, DEMO_SEPARABILITY
@@ -33,7 +33,7 @@ UNITS = {"M": "fraction of points (surrogate at the last annealed step)", "S": "
 
 def default_out_dir(base_dir: Path) -> Path:
     """Where the demo writes by default: <base_dir>/figs/reducibility_demos."""
-    return figs_dir(base_dir) / "reducibility_demos"
+    return figure_dir(base_dir, "reducibility_demos")
 
 
 def figure_stem(name: str, weights: str) -> str:
