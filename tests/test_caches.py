@@ -37,7 +37,7 @@ def test_cache_files_and_meta(tiny_caches):
 
 @pytest.mark.integration
 def test_first_get_acts_call_returns_the_requested_slice(tiny_model, tmp_path):
-    """Upstream's get_acts returned layer 32 / last token on its first call (spec §6.4)."""
+    """Upstream's get_acts returned layer 32 / last token on its first call; ours returns the requested slice."""
     cache = build_days(tiny_model, tmp_path)
     fresh = TaskCache.open(tmp_path, "tiny", "days_of_week")
     acts = fresh.get_acts(1, 12)

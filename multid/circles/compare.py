@@ -75,7 +75,8 @@ def file_sha1(path: Path) -> str:
 
 
 def sae_plane(cache: TaskCache, components: np.ndarray, probe_layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, R) of the cos/sin(a) probe fitted on the probe-layer activations projected on the SAE PCs."""
+    """(Q, R) of the cos/sin(a) probe fitted on the probe-layer activations projected on the SAE PCs
+    (the circle-probe fit of docs/least_squares.md)."""
     acts = cache.get_acts(probe_layer, cache.layout.a_token).double().numpy()
     probe = fit_circle_probe((acts - acts.mean(axis=0)) @ components.T, cache.infos[:, 0], cache.p, ("cos", "sin"))
     return probe.q, probe.r

@@ -220,7 +220,11 @@ class LayerProbe:
 
 
 def fit_layer_probe(cache: TaskCache, params: SweepParams, layer: int) -> LayerProbe:
-    """Fit the probe (and the inverse-regression plane) at one layer; no model needed."""
+    """Fit the probe (and the inverse-regression plane) at one layer; no model needed.
+
+    The probe and the inverse regression are two of the project's five least-squares fits
+    (docs/least_squares.md says how and why they differ).
+    """
     token = letter_token(cache, params.letter)
     pca = cache.get_pca(layer, token, params.pca_k)
     labels = cache.infos[:, LETTER_INFO_INDEX[params.letter]]

@@ -3,7 +3,8 @@
     python3 intervention/days_of_week_task.py --model smollm2
     python3 intervention/months_of_year_task.py --model mistral --device 0 --pca_k 20
 
-Writes `<base_dir>/<model>_<task>/` (see intervention/layout.py) and reuses it when it is current.
+Writes `<base_dir>/<model>_<task>/` (layout: `multid.tasks.paths`) and reuses it when it is current; a
+damaged or incomplete cache is rebuilt, and a failing build leaves the previous complete cache in place.
 """
 
 from __future__ import annotations

@@ -100,8 +100,8 @@ class TaskCache:
             raise MissingArtifactError(f"activation cache for {model} / {task}", folder, command)
         problem = damage(folder, is_dir=True)
         if problem == "no stage record":
-            raise UserError(f"the activation cache {folder} has no stage record (made by an older version, or not by "
-                            f"multid); rebuild it with: {command}")
+            raise UserError(f"the activation cache {folder} has no readable stage record (made by an older version of "
+                            f"multid, or the record is damaged); rebuild it with: {command}")
         if problem is not None:
             raise UserError(f"the activation cache {folder} is damaged ({problem}); rebuild it with: {command}")
         return cls(folder, load_json(paths.meta_path(folder)))
