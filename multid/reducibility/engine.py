@@ -1,45 +1,10 @@
-"""The two reducibility indices of Engels et al. (2024), for one 2-D point cloud or thousands at once.
+"""The two reducibility indices of the paper (section 3), for one 2-D point cloud or thousands at once.
 
-A feature whose 2-D activations f (N x 2) are *reducible* is either a mixture (much of the mass sits in a
-thin slab around a line) or separable (some rotation makes the two coordinates independent). Two indices
-measure this (paper section 3, spec `sae_reducibility.md` section 6):
-
-- epsilon-mixture index M_eps(f) = max over (v, c) of the fraction of points with |z| < eps, where
-  z = (v.f + c) / sqrt(mean((v.f + c)^2)), eps = 0.1. Found by plain gradient ascent on the smooth
-  surrogate mean(sigmoid((eps - |z|) / T)).
-- separability index S(f) = min over rotations theta of the plug-in mutual information of a 2-D histogram of
-  the rotated cloud, reported in bits (nats / ln 2).
-
-Upstream has two variants of each, kept here as named configurations:
-
-- The synthetic demo (Fig 2 / 9, `reducibility_demo.py`): `DEMO_MIXTURE` anneals T from 1 towards 0 and
-  reports the surrogate at the last step; `DEMO_SEPARABILITY` normalises the cloud, bins it on a fixed
-  40 x 40 grid on [-3, 3]^2 and smooths the MI, over 1000 angles.
-- The GPT-2 cluster scan (`gpt2_compute_reducibility.py`): `SCAN_MIXTURE` keeps T = 1 and reports the hard
-  fraction; `SCAN_SEPARABILITY` uses `np.histogram2d(bins=10)` over each rotated cloud's own range, over 100
-  angles `linspace(0, 2 pi, 100)` (endpoint included, so angle 0 is evaluated twice).
-
-Two sets of functions compute them:
-
-- The engine (what the demo and scans use): `mixture_index_batched`, `separability_index_batched` and
-  `reducibility_batched` take a stack of B clouds (B x N x 2, with a B x N mask when clouds have different
-  sizes) and optimise / histogram them in tensor ops. The one-cloud functions `mixture_index` and
-  `separability_index` are the engine with B = 1, and the M engine is laid out so that a cloud gets
-  bit-for-bit the same numbers alone or inside any padded batch (see `_MixtureState`); this matters because
-  the annealed optimiser amplifies any rounding difference. The M engine uses the closed-form gradient of
-  the surrogate instead of autograd: the same derivative (tests compare it with autograd), but every step is
-  about a dozen element-wise passes over the points plus per-cloud 2 x 2 moment algebra, which is what makes
-  thousands of clouds cheap on a CPU.
-- The references `reference_mixture_index` and `reference_separability_index` compute one cloud the way
-  upstream does (a torch autograd loop with v += lr * grad; a Python loop over angles with
-  `np.histogram2d`), written from the spec's formulas. They are not used by the pipeline: the tests check
-  the engine against them, and `benchmarks/bench_reducibility.py` uses them as the baseline, because they
-  are what one would otherwise loop over. S agrees to ~1e-15 bits (same histogram counts). M agrees to
-  1e-5 for the same seeds and steps on short or well-conditioned runs; plain fixed-lr gradient ascent
-  amplifies rounding (a small start |v0| gives a chaotic orbit around the maximum, exact lines put the
-  maximum on the kink of |z|, annealing divides the gradient by T -> 1e-4), so on long runs two equivalent
-  gradient computations, or the reference started one float32 ulp away, can end on different M
-  (tests/test_reducibility.py states where the equivalence holds).
+M_eps (epsilon-mixture index: the largest share of points in a thin slab around a line) and S (separability
+index: the smallest mutual information over rotations, in bits), each in the paper code's two variants (the
+synthetic demo, the GPT-2 cluster scan) as named configurations. The batched engine is what the pipeline
+uses; the upstream-style one-cloud references exist for tests and benchmarks. docs/reducibility.md says
+how the variants differ and where engine and references agree.
 """
 
 from __future__ import annotations
@@ -190,9 +155,9 @@ def pad_clouds(clouds: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
 def initial_directions(num_clouds: int, seed: int) -> torch.Tensor:
     """The optimiser's starting v for each cloud (B x 2, float32), drawn in a fixed documented order.
 
-    Cloud b gets `torch.randn(2)` from a CPU generator seeded with `seed + b`. So cloud 0 of any batch equals
-    what `torch.manual_seed(seed); torch.randn(2)` gives (upstream's demo draws v right after seeding, its
-    data coming from numpy), and a loop calling the one-cloud function with seed + b reproduces the batch.
+    Cloud b gets `torch.randn(2)` from a CPU generator seeded with `seed + b`, so a loop calling the one-cloud
+    function with seed + b reproduces the batch (the cluster scan's convention). The reducibility demo passes
+    its own start instead: the paper code's draw right after each cloud (`multid.reducibility.synthetic`).
     """
     rows = [torch.randn(2, generator=torch.Generator().manual_seed(seed + b)) for b in range(num_clouds)]
     return torch.stack(rows) if rows else torch.zeros(0, 2)
