@@ -34,7 +34,7 @@ from multid.tasks.spec import (
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, load_pt, save_csv, save_json, save_pt
 from multid.models import model_fingerprint
-from multid.stage import Stage, artifact_id, damage, run_stage
+from multid.stage import Stage, artifact_id, damage, is_current, run_stage
 
 CACHE_VERSION = 1
 PCA_VERSION = 1
@@ -207,7 +207,10 @@ class TaskCache:
             save_pt(tmp, pca_to_dict(fit, meta))
             fitted.append(fit)
 
-        path = run_stage(self.pca_stage(layer, token, k, normalize_rms), build)
+        stage = self.pca_stage(layer, token, k, normalize_rms)
+        if is_current(stage):  # the read path takes no lock, so a read-only cache can be read
+            return pca_from_dict(load_pt(stage.path))
+        path = run_stage(stage, build)
         return fitted[0] if fitted else pca_from_dict(load_pt(path))
 
 
