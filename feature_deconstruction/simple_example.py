@@ -6,7 +6,7 @@ and four RGB panels (rows α, columns β) show what is left as features are regr
 a) the raw values, b) residual after [α = 4], [β = 1] and a bias, c) + sin α, d) + β.
 Each panel colours the top-3 principal components of what it shows.
 
-Fixes to upstream (spec sae_reducibility.md §7.3): each panel gets its own figure (upstream never cleared
+Fixes to upstream: each panel gets its own figure (upstream never cleared
 the figure, so later panels were drawn over earlier ones), and panel a is min-max scaled to [0, 1]
 (upstream divided each component by its column max, so negative values clipped to black; kept behind
 --upstream_panel_a). Also writes one combined four-panel figure and a JSON of R^2 per panel.
@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from multid.deconstruction.residual_rgb import top_singular_colors  # noqa: E402
-from multid.config import add_base_dir_arg, add_seed_arg, figure_dir, resolve_base_dir  # noqa: E402
+from multid.config import add_base_dir_arg, add_seed_arg, figure_dir, print_written, resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 from multid.io import save_figure, save_json  # noqa: E402
 
@@ -159,8 +159,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else figure_dir(resolve_base_dir(args.base_dir), "feature_deconstruction")
     written = run_simple_example(out_dir, seed=args.seed, fmt=args.format, upstream_panel_a=args.upstream_panel_a)
-    for path in written:
-        print(f"wrote {path}")
+    print_written(written)
     return written
 
 

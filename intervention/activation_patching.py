@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
 
 import torch  # noqa: E402
 
-from multid.config import resolve_base_dir, resolve_device  # noqa: E402
+from multid.config import print_written, resolve_base_dir, resolve_device  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
 from multid.patching.figures import INDICATOR_MODES  # noqa: E402
 from multid.models import get_spec  # noqa: E402
@@ -95,10 +95,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     cache = open_or_build_cache(args, args.task, load_model_fn=loader)
     written = patch_and_draw(cache, loader, resolve_base_dir(args.base_dir), params_from_args(args), force=args.force,
                              figures=not args.no_figures)
-    print("wrote:")
-    for path in written:
-        print(f"  {path}")
-    print(f"done in {time.time() - started:.1f} s")
+    print_written(written, started)
     return written
 
 

@@ -5,8 +5,8 @@
     python -m intervention.circle_probe_interventions month a mistral --device 0 --intervention_pca_k 5 --probe_on_cos --probe_on_sin
 
 Builds the task cache if needed, then for each layer fits the probe (saved per layer) and runs the
-interventions (batched, resumable per layer). See intervention/circle_sweep.py for the artifacts and
-intervention/circle_finding_utils.py for the formulas.
+interventions (batched, resumable per layer). The artifacts: multid/circles/sweep.py; the formulas:
+multid/circles/probe.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from multid.circles.sweep import (  # noqa: E402
     run_circle_sweep,
 )
 from multid.tasks.registry import ALIASES  # noqa: E402
-from multid.config import add_seed_arg, resolve_base_dir  # noqa: E402
+from multid.config import add_seed_arg, print_written, resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="cache layers to run (default: all, 0..n for a, 1..n for c)")
     parser.add_argument("--centered_interventions", action="store_true",
-                        help="centred 'patch circle' / 'patch PCA' formulas (default: upstream's, see circle_finding_utils)")
+                        help="centred 'patch circle' / 'patch PCA' formulas (default: upstream's, see multid/circles/probe.py)")
     parser.add_argument("--upstream_one_hot_8", action="store_true",
                         help="find_c_circle with upstream's 8 indicators per variable (wrong for months) instead of p")
     parser.add_argument("--null_permutations", type=int, default=DEFAULT_NULL_PERMUTATIONS,
@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None):
         means = result.means[index]
         print(f"{layer:>5} {result.r2[index].mean():>6.3f} {result.null_mean[index]:>6.3f} {result.null_p95[index]:>6.3f} "
               + " ".join(f"{value:>12.3f}" for value in means[:5]))
-    print(f"done in {time.time() - started:.1f} s; wrote:")
-    for what, path in result.paths.items():
-        if path is not None:
-            print(f"  {what:<20} {path}")
+    print_written([f"{what:<20} {path}" for what, path in result.paths.items() if path is not None], started)
     return result
 
 

@@ -6,7 +6,7 @@
 Upstream fixed Mistral, weekdays, letter a, cos+sin, k = 5, probe layer 8 and layers 6..10. The SAE
 subspace comes from a PCA file you pass with --sae_pca (.npz/.pt with "components" [m, d]; the SAE part
 of this repo is not implemented yet); without it, `--methods fixed_layer_probe per_layer_probe` runs the
-other two. The file is checked before any model or cache work. See intervention/circle_compare.py.
+other two. The file is checked before any model or cache work. See multid/circles/compare.py.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from multid.circles.compare import (  # noqa: E402
 from multid.circles.probe import VARIANTS  # noqa: E402
 from multid.circles.sweep import PROBLEM_TYPES  # noqa: E402
 from multid.tasks.registry import ALIASES  # noqa: E402
-from multid.config import resolve_base_dir  # noqa: E402
+from multid.config import print_written, resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sae_pcs", type=int, nargs=2, default=[1, 2], help="which PCs of the file, 0-based (default: 1 2 = PCs 2 and 3)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="(default: all three)")
     parser.add_argument("--upstream_basis_pairing", action="store_true",
-                        help="pair the fixed probe with the target layer's PCA basis, as upstream (see circle_compare.py)")
+                        help="pair the fixed probe with the target layer's PCA basis, as upstream (see multid/circles/compare.py)")
     parser.add_argument("--centered_interventions", action="store_true", help="centred patch-circle formula")
     return parser
 
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     column = VARIANTS.index("patch_circle")
     for method, result in results.items():
         print(f"{method:<18} layer {int(result['layers'][0])} patch-circle mean {result['means'][0, column]:.4f}")
-    print(f"done in {time.time() - started:.1f} s; wrote:")
-    for path in written:
-        print(f"  {path}")
+    print_written(written, started)
     return results
 
 

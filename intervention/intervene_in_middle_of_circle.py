@@ -9,7 +9,7 @@ Needs the saved cos/sin a-probe of that layer and k, made by
 Without --only_paper_plots (and no --model/--layer/--b/--problem_type), runs upstream's full mode:
 mistral and llama, both tasks, layers 0..7, every b (it says so and how many grids before it starts;
 --model_path, which names one model's weights, is refused there). Writes the per-b logits and 2x2
-figures (see intervention/circle_grid.py) and, for a set of b, the Figure 6 panel figure.
+figures (see multid/circles/grid.py) and, for a set of b, the Figure 6 panel figure.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from multid.circles.sweep import PROBLEM_TYPES  # noqa: E402
 from multid.figures.paper import figure6, paper_plots_dir  # noqa: E402
 from multid.paper import FIGURE6  # noqa: E402
 from multid.tasks.registry import ALIASES, get_task_spec  # noqa: E402
-from multid.config import resolve_base_dir  # noqa: E402
+from multid.config import print_written, resolve_base_dir  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
 
 FULL_MODE = {"models": ("mistral", "llama"), "tasks": ("day", "month"), "layers": tuple(range(8))}
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             suffix = "_centered" if centered else ""
             out = paper_plots_dir(base_dir) / f"{model}_highest_logit_{problem_type}_after_intervention_layer{layer}{suffix}.png"
             written.append(figure6(list(grids.values()), names, out))
-    print(f"done in {time.time() - started:.1f} s; wrote:")
-    for path in written:
-        print(f"  {path}")
+    print_written(written, started)
     return written
 
 

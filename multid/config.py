@@ -22,27 +22,48 @@ def default_base_dir() -> Path:
 
 
 def resolve_base_dir(base_dir: str | os.PathLike | None = None, create: bool = True) -> Path:
-    """The artifact base directory (`--base_dir`, else env, else default), checked to be writable."""
+    """The artifact base directory (`--base_dir`, else env, else default).
+
+    create=True: made if missing and checked to be writable. create=False (readers such as the figure
+    renderer): only checked not to be a file, since a missing folder simply holds no artifacts yet.
+    """
     path = Path(base_dir).expanduser() if base_dir else default_base_dir()
     path = path.resolve()
     if create:
         ensure_writable_dir(path, what="base dir")
+    else:
+        refuse_file_in_path(path, "base dir")
     return path
+
+
+def refuse_file_in_path(path: Path, what: str = "folder") -> None:
+    """One-line UserError when `path`, or a folder above it, exists as something other than a folder."""
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if part.is_dir():
+                return
+            where = "is a file" if part == path else f"cannot be made: {part} is a file"
+            raise UserError(f"{what} {path} {where}, not a folder; {folder_remedy(what)}")
 
 
 def ensure_writable_dir(path: Path, what: str = "folder") -> Path:
     """Create `path` if needed and prove it is writable; raise a one-line UserError otherwise."""
+    refuse_file_in_path(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise UserError(
-            f"{what} {path} is not writable ({err.strerror or err}); pass --base_dir to a writable folder "
-            f"or set {BASE_DIR_ENV}"
-        ) from None
+        raise UserError(f"{what} {path} is not writable ({err.strerror or err}); {folder_remedy(what)}") from None
     return path
+
+
+def folder_remedy(what: str) -> str:
+    """What to do about an unusable folder: the option that names it, else --base_dir."""
+    if what.startswith("--"):
+        return f"pass {what} to a writable folder"
+    return f"pass --base_dir to a writable folder or set {BASE_DIR_ENV}"
 
 
 def models_dir(base_dir: Path) -> Path:
@@ -145,3 +166,13 @@ def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, help="random seed (default: %(default)s)")
+
+
+def print_written(paths, started: float | None = None) -> None:
+    """The closing lines of every script: how long it took (if `started`, a time.time()) and each file written."""
+    import time
+
+    took = f"done in {time.time() - started:.1f} s; " if started is not None else ""
+    print(f"{took}wrote:")
+    for path in paths:
+        print(f"  {path}")

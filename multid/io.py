@@ -23,8 +23,14 @@ from multid.errors import MissingArtifactError, UserError
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as err:  # read-only or full disk, a file where a folder should be: nothing was written
+        raise UserError(
+            f"cannot write {final}: {err.strerror or err} ({err.filename or final.parent}); pass --base_dir to a "
+            f"writable folder (copy the artifacts there first if they live here)"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.chmod(0o666 & ~current_umask())  # mkstemp makes 0600 files; artifacts get the usual permissions

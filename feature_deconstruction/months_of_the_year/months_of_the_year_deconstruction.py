@@ -1,11 +1,12 @@
-"""Residual RGB plots for the months task (paper Figure 16): a thin entry point over
-multid.deconstruction.residual_rgb, which holds the method and this task's schedule table (MONTHS).
+"""Residual RGB plots for the months task (paper Figure 16: Llama-3, layers 13-29, last prompt token 12).
 
-Upstream way (files copied here):  cd feature_deconstruction/months_of_the_year && python3 months_of_the_year_deconstruction.py
-From a cache:  python -m feature_deconstruction.months_of_the_year.months_of_the_year_deconstruction --model smollm2 --base_dir DIR
+Upstream's way, with results.csv and pca_components/ copied beside this script:
+    cd feature_deconstruction/months_of_the_year && python3 months_of_the_year_deconstruction.py
+From a task cache under the base dir (any model):
+    python -m feature_deconstruction.months_of_the_year.months_of_the_year_deconstruction --model smollm2 --base_dir DIR
+
+multid.deconstruction.residual_rgb holds the method and the months schedule (MONTHS).
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
@@ -15,10 +16,5 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
 
 from multid.deconstruction.residual_rgb import MONTHS, script_main  # noqa: E402
 
-
-def main() -> None:
-    script_main(MONTHS, prog="months_of_the_year_deconstruction.py")
-
-
 if __name__ == "__main__":
-    main()
+    script_main(MONTHS, prog=Path(__file__).name)

@@ -1,4 +1,4 @@
-"""Circle probes on PCA coordinates (upstream `circle_finding_utils.py` / probing part of §2.2).
+"""Circle probes on PCA coordinates and the seven circle interventions (paper section 5.2; upstream `circle_finding_utils.py`).
 
 The probe: for activations at one (layer, token), take their PCA-k coordinates Z (centred) and fit
 Z W ~ Y by least squares (no intercept: Z is centred and the targets are balanced), where Y holds
@@ -202,7 +202,7 @@ def c_circle_design(infos: np.ndarray, p: int, upstream_one_hot_8: bool = False,
 
 
 def find_c_circle(infos: np.ndarray, coords: np.ndarray, p: int, upstream_one_hot_8: bool = False) -> CCircleFit:
-    """Inverse-regression probe for the c circle (upstream `find_c_circle`, spec §3.2).
+    """Inverse-regression probe for the c circle (upstream `find_c_circle`).
 
     Regress the PCA coordinates [n, k] on the design without and then with cos/sin(c); return the
     last two columns of pinv(beta, atol=1e-2) ([k, 2]), the linear read-out from PCA space to the
@@ -218,12 +218,12 @@ def find_c_circle(infos: np.ndarray, coords: np.ndarray, p: int, upstream_one_ho
 
 # ------------------------------------------------------------------------------- intervention variants
 #
-# The seven interventions of spec §3.3, as functions of activations (row vectors, torch). Notation:
+# The seven interventions of paper section 5.2, as functions of activations (row vectors, torch). Notation:
 # mu = mean activation at (layer, token); C = PCA components [k, d] (P = C^T); U = the "undo" basis
 # [d, D'] (P unless a caller passes another, e.g. SAE PCs); (Q, R) = the probe's QR factors;
 # plane = U Q [d, D] (orthonormal columns); T = E R^-1 turns probe targets E into plane coordinates.
 #
-# Upstream formulas (default) mix centred and uncentred coordinates (spec §6.5):
+# Upstream formulas (default) mix centred and uncentred coordinates:
 #   patch circle:  x' = mu + T[v] plane^T - (mu plane) plane^T
 #                  (the plane coordinate of x' is T[v] in *absolute* coordinates, while the probe was
 #                  fitted on centred PCA coordinates, so the probe reads E[v] - mu P Q R, not E[v]);
@@ -370,11 +370,11 @@ class InterventionRuns:
 
 
 def intervention_runs(infos: np.ndarray, p: int, letter: str) -> InterventionRuns:
-    """Upstream's run rules (spec §3.3).
+    """Upstream's run rules: which (problem, new value, donor) triples an intervention sweep runs.
 
     letter a: skip v == a; c' = (b + v) mod p; donor = the problem with a = v and the same b.
     letter c: skip v == c; c' = v; donor = the problem with c = v and b = 3 (upstream's fixed b,
-    kept for faithfulness, spec §6.9: the donor differs from problem i in b as well as in c).
+    kept for faithfulness, although the donor then differs from problem i in b as well as in c).
     """
     if letter not in LETTERS:
         raise UserError(f"intervene_on must be one of {LETTERS}, got {letter!r}")

@@ -310,7 +310,11 @@ def all_layer_pca_grid(cache: TaskCache, out_path: Path, layers: Sequence[int] |
 
 
 def all_layer_pca_path(base_dir: Path, cache: TaskCache) -> Path:
-    return paper_plots_dir(base_dir) / f"{cache.model}_{TASK_TITLES[cache.task].lower()}_all_pca.png"
+    return all_layer_pca_file(base_dir, cache.model, cache.task)
+
+
+def all_layer_pca_file(base_dir: Path, model: str, task: str) -> Path:
+    return paper_plots_dir(base_dir) / f"{model}_{TASK_TITLES[task].lower()}_all_pca.png"
 
 
 def results_table_models(base_dir: Path, task: str) -> list[str]:
@@ -376,4 +380,8 @@ def write_results_table(base_dir: Path, task: str, models: Sequence[str] | None 
     from multid.io import write_text_atomic
 
     latex, counts = results_table(base_dir, task, models)
-    return write_text_atomic(paper_plots_dir(base_dir) / f"{task}_results.tex", latex), counts
+    return write_text_atomic(results_table_path(base_dir, task), latex), counts
+
+
+def results_table_path(base_dir: Path, task: str) -> Path:
+    return paper_plots_dir(base_dir) / f"{task}_results.tex"

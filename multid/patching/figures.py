@@ -1,16 +1,9 @@
-"""Activation-patching figures and the head table (appendix notebook cells 3-5, spec §5.2), from saved arrays.
+"""Activation-patching figures and the head table (paper appendix: patching heat maps and Table 4), from saved arrays.
 
-Every function here reads what `intervention/activation_patching.py` wrote under the base dir and
-needs no model:
-- `sweep_heatmap`: the mean of one sweep over all positions (the png beside each .npz, as upstream);
-- `layer_patching_heatmap`: MLP / attention (or resid) patching, same-a and same-b pairs together,
-  positions cropped to the named prompt tokens, negatives clipped to 0, OrRd (cell 3);
-- `head_patching_heatmap`: the same for attention heads, layers x heads, plus the top-10 cells (cell 4);
-- `head_table`: per top head, R^2 of its output at the last prompt token explained by one-hot a, b
-  (+ constant) and by one-hot a, b, c (+ constant); LaTeX and CSV (cell 5, Table 4).
-Fixes: y tick labels come from the cache's token map (upstream hard-coded them, and the Weekdays list
-did not follow the rows, spec §6.13); the head table's one-hot blocks cover every value of a, b, c
-(upstream used 8 indicators, which misses months >= 8; `indicators="8"` restores that).
+Reads what `intervention/activation_patching.py` wrote under the base dir; no model is needed. Two fixes to
+upstream: y tick labels come from the cache's token map (upstream hard-coded them, and its weekday list did not
+follow the rows), and the head table's one-hot blocks cover every value of a, b, c (upstream used 8 indicators,
+which misses months >= 8; `indicators="8"` restores that).
 """
 
 from __future__ import annotations
@@ -137,6 +130,34 @@ def named_position_labels(cache: TaskCache) -> tuple[list[int], list[str]]:
     return positions, labels
 
 
+def layer_heatmap_stem(out_dir: Path, model: str, task: str, layer_type: str) -> Path:
+    """`{model}_{type}_{task}_patching` (+ .pdf/.png): the MLP / attention / resid heat map."""
+    return Path(out_dir) / f"{model}_{layer_type}_{task}_patching"
+
+
+def head_heatmap_stem(out_dir: Path, model: str, task: str) -> Path:
+    """`{model}_attention_head_{task}_patching` (+ .pdf/.png, and `_top_heads.csv` beside it)."""
+    return Path(out_dir) / f"{model}_attention_head_{task}_patching"
+
+
+def head_table_stem(out_dir: Path, model: str, task: str) -> Path:
+    """`{model}_{task}_attention_head_patching` (+ .tex/.csv): Table 4."""
+    return Path(out_dir) / f"{model}_{task}_attention_head_patching"
+
+
+def patching_figure_files(out_dir: Path, model: str, task: str) -> dict[str, list[Path]]:
+    """Every file the paper-plots patching figures of one model and task are saved as, by figure kind."""
+    heads = head_heatmap_stem(out_dir, model, task)
+    table = head_table_stem(out_dir, model, task)
+    layer_files = [layer_heatmap_stem(out_dir, model, task, kind).with_suffix(suffix)
+                   for kind in ("mlp", "attention", "resid") for suffix in (".pdf", ".png")]
+    return {
+        "layers": layer_files,
+        "heads": [heads.with_suffix(".pdf"), heads.with_suffix(".png"), heads.with_name(heads.name + "_top_heads.csv"),
+                  table.with_suffix(".tex"), table.with_suffix(".csv")],
+    }
+
+
 def layer_patching_heatmap(
     base_dir: Path, model: str, task: str, layer_type: str, num_pairs: int = DEFAULT_NUM_PAIRS, out_dir: Path | None = None
 ) -> list[Path]:
@@ -153,7 +174,7 @@ def layer_patching_heatmap(
     draw_heatmap(ax, grid, labels, results[0].layers, "Layer", "Token", figure_title(model, task, LAYER_TYPE_TITLES[layer_type]) + f" ({n_pairs} pairs)")
     fig.tight_layout()
     out_dir = Path(out_dir) if out_dir is not None else paper_plots_dir(base_dir)
-    return save_pdf_and_png(fig, out_dir / f"{model}_{layer_type}_{task}_patching")
+    return save_pdf_and_png(fig, layer_heatmap_stem(out_dir, model, task, layer_type))
 
 
 def head_patching_heatmap(
@@ -172,7 +193,7 @@ def head_patching_heatmap(
         ax.add_patch(plt.Rectangle((head - 0.5, list(layers).index(layer) - 0.5), 1, 1, fill=False, lw=0.8, ec="black"))
     fig.tight_layout()
     out_dir = Path(out_dir) if out_dir is not None else paper_plots_dir(base_dir)
-    stem = out_dir / f"{model}_attention_head_{task}_patching"
+    stem = head_heatmap_stem(out_dir, model, task)
     paths = save_pdf_and_png(fig, stem)
     paths.append(save_csv(stem.with_name(stem.name + "_top_heads.csv"), ("layer", "head", "effect"), best))
     return paths, best
@@ -242,7 +263,7 @@ def head_table(
         raise UserError(f"{path} was computed from an older activation cache; recompute it with: {patching_command(model, task, num_pairs, base_dir)}")
     rows = head_table_rows(stored, indicators)
     out_dir = Path(out_dir) if out_dir is not None else paper_plots_dir(base_dir)
-    stem = out_dir / f"{model}_{task}_attention_head_patching"
+    stem = head_table_stem(out_dir, model, task)
     caption = (
         f"{MODEL_TITLES.get(model, model)} {TASK_TITLES.get(task, task)}: top {len(rows)} attention heads by average "
         f"patching effect, and the fraction of variance of each head's output at the last prompt token explained "

@@ -76,9 +76,35 @@ def load_results_csv(path: str | os.PathLike):
     if missing:
         raise UserError(f"{path} lacks the results.csv column(s) {', '.join(missing)}; found {list(frame.columns)}")
     for column in ("a", "b", "c"):
-        frame[column] = frame[column].astype(int)
+        frame[column] = integer_column(frame[column], path, column)
     frame["model_correct"] = frame["model_correct"].map(lambda value: str(value).strip() == "True")
     return frame
+
+
+def integer_column(values, path: Path, column: str):
+    """`values` as ints, or a one-line UserError naming the first bad row and the command that rebuilds the file."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise UserError(
+            f"{path} line {row + 2}, column {column}: {str(values.iloc[row])!r} is not an "
+            f"integer; columns a, b, c hold whole numbers. {rebuild_hint(path)}"
+        )
+    return numbers.astype(int)
+
+
+def rebuild_hint(results_csv: Path) -> str:
+    """How to get a good results.csv back: the task script's command for a cache folder, else a fresh copy."""
+    folder = results_csv.parent
+    for task in TASK_NAMES:
+        suffix = f"_{task}"
+        if folder.name.endswith(suffix) and len(folder.name) > len(suffix):
+            model = folder.name[: -len(suffix)]
+            return f"Rebuild it with: {build_cache_command(model, task, base_dir=folder.parent)} --force"
+    return "Copy the file again from the run that wrote it"
 
 
 def load_pca_scores(path: str | os.PathLike):

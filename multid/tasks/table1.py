@@ -63,6 +63,12 @@ def latex_table(rows: list[tuple]) -> str:
     )
 
 
+def table1_paths(base_dir: Path) -> tuple[Path, Path]:
+    """Where Table 1 is saved: figs/paper_plots/table1.csv and table1.tex."""
+    out = paper_plots_dir(base_dir)
+    return out / "table1.csv", out / "table1.tex"
+
+
 def write_table1(base_dir: Path, models: list[str] | None = None) -> tuple[str, list[Path]]:
     """Compute Table 1, save it as CSV and LaTeX under figs/paper_plots, return (text, paths)."""
     rows = accuracy_rows(base_dir, models)
@@ -70,7 +76,7 @@ def write_table1(base_dir: Path, models: list[str] | None = None) -> tuple[str, 
         raise UserError(
             f"no results.csv under {base_dir}; build one with: {build_cache_command('smollm2', 'days_of_week', base_dir=base_dir)}"
         )
-    out = paper_plots_dir(base_dir)
-    csv_path = save_csv(out / "table1.csv", COLUMNS, rows)
-    tex_path = write_text_atomic(out / "table1.tex", latex_table(rows))
+    csv_file, tex_file = table1_paths(base_dir)
+    csv_path = save_csv(csv_file, COLUMNS, rows)
+    tex_path = write_text_atomic(tex_file, latex_table(rows))
     return format_table(rows), [csv_path, tex_path]
