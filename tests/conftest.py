@@ -135,3 +135,24 @@ def smollm2_caches(smollm2_model, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def smollm2_base_dir(smollm2_caches) -> Path:
     return next(iter(smollm2_caches.values())).folder.parent
+
+
+@pytest.fixture()
+def drawn_figures(monkeypatch) -> dict:
+    """{file name: matplotlib Figure} of every figure saved during the test (still saved as usual), to check
+    figures by their content (series, points, colours, labels) rather than by file size."""
+    from matplotlib.figure import Figure
+
+    figures: dict = {}
+    real_savefig = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        if isinstance(fname, (str, os.PathLike)):
+            name = Path(fname).name
+            if name.startswith(".") and name.endswith(".tmp"):  # multid.io.atomic_path's `.<name>.<random>.tmp`
+                name = name[1:-4].rsplit(".", 1)[0]
+            figures[name] = self
+        return real_savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figures
