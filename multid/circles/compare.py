@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -142,6 +143,18 @@ def run_comparison(
     sae = load_sae_components(sae_path, sae_pcs, int(cache.meta["d_model"])) if "sae_subspace" in methods else None
     runs = intervention_runs(cache.infos, cache.p, "a")
     engine = CleanRun(cache, cache.layout.a_token, load_model_fn, batch_size)
+
+    def compute(method: str, meta: dict, tmp: Path) -> None:
+        raw = np.stack([
+            layer_metrics(engine.model, cache, engine.prefix,
+                          comparison_basis(cache, method, layer, probe_layer, k, sae, upstream_basis_pairing, centered,
+                                           engine.device),
+                          layer, runs, cache.answer_token_ids, engine.clean_logits, engine.rows_per_forward)
+            for layer in layers
+        ])
+        save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), layers=np.array(layers), raw=raw,
+                 means=raw.mean(axis=2), variants=np.array(VARIANTS))
+
     out = {}
     for method in methods:
         # the SAE file's SHA-1 is in the settings, so a replaced file is recomputed
@@ -150,19 +163,7 @@ def run_comparison(
                 "upstream_basis_pairing": upstream_basis_pairing, "centered": centered, "version": COMPARE_VERSION}
         stage = Stage(f"{method} comparison of {cache.model} / {cache.task}", comparison_dir(base_dir, cache) / f"{method}.npz",
                       {**meta, "cache": cache.artifact_id})
-
-        def build(tmp: Path) -> None:
-            raw = np.stack([
-                layer_metrics(engine.model, cache, engine.prefix,
-                              comparison_basis(cache, method, layer, probe_layer, k, sae, upstream_basis_pairing, centered,  # noqa: B023
-                                               engine.device),
-                              layer, runs, cache.answer_token_ids, engine.clean_logits, engine.rows_per_forward)
-                for layer in layers
-            ])
-            save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), layers=np.array(layers), raw=raw,  # noqa: B023
-                     means=raw.mean(axis=2), variants=np.array(VARIANTS))
-
-        path = run_stage(stage, build)
+        path = run_stage(stage, partial(compute, method, meta))
         stored = load_npz(path)
         out[method] = {"path": path, "layers": stored["layers"], "raw": stored["raw"], "means": stored["means"], "meta": meta}
     return out

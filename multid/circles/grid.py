@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -158,21 +159,20 @@ def compute_grid_logits(
     engine = CleanRun(cache, cache.layout.a_token, load_model_fn, batch_size)
     bases: dict[str, CircleBasis] = {}
     out = {}
+
+    def compute(problem: int, meta: dict, tmp: Path) -> None:
+        if not bases:
+            grid_basis(cache, layer, k, centered, "cpu", base_dir)  # a missing probe fails before the model loads
+            bases["basis"] = grid_basis(cache, layer, k, centered, engine.device, base_dir)
+        vectors = patch_circle(bases["basis"], torch.as_tensor(points, dtype=torch.float32))
+        logits = engine.patched_logits(layer, torch.full((len(points),), problem, dtype=torch.long), vectors)
+        save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), logits=logits.numpy().astype(np.float64),
+                 points=points, angles=angles, radii=radii)
+
     for b in bs:
-        problem = grid_problem(cache, b)
         meta = grid_meta(cache, layer, k, b, num_angles, num_radii, centered)
-
-        def build(tmp: Path) -> None:
-            if not bases:
-                grid_basis(cache, layer, k, centered, "cpu", base_dir)  # a missing probe fails before the model loads
-                bases["basis"] = grid_basis(cache, layer, k, centered, engine.device, base_dir)
-            vectors = patch_circle(bases["basis"], torch.as_tensor(points, dtype=torch.float32))
-            rows = torch.full((len(points),), problem, dtype=torch.long)  # noqa: B023 (called at once)
-            logits = engine.patched_logits(layer, rows, vectors)
-            save_npz(tmp, meta_json=np.array(json.dumps(meta, sort_keys=True)), logits=logits.numpy().astype(np.float64),  # noqa: B023
-                     points=points, angles=angles, radii=radii)
-
-        stored = load_npz(run_stage(grid_stage(cache, base_dir, layer, k, b, num_angles, num_radii, centered), build))
+        stage = grid_stage(cache, base_dir, layer, k, b, num_angles, num_radii, centered)
+        stored = load_npz(run_stage(stage, partial(compute, grid_problem(cache, b), meta)))
         out[b] = GridLogits(stored["logits"], stored["points"], stored["angles"], stored["radii"], b, cache.p, meta)
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -502,20 +503,19 @@ def run_circle_sweep(
     engine = CleanRun(cache, letter_token(cache, params.letter), load_model_fn, batch_size)
 
     timings: dict[int, float] = {}
+
+    def compute_layer(layer: int, probe: LayerProbe, tmp: Path) -> None:
+        started = time.time()
+        basis = probe.basis(params.centered, device=engine.device)
+        raw = layer_metrics(engine.model, cache, engine.prefix, basis, layer, runs, cache.answer_token_ids,
+                            engine.clean_logits, engine.rows_per_forward)
+        save_layer_result(tmp, {**meta, "layer": layer}, layer, raw, probe, runs)
+        timings[layer] = time.time() - started
+
     for layer in tqdm(layers, desc=f"{cache.model} {cache.task} {params.letter}-circle layers", unit="layer", disable=not progress):
         probe = fit_layer_probe(cache, params, layer)
-        run_stage(probe_stage(cache, params, layer, base_dir),
-                  lambda tmp: save_probe(tmp, probe, probe_meta(cache, params, layer)))  # noqa: B023 (called at once)
-
-        def build(tmp: Path) -> None:
-            started = time.time()
-            basis = probe.basis(params.centered, device=engine.device)  # noqa: B023 (called at once)
-            raw = layer_metrics(engine.model, cache, engine.prefix, basis, layer, runs, cache.answer_token_ids,  # noqa: B023
-                                engine.clean_logits, engine.rows_per_forward)
-            save_layer_result(tmp, {**meta, "layer": layer}, layer, raw, probe, runs)  # noqa: B023
-            timings[layer] = time.time() - started  # noqa: B023
-
-        run_stage(layer_stage(base_dir, cache, params, layer), build)
+        run_stage(probe_stage(cache, params, layer, base_dir), partial(save_probe, probe=probe, meta=probe_meta(cache, params, layer)))
+        run_stage(layer_stage(base_dir, cache, params, layer), partial(compute_layer, layer, probe))
     result = collect_finished_layers(base_dir, cache, params)
     result.paths["combined"] = save_combined(combined_path(base_dir, cache, params), result)
     result.paths["summary"] = save_csv(combined_path(base_dir, cache, params, "_summary.csv"), SUMMARY_COLUMNS, summary_rows(result))
