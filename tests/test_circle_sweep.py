@@ -71,7 +71,7 @@ class CountingLoader:
 
 
 @pytest.mark.integration
-def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_path_factory, tiny_caches):
+def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_path_factory, tiny_caches, drawn_figures):
     cache = open_cache(tiny_base)
     first = run_circle_sweep(cache, DAYS_A, tiny_base, [1, 2], CountingLoader(tiny_model), progress=False)
     assert sorted(first.meta["timings_s"]) == ["1", "2"]
@@ -88,8 +88,22 @@ def test_sweep_resumes_and_ends_with_the_same_file(tiny_model, tiny_base, tmp_pa
     result = load_sweep_result(combined_path(tiny_base, cache, DAYS_A))
     assert list(result.layers) == [1, 2, 3] and result.raw.shape == (3, len(VARIANTS), 294)
     np.testing.assert_allclose(result.means, result.raw.mean(axis=2))
-    for name in ("summary", "logit_diffs_figure", "probe_r2_figure"):
-        assert resumed.paths[name].stat().st_size > 0
+    # the summary and the two figures by content: one row / one point per layer, the means and R^2 of the result
+    from multid.circles.sweep import SUMMARY_COLUMNS
+
+    summary = [line.split(",") for line in resumed.paths["summary"].read_text().splitlines()]
+    assert tuple(summary[0]) == SUMMARY_COLUMNS and [row[0] for row in summary[1:]] == ["1", "2", "3"]
+    assert [float(row[SUMMARY_COLUMNS.index("mean_patch_layer")]) for row in summary[1:]] == pytest.approx(
+        result.variant_means("patch_layer"), rel=1e-5)
+    (means_ax,) = drawn_figures[resumed.paths["logit_diffs_figure"].name].axes
+    lines = [line for line in means_ax.get_lines() if not line.get_label().startswith("_")]
+    assert len(lines) == len(VARIANTS)
+    for index, line in enumerate(lines):
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+        np.testing.assert_allclose(line.get_ydata(), result.means[:, index], atol=1e-9)
+    (r2_ax,) = drawn_figures[resumed.paths["probe_r2_figure"].name].axes
+    mean_line = next(line for line in r2_ax.get_lines() if line.get_label() == "R$^2$ mean")
+    np.testing.assert_allclose(mean_line.get_ydata(), result.r2.mean(axis=1), atol=1e-9)
     assert (result.null_p95 >= result.null_mean).all()
 
 
@@ -150,7 +164,7 @@ def test_script_runs_from_its_folder(tiny_base):
 
 
 @pytest.mark.integration
-def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys):
+def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys, drawn_figures):
     cache = open_cache(tiny_base)
     points, angles, radii = circle_points()
     assert points.shape == (2000, 2) and radii[99] == 0 and np.isclose(radii[100], 0.1) and np.isclose(radii[-1], 1.9)
@@ -168,7 +182,27 @@ def test_figure6_grid_and_paper_figures(tiny_model, tiny_base, capsys):
         residual_c_figure(cache, out / "residual_c.png"),
         all_layer_pca_grid(cache, out / "all_pca.png"),
     ]
-    assert all(path.stat().st_size > 1000 for path in written)
+    assert all(path.exists() for path in written)
+    # by content: Figure 6 colours each grid point by its argmax answer, Figure 5 draws the sweep's means
+    import matplotlib
+
+    from multid.circles.probe import VARIANT_LABELS
+
+    wheel = matplotlib.colormaps["hsv"](np.arange(7) / 7)[:, :3]
+    panels = [ax for ax in drawn_figures["fig6.png"].axes if ax.collections]
+    assert len(panels) == 2
+    for ax, b in zip(panels, (2, 3)):
+        (scatter,) = ax.collections
+        np.testing.assert_allclose(scatter.get_offsets(), grids[b].points)
+        np.testing.assert_allclose(scatter.get_facecolors()[:, :3], wheel[grids[b].logits.argmax(axis=1)], atol=1e-6)
+        assert ax.get_title() == f"Task Duration = {b} Days"
+    sweep = load_sweep_result(combined_path(tiny_base, cache, DAYS_A))
+    (fig5_ax,) = [ax for ax in drawn_figures["fig5.png"].axes if ax.get_lines()]
+    for variant in ("no_op", "patch_layer", "patch_circle", "patch_pca", "average_ablate"):
+        (line,) = [line for line in fig5_ax.get_lines() if line.get_label() == VARIANT_LABELS[variant]]
+        np.testing.assert_allclose(line.get_ydata(), sweep.raw[:, VARIANTS.index(variant)].mean(axis=1), atol=1e-9)
+    assert len(drawn_figures["residual_c.png"].axes[0].collections[0].get_offsets()) == 49
+    assert [ax.get_title() for ax in drawn_figures["all_pca.png"].axes if ax.collections] == ["Layer 0", "Layer 1", "Layer 2"]
     assert residual_c_panel(cache, 2)[1] == (49, 14)
     code = intervene_in_middle_of_circle.main(["--model", "tiny", "--layer", "2", "--b", "4", "--num_angles", "5", "--radii", "2",
                                                "--base_dir", str(tiny_base), "--device", "cpu"])
