@@ -272,3 +272,35 @@ def test_render_cli_exit_status_and_table(tiny_copy):
     done = run_script("intervention/render_figures.py", "--base_dir", str(tiny_copy), "--model", "tiny", "--only", "figure6")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "figure6  SKIPPED" in done.stdout and "intervene_in_middle_of_circle.py --model tiny" in done.stdout
+
+
+# ------------------------------------------------------------------------ same command, same bytes
+
+
+@pytest.mark.unit
+def test_save_pt_bytes_do_not_depend_on_the_file_name(tmp_path):
+    import torch
+
+    from multid.io import load_pt, save_pt
+
+    obj = {"coords": torch.arange(12, dtype=torch.float32).reshape(4, 3), "k": 3}
+    first = save_pt(tmp_path / "layer4.pt", obj).read_bytes()
+    second = save_pt(tmp_path / "sub" / "another_name.pt", obj).read_bytes()
+    assert first == second
+    assert torch.equal(load_pt(tmp_path / "layer4.pt")["coords"], obj["coords"])
+
+
+@pytest.mark.integration
+def test_same_task_command_writes_the_same_bytes(tmp_path, capsys):
+    """A forced rebuild by the task script gives byte-identical arrays and tables (temporary names differ)."""
+    from multid.tasks.build import main as build_cache_main
+
+    def build(base: Path, *extra: str) -> dict[str, bytes]:
+        build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(base), "--pca_k", "3", *extra])
+        folder = task_dir(base, "tiny", "days_of_week")
+        return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+                if path.suffix in (".pt", ".csv", ".npz")}
+
+    first = build(tmp_path / "one")
+    assert len([name for name in first if name.startswith("acts/")]) == 4 and "results.csv" in first
+    assert build(tmp_path / "one", "--force") == first
