@@ -137,6 +137,16 @@ def smollm2_base_dir(smollm2_caches) -> Path:
     return next(iter(smollm2_caches.values())).folder.parent
 
 
+def final_name(name: str) -> str:
+    """The name a temporary file will be renamed to: `.<name>.<random>.tmp` (multid.io.atomic_path) or
+    `.<name>.building-<pid>` (multid.stage)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:-4].rsplit(".", 1)[0]
+    if name.startswith(".") and ".building-" in name:
+        name = name[1:].rsplit(".building-", 1)[0]
+    return name
+
+
 @pytest.fixture()
 def drawn_figures(monkeypatch) -> dict:
     """{file name: matplotlib Figure} of every figure saved during the test (still saved as usual), to check
@@ -148,10 +158,7 @@ def drawn_figures(monkeypatch) -> dict:
 
     def savefig(self, fname, *args, **kwargs):
         if isinstance(fname, (str, os.PathLike)):
-            name = Path(fname).name
-            if name.startswith(".") and name.endswith(".tmp"):  # multid.io.atomic_path's `.<name>.<random>.tmp`
-                name = name[1:-4].rsplit(".", 1)[0]
-            figures[name] = self
+            figures[final_name(Path(fname).name)] = self
         return real_savefig(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)

@@ -292,3 +292,44 @@ def test_fits_missing_pca_files_from_our_activation_cache(tmp_path, tiny_model):
     assert figure.stat().st_size > 2_000 and json_path.exists()
     stored = cache.get_pca(2, token, 20)
     assert pca_path(cache.folder, 2, token, 20).exists() and stored.coords.shape == (49, 20)
+
+
+@pytest.mark.integration
+def test_residual_rgb_figure_shows_the_tiles_and_the_r2_of_each_step(tmp_path, drawn_figures):
+    """The figure by content: the canvas is the layers' residual tiles, labelled with each group and its R^2."""
+    from multid.deconstruction.residual_rgb import compose_canvas
+
+    base = tmp_path / "base"
+    schedule_of = lambda layer: groups_for_layer(DAYS, "scaled", layer, n_blocks=30)  # noqa: E731
+    folder = write_cache(base, "smollm2", DAYS, [26, 27], token=15, n_cache_layers=31, groups_of=schedule_of)
+    figure, summary = run_deconstruction("days_of_week", model="smollm2", base_dir=base, layers=[26, 27], schedule="scaled", fmt="png")
+    ax = drawn_figures[figure.name].axes[0]
+    texts = [text.get_text() for text in ax.texts]
+    data = json.loads(summary.read_text())
+    a, b, _ = task_order(7)
+    expected_tiles = []
+    for layer in (26, 27):
+        assert f"layer {layer}" in texts
+        scores = torch.load(pca_path(folder, layer, 15, 20), weights_only=True)["coords"].numpy()
+        result = deconstruct(scores, a, b, 7, schedule_of(layer), layer)
+        expected_tiles.append(result.tiles)
+        steps = data["layers"][str(layer)]
+        assert [step["r2"] for step in steps] == pytest.approx(result.r2, abs=1e-9)
+        for step in steps:
+            assert GROUPS[step["group"]].label in texts and f"r2: {step['r2'] * 100:.1f}%" in texts
+    np.testing.assert_allclose(ax.images[0].get_array(), compose_canvas(expected_tiles, 7, DAYS.vertical_space), atol=1e-6)
+
+
+@pytest.mark.integration
+def test_simple_example_panels_show_the_residual_images(tmp_path, drawn_figures):
+    panels = simple_example.compute_panels()
+    simple_example.main(["--out_dir", str(tmp_path), "--format", "png"])
+    combined = drawn_figures["simple_example.png"].axes
+    assert len(combined) == 4
+    for ax, panel in zip(combined, "abcd"):
+        np.testing.assert_allclose(ax.images[0].get_array(), panels["images"][panel], atol=1e-9)
+        if panel != "a":
+            assert ax.get_title().endswith(f"R² {panels['r2'][panel] * 100:.1f}%")
+        (single,) = drawn_figures[f"simple_example_{panel}.png"].axes
+        assert single.get_title() == f"{panel})"
+        np.testing.assert_allclose(single.images[0].get_array(), panels["images"][panel], atol=1e-9)
