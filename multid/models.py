@@ -139,7 +139,9 @@ def lazy_loader(name: str, device: str = "cpu", dtype: str = "float32", model_pa
 
     Steps that may find everything cached take it instead of a model, so nothing is loaded in vain.
     """
-    get_spec(name)  # unknown names fail at once, not at first use
+    spec = get_spec(name)  # unknown names fail at once, not at first use
+    if model_path is not None and spec.name != "tiny":  # so does a --model_path folder that cannot hold the model
+        check_local_model_folder(Path(model_path).expanduser().resolve(), spec)
     held: dict[str, Any] = {}
 
     def load():

@@ -202,6 +202,8 @@ def test_task_cli_with_a_weightless_model_folder(tmp_path):
         f"error: --model_path {folder} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
         "copy the weight files into it (save_pretrained writes them)"
     )
+    assert "loading" not in done.stdout  # refused before any work
+    assert not (tmp_path / "base" / "smollm2_days_of_week").exists()
 
 
 # ------------------------------------------------------------------------ render_figures: table, stale, exit
