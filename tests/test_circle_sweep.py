@@ -285,8 +285,9 @@ def test_figure5_refuses_a_sweep_of_an_older_cache(tiny_model, tiny_base, capsys
     pretend_rebuilt(tiny_base, tiny_model)
     with pytest.raises(UserError, match="older activation cache.*circle_probe_interventions.py day a tiny .*--layers 1"):
         figure5(find_sweep_results(tiny_base), out)
-    render_figures.main(["--base_dir", str(tiny_base), "--model", "tiny", "--part", "main"])
-    assert "skipped Figure 5" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # a step asked for with --part that is not drawn fails the run
+        render_figures.main(["--base_dir", str(tiny_base), "--model", "tiny", "--part", "main"])
+    assert exit_info.value.code == 1 and "skipped Figure 5" in capsys.readouterr().out
 
 
 @pytest.mark.integration
