@@ -48,6 +48,15 @@ def test_notebook_executes_and_draws(name, artifact_dir):
         path = artifact_dir / "figs" / "paper_plots" / filename
         min_size = 2_000 if path.suffix == ".png" else 60
         assert path.exists() and path.stat().st_size > min_size, path
+    if name == "main_text_plots":  # Table 1 by content: the counts of the caches' results.csv
+        from multid.tasks.cache import TaskCache
+
+        expected = ["model,task,correct,total,greedy_exact_match"]
+        for task in ("days_of_week", "months_of_year"):
+            frame = TaskCache.open(artifact_dir, "tiny", task).results()
+            correct, greedy = int((frame["best_token"] == frame["ground_truth"]).sum()), int(frame["model_correct"].sum())
+            expected.append(f"tiny,{task},{correct},{len(frame)},{greedy}")
+        assert (artifact_dir / "figs" / "paper_plots" / "table1.csv").read_text().splitlines() == expected
 
 
 @pytest.mark.integration
