@@ -2,10 +2,12 @@
 
 Layout of one task cache (model M, task T in {days_of_week, months_of_year}):
 
+    <base_dir>/<M>_<T>/stage.json                       settings and file sizes of the complete cache (multid.stage)
     <base_dir>/<M>_<T>/meta.json                        what produced the cache (fingerprint, positions)
     <base_dir>/<M>_<T>/results.csv                      a,b,c,ground_truth,model_out,model_correct,best_token
     <base_dir>/<M>_<T>/acts/layer<L>.pt                 residual stream [n_problems, seq_len, d_model]
     <base_dir>/<M>_<T>/pca/layer<L>_token<P>_pca<k>.pt  PCA-k of the (L, P) slice: coords, mean, components
+                                                        (each with a `.stage.json` record beside it)
 
 Cache layer L: 0 = residual entering block 0 (embeddings), L = output of block L-1.
 """
