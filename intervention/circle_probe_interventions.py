@@ -63,16 +63,9 @@ def params_from_args(args: argparse.Namespace) -> SweepParams:
     chosen = tuple(name for name in ("cos", "sin", "centered_linear") if getattr(args, f"probe_on_{name}"))
     targets = check_target_names(chosen)
     k = args.intervention_pca_k if args.intervention_pca_k is not None else default_pca_k(args.use_inverse_regression_probe)
-    return SweepParams(
-        letter=args.intervene_on,
-        targets=targets,
-        pca_k=k,
-        inverse_regression=args.use_inverse_regression_probe,
-        centered=args.centered_interventions,
-        upstream_one_hot_8=args.upstream_one_hot_8,
-        null_permutations=args.null_permutations,
-        seed=args.seed,
-    )
+    return SweepParams(letter=args.intervene_on, targets=targets, pca_k=k, inverse_regression=args.use_inverse_regression_probe,
+                       centered=args.centered_interventions, upstream_one_hot_8=args.upstream_one_hot_8,
+                       null_permutations=args.null_permutations, seed=args.seed)
 
 
 @cli_entry
