@@ -149,7 +149,7 @@ def final_name(name: str) -> str:
 
 @pytest.fixture()
 def drawn_figures(monkeypatch) -> dict:
-    """{file name: matplotlib Figure} of every figure saved during the test (still saved as usual), to check
+    """{file name or path: matplotlib Figure} of every figure saved during the test (still saved as usual), to check
     figures by their content (series, points, colours, labels) rather than by file size."""
     from matplotlib.figure import Figure
 
@@ -158,7 +158,8 @@ def drawn_figures(monkeypatch) -> dict:
 
     def savefig(self, fname, *args, **kwargs):
         if isinstance(fname, (str, os.PathLike)):
-            figures[final_name(Path(fname).name)] = self
+            final = Path(fname).with_name(final_name(Path(fname).name))
+            figures[final.name] = figures[str(final)] = self  # by name, and by full path where names repeat
         return real_savefig(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)

@@ -231,7 +231,7 @@ def run_cli(base, *extra):
 
 
 @pytest.mark.integration
-def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
+def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, tiny_caches, capsys, drawn_figures):
     from multid.patching.activation import load_patching_result, patching_path
 
     written = run_cli(cli_base, "--top_heads", "4")
@@ -243,6 +243,7 @@ def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
             assert npz in written and npz.with_suffix(".png").stat().st_size > 0
             result = load_patching_result(cli_base, "tiny", "days_of_week", layer_type, keep, 3)
             assert result.params["keep_same"] == keep and len(result.pairs) == 3
+    check_heat_map_content(cli_base, tiny_caches["days_of_week"], drawn_figures)
     plots = cli_base / "figs" / "paper_plots"
     for name in ("tiny_mlp_days_of_week_patching", "tiny_attention_days_of_week_patching", "tiny_resid_days_of_week_patching",
                  "tiny_attention_head_days_of_week_patching"):
@@ -295,34 +296,29 @@ def test_figures_say_which_command_makes_missing_sweeps(cli_base, tmp_path):
         layer_patching_heatmap(base, "tiny", "days_of_week", "mlp", num_pairs=3)
 
 
-@pytest.mark.integration
-def test_heat_maps_show_the_clipped_mean_scores(cli_base, tiny_caches, tmp_path, drawn_figures):
-    """The paper heat maps by content: the image is the mean over both sweeps' pairs clipped at 0, rows and columns named."""
+def check_heat_map_content(base, cache, drawn_figures) -> None:
+    """The heat maps by content: the mean over both sweeps' pairs clipped at 0, rows and columns named,
+    the top heads boxed; a one-sweep heat map shows its unclipped mean."""
     from multid.patching.activation import load_patching_result, patching_path
-    from multid.patching.figures import head_patching_heatmap, layer_patching_heatmap, named_position_labels, sweep_heatmap
+    from multid.patching.figures import named_position_labels
 
-    run_cli(cli_base, "--top_heads", "4")  # the sweeps (reused when another test made them already)
-    positions, labels = named_position_labels(tiny_caches["days_of_week"])
-    load = lambda layer_type, keep: load_patching_result(cli_base, "tiny", "days_of_week", layer_type, keep, 3)  # noqa: E731
+    positions, labels = named_position_labels(cache)
+    load = lambda layer_type, keep: load_patching_result(base, "tiny", "days_of_week", layer_type, keep, 3)  # noqa: E731
     for layer_type in ("mlp", "attention", "resid"):
         results = [load(layer_type, keep) for keep in ("a", "b")]
         pooled = np.concatenate([result.scores for result in results]).mean(axis=0)  # [layers, positions]
-        layer_patching_heatmap(cli_base, "tiny", "days_of_week", layer_type, num_pairs=3, out_dir=tmp_path)
         ax = drawn_figures[f"tiny_{layer_type}_days_of_week_patching.png"].axes[0]
         np.testing.assert_allclose(ax.images[0].get_array(), np.clip(pooled, 0, None)[:, positions].T, atol=1e-6)
         assert [tick.get_text() for tick in ax.get_yticklabels()] == labels
         assert [tick.get_text() for tick in ax.get_xticklabels()] == [str(layer) for layer in results[0].layers]
     assert (pooled[:, positions] < 0).any()  # the clipping matters: some mean effects are negative
-
     heads = [load("attention_head", keep) for keep in ("a", "b")]
     grid = np.concatenate([result.scores for result in heads]).mean(axis=0)
-    _, best = head_patching_heatmap(cli_base, "tiny", "days_of_week", num_pairs=3, top_k=3, out_dir=tmp_path)
     ax = drawn_figures["tiny_attention_head_days_of_week_patching.png"].axes[0]
     np.testing.assert_allclose(ax.images[0].get_array(), np.clip(grid, 0, None), atol=1e-6)
-    assert len(ax.patches) == 3 and [(layer, head) for layer, head, _ in best] == [
-        (int(heads[0].layers[row]), int(col)) for row, col in zip(*np.unravel_index(np.argsort(-grid, axis=None)[:3], grid.shape))]
-
-    npz = patching_path(cli_base, "tiny", "days_of_week", "resid", "a", 3)
-    sweep_heatmap(npz, tmp_path / "one_sweep.png")  # one sweep, unclipped (diverging colours)
-    (ax, _) = drawn_figures["one_sweep.png"].axes  # the heat map and its colour bar
+    best = np.unravel_index(np.argsort(-grid, axis=None)[:4], grid.shape)
+    boxes = sorted((int(round(patch.get_y() + 0.5)), int(round(patch.get_x() + 0.5))) for patch in ax.patches)
+    assert boxes == sorted(zip(best[0].tolist(), best[1].tolist()))  # --top_heads 4: (row, head) of the 4 largest
+    npz = patching_path(base, "tiny", "days_of_week", "resid", "a", 3)
+    (ax, _) = drawn_figures[str(npz.with_suffix(".png"))].axes  # the heat map and its colour bar
     np.testing.assert_allclose(ax.images[0].get_array(), load("resid", "a").mean.T, atol=1e-6)
