@@ -77,7 +77,7 @@ def r2_per_target(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
 
 
 def fit_circle_probe(coords: np.ndarray, values: np.ndarray, p: int, names: Sequence[str] = ("cos", "sin")) -> CircleProbe:
-    """Least-squares probe from PCA coordinates [n, k] to the cos/sin/linear targets of `values`."""
+    """Least-squares probe from PCA coordinates [n, k] to the cos/sin/linear targets of `values` (fit 1 of docs/least_squares.md)."""
     names = check_target_names(names)
     z = np.asarray(coords, dtype=np.float64)
     y = probe_targets(values, p, names)
@@ -143,7 +143,8 @@ class Regression:
 
 
 def do_regression(explanatory: np.ndarray, target: np.ndarray, atol: float = PINV_ATOL) -> Regression:
-    """Least squares of `target` [n, k] on the columns of `explanatory` [n, m] (upstream `do_regression`).
+    """Least squares of `target` [n, k] on the columns of `explanatory` [n, m] (upstream `do_regression`; fit 2
+    of docs/least_squares.md).
 
     beta = pinv(X^T X, atol=1e-2) X^T Y, robust to the rank-deficient one-hot designs used here;
     R^2 is pooled over all output dims: 1 - sum(res^2) / sum((Y - column mean)^2). Upstream also
@@ -202,7 +203,7 @@ def c_circle_design(infos: np.ndarray, p: int, upstream_one_hot_8: bool = False,
 
 
 def find_c_circle(infos: np.ndarray, coords: np.ndarray, p: int, upstream_one_hot_8: bool = False) -> CCircleFit:
-    """Inverse-regression probe for the c circle (upstream `find_c_circle`).
+    """Inverse-regression probe for the c circle (upstream `find_c_circle`; fit 3 of docs/least_squares.md).
 
     Regress the PCA coordinates [n, k] on the design without and then with cos/sin(c); return the
     last two columns of pinv(beta, atol=1e-2) ([k, 2]), the linear read-out from PCA space to the

@@ -24,17 +24,11 @@ from multid.tasks.registry import TASK_TITLES  # noqa: E402
 from multid.config import paper_plots_dir  # noqa: E402,F401  (re-exported for the notebooks)
 from multid.errors import UserError  # noqa: E402
 from multid.io import save_figure  # noqa: E402
+from multid.plotting import answer_colors, answer_legend_handles  # noqa: E402
 from multid.paper import FIGURE3_LAYERS, FIGURE5_CONFIDENCE, FIGURE5_MAX_LAYER, MODEL_TITLES, PAPER_MODELS, RESIDUAL_C  # noqa: E402
 from multid.stats import t_interval  # noqa: E402
 
 # Figure 3 of the paper: Mistral weekdays at cache layer 30, Llama months at cache layer 3 (a-token).
-
-
-
-
-def class_colors(p: int) -> np.ndarray:
-    """One colour per label value around a colour wheel, so neighbours on the circle look alike."""
-    return plt.get_cmap("hsv")(np.arange(p) / p)
 
 
 @dataclass(frozen=True)
@@ -49,7 +43,7 @@ class PcaPanel:
 def draw_pca_panel(ax, panel: PcaPanel) -> None:
     """Scatter PC1 vs PC2 coloured by label, each class centroid marked with its 3-letter name."""
     p = len(panel.names)
-    colors = class_colors(p)
+    colors = answer_colors(p)
     ax.scatter(panel.coords[:, 0], panel.coords[:, 1], c=colors[panel.labels], s=18, alpha=0.8, edgecolors="none")
     middle = panel.coords.mean(axis=0)
     span = np.ptp(panel.coords, axis=0).max() or 1.0
@@ -227,7 +221,7 @@ def figure6(grids: Sequence, names: Sequence[str], out_path: Path, limit: float 
     if not grids:
         raise UserError("Figure 6 needs at least one grid of logits")
     p = grids[0].p
-    colors = class_colors(p)
+    colors = answer_colors(p)
     unit = "Days" if p == 7 else "Months"
     fig, axes = plt.subplots(1, len(grids), figsize=(2.4 * len(grids), 2.75), squeeze=False)
     for ax, grid in zip(axes[0], grids):
@@ -237,7 +231,7 @@ def figure6(grids: Sequence, names: Sequence[str], out_path: Path, limit: float 
         ax.set_aspect("equal")
         ax.set_title(f"Task Duration = {grid.b} {unit}", fontsize=8)
         ax.tick_params(labelsize=6)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=names[i]) for i in range(p)]
+    handles = answer_legend_handles(names, short=None, colors=colors)
     legend = fig.legend(handles=handles, loc="center right", ncol=1, fontsize=6, frameon=False)
     for handle in legend.legend_handles:
         handle.set_markersize(5)
@@ -256,6 +250,8 @@ def default_residual_c_layer(cache: TaskCache) -> int:
 
 def residual_c_panel(cache: TaskCache, layer: int | None = None) -> tuple[PcaPanel, tuple[int, int]]:
     """PCA-2 of the last-token activations after regressing out one-hot a and one-hot b, coloured by c.
+
+    The regression is fit 5 of docs/least_squares.md.
 
     Main-text notebook cell 4: np.linalg.lstsq on [one-hot a (p cols) | one-hot b (p cols, b = 1..p)],
     no intercept (the one-hots span it). Returns the panel and the design shape (upstream printed it).
@@ -289,7 +285,7 @@ def all_layer_pca_grid(cache: TaskCache, out_path: Path, layers: Sequence[int] |
     layers = list(range(cache.n_cache_layers - 1)) if layers is None else list(layers)
     cols = max(1, min(cols, len(layers)))
     rows = int(np.ceil(len(layers) / cols))
-    colors = class_colors(cache.p)
+    colors = answer_colors(cache.p)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.5), squeeze=False)
     for ax, layer in zip(axes.ravel(), layers):
         fit = cache.get_pca(layer, cache.layout.a_token, 5)
@@ -300,7 +296,7 @@ def all_layer_pca_grid(cache: TaskCache, out_path: Path, layers: Sequence[int] |
     for ax in axes.ravel()[len(layers):]:
         ax.axis("off")
     names = cache.meta["answer_words"]
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=names[i][:3]) for i in range(cache.p)]
+    handles = answer_legend_handles(names, colors=colors)
     fig.legend(handles=handles, loc="lower center", ncol=min(cache.p, 12), fontsize=7, frameon=False)
     fig.suptitle(f"{MODEL_TITLES.get(cache.model, cache.model)} {TASK_TITLES[cache.task]}: start-word token, PCA by layer", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))

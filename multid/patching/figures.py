@@ -210,7 +210,9 @@ def indicator_widths(p: int, indicators: str) -> tuple[int, int, int]:
 
 
 def head_r2(outputs: np.ndarray, infos: np.ndarray, p: int, indicators: str = "p") -> tuple[float, float]:
-    """Pooled R^2 of one head's outputs [n, d] on one-hot a,b (+const) and on one-hot a,b,c (+const)."""
+    """Pooled R^2 of one head's outputs [n, d] on one-hot a,b (+const) and on one-hot a,b,c (+const).
+
+    The fit is `do_regression` (docs/least_squares.md)."""
     width_a, width_b, width_c = indicator_widths(p, indicators)
     constant = np.ones((len(infos), 1))
     x_ab = np.concatenate([one_hot(infos[:, 0], width_a), one_hot(infos[:, 1], width_b), constant], axis=1)
