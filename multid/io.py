@@ -135,12 +135,24 @@ def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequ
     return write_text_atomic(path, buffer.getvalue())
 
 
-def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically, keeping the format implied by the final suffix."""
+FIXED_FIGURE_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}  # same figure -> same bytes
+
+
+def save_figure(fig: Any, path: str | os.PathLike, close: bool = False, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically in the format of the final suffix (then close it if asked).
+
+    PDF and SVG files carry no creation date, so drawing the same figure again writes the same bytes.
+    """
     final = Path(path)
-    kwargs.setdefault("format", final.suffix.lstrip(".") or "png")
+    fmt = kwargs.setdefault("format", final.suffix.lstrip(".") or "png")
+    if fmt in FIXED_FIGURE_METADATA:
+        kwargs.setdefault("metadata", FIXED_FIGURE_METADATA[fmt])
     with atomic_path(final) as tmp:
         fig.savefig(tmp, **kwargs)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return final
 
 

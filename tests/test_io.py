@@ -66,3 +66,21 @@ def test_atomic_writes_leave_no_temp_file_and_usual_permissions(tmp_path):
     assert sorted(path.name for path in (tmp_path / "sub").iterdir()) == ["a.json"]
     write_text_atomic(target, "replaced")
     assert target.read_text() == "replaced"
+
+
+@pytest.mark.unit
+def test_save_figure_writes_the_same_pdf_bytes_twice_and_can_close(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from multid.io import save_figure
+
+    paths = []
+    for name in ("a.pdf", "b.pdf"):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3])
+        paths.append(save_figure(fig, tmp_path / name, close=True))
+        assert not plt.fignum_exists(fig.number)
+    assert paths[0].read_bytes() == paths[1].read_bytes()

@@ -188,8 +188,7 @@ def plot_comparison(results: dict[str, dict], probe_layer: int, out_path: Path) 
     ax.set_ylabel("Logit difference after patch circle")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path
 
 
@@ -209,6 +208,5 @@ def plot_sae_projections(cache: TaskCache, components: np.ndarray, probe_layer: 
     ax.set_xlabel("SAE PC a")
     ax.set_ylabel("SAE PC b")
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path

@@ -209,6 +209,5 @@ def plot_grid_panels(grid: GridLogits, names: Sequence[str], out_path: Path) -> 
     meta = grid.meta
     fig.suptitle(f"{meta['model']} {meta['task']}: layer {meta['layer']}, k={meta['pca_k']}, b={grid.b}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    save_figure(fig, out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150, close=True)
     return out_path

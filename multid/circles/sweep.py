@@ -562,8 +562,7 @@ def plot_sweep_means(result: SweepResult, out_path: Path) -> Path:
     ax.set_ylabel("mean logit[c] - logit[c']")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150, close=True)
     return out_path
 
 
@@ -593,6 +592,5 @@ def plot_probe_r2(result: SweepResult, out_path: Path) -> Path:
                  f"(PCA-{params.get('pca_k')}, {params.get('null_permutations')} relabellings)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150, close=True)
     return out_path

@@ -94,8 +94,7 @@ def figure3(caches: Sequence[TaskCache], out_path: Path, layers: Sequence[int | 
     for ax, panel in zip(axes[0], panels):
         draw_pca_panel(ax, panel)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path
 
 
@@ -183,8 +182,7 @@ def figure5(
     else:
         fig.legend(handles, labels, loc="lower center", ncol=len(FIGURE5_VARIANTS), fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0.08 / rows, 1, 1))
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path
 
 
@@ -236,8 +234,7 @@ def figure6(grids: Sequence, names: Sequence[str], out_path: Path, limit: float 
     for handle in legend.legend_handles:
         handle.set_markersize(5)
     fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_figwidth(), 1))
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path
 
 
@@ -275,8 +272,7 @@ def residual_c_figure(cache: TaskCache, out_path: Path, layer: int | None = None
     fig, ax = plt.subplots(figsize=(3.4, 3.2))
     draw_pca_panel(ax, panel)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=200)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=200, close=True)
     return out_path
 
 
@@ -300,8 +296,7 @@ def all_layer_pca_grid(cache: TaskCache, out_path: Path, layers: Sequence[int] |
     fig.legend(handles=handles, loc="lower center", ncol=min(cache.p, 12), fontsize=7, frameon=False)
     fig.suptitle(f"{MODEL_TITLES.get(cache.model, cache.model)} {TASK_TITLES[cache.task]}: start-word token, PCA by layer", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    save_figure(fig, out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150, close=True)
     return out_path
 
 

@@ -96,8 +96,7 @@ def sweep_heatmap(npz_path: Path, out_path: Path | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * len(cols) + 2), max(3.0, 0.2 * len(rows) + 1.2)))
     draw_heatmap(ax, grid, rows, cols, xlabel, ylabel, title, diverging=True)
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150, close=True)
     return out_path
 
 
