@@ -53,6 +53,14 @@ def num_components(cluster_size: int, num_points: int | None = None) -> int:
     return min(k, num_points) if num_points is not None else k
 
 
+def numerical_rank(singular_values: np.ndarray, rtol: float = 1e-6) -> int:
+    """Number of PCA components with singular value > rtol * the largest: the planes beyond the rank of the
+    reconstructions (e.g. a cluster whose decoder rows span only 2 dimensions) hold rounding noise only and
+    are not scanned (the original scanned them anyway)."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    return int((s > rtol * s.max()).sum()) if s.size and s.max() > 0 else 0
+
+
 def plane_key(p: int) -> str:
     return f"{p}-{p + 1}"
 
@@ -60,14 +68,14 @@ def plane_key(p: int) -> str:
 def plane_clouds(coords: np.ndarray, radius: float = 0.0) -> list[tuple[int, np.ndarray]]:
     """(plane index p, cloud [n_p, 2]) for consecutive PCA coordinates (p, p + 1), points with norm > radius.
 
-    Planes left with fewer than 2 points are skipped (M and S are undefined there)."""
+    Planes left with fewer than 2 points, or constant along an axis, are skipped (M and S are undefined)."""
     coords = np.asarray(coords, dtype=np.float64)
     out = []
     for p in range(coords.shape[1] - 1):
         cloud = coords[:, p:p + 2]
         if radius > 0:
             cloud = cloud[np.linalg.norm(cloud, axis=1) > radius]
-        if len(cloud) >= 2:
+        if len(cloud) >= 2 and np.ptp(cloud[:, 0]) > 0 and np.ptp(cloud[:, 1]) > 0:
             out.append((p, np.ascontiguousarray(cloud)))
     return out
 
