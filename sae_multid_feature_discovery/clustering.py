@@ -25,14 +25,13 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 import numpy as np
 
 from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
-from multid.errors import MissingArtifactError, UserError, cli_entry
+from multid.errors import UserError, cli_entry
 from multid.sae import clustering
 from multid.sae.clusters import write_clusters
 from multid.sae.paths import canonical_model, clusters_dir, run_dir
 from multid.stage import Stage, run_stage
 
 MODEL_CHOICES = ("gpt-2", "gpt2", "mistral", "smollm2", "tiny")
-RESIDUAL_WIDTH = {"gpt2": 768, "mistral": 4096, "llama": 4096, "smollm2": 576, "tiny": 64}
 DEFAULT_LAYER = {"gpt2": 7, "mistral": 8}
 
 
@@ -72,32 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_decoder_file(path: str | Path) -> np.ndarray:
-    """A decoder [F, d] from .npy or .npz (key W_dec); one-line errors for missing or unreadable files."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingArtifactError("decoder file", path, advice="pass an existing .npy or .npz (key W_dec)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise UserError(f"cannot read decoder file {path} as .npy/.npz ({type(err).__name__}: {err})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            if "W_dec" not in loaded.files:
-                raise UserError(f"decoder file {path} has keys {loaded.files}; expected the key W_dec")
-            return loaded["W_dec"]
-    return loaded
-
-
-def load_decoder_and_tag(args: argparse.Namespace, model: str, layer: int) -> tuple[np.ndarray, str]:
-    if args.decoder_file:
-        return read_decoder_file(args.decoder_file), f"decoder-{Path(args.decoder_file).stem}"
-    from multid.sae.loading import load_sae  # the SAE loaders (docs/sae_occurrences.md)
-
-    sae = load_sae(model, layer, sae_path=args.sae_path, device="cpu")
-    return sae.W_dec.detach().cpu().float().numpy(), sae.tag
-
-
 def options(args: argparse.Namespace) -> dict:
     if args.method == "graph":
         return {"top_k": args.top_k, "sim_cutoff": args.sim_cutoff, "diagonal": args.diagonal,
@@ -121,10 +94,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     model = canonical_model(args.model_name or "mistral")
     layer = args.layer if args.layer is not None else DEFAULT_LAYER.get(model, 0)
-    W, tag = load_decoder_and_tag(args, model, layer)
-    source = f"decoder {args.decoder_file}" if args.decoder_file else f"{model} layer {layer} SAE decoder"
-    width = None if args.decoder_file and args.model_name is None else RESIDUAL_WIDTH.get(model)
-    W = clustering.check_decoder(W, d_model=width, source=source)
+    W, tag, source = clustering.load_decoder_source(model, layer, decoder_file=args.decoder_file,
+                                                    sae_path=args.sae_path,
+                                                    check_width=not (args.decoder_file and args.model_name is None))
     if args.include_only_first_k_sae_features:
         W = np.ascontiguousarray(W[: args.include_only_first_k_sae_features])
     if args.method == "spectral" and args.n_clusters > W.shape[0]:

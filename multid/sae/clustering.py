@@ -24,6 +24,7 @@ order; neither order carries meaning.)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,26 @@ def check_decoder(W_dec: np.ndarray, d_model: int | None = None, source: str = "
     if not np.isfinite(W).all():
         raise UserError(f"{source} contains NaN or infinite values")
     return W
+
+
+RESIDUAL_WIDTH = {"gpt2": 768, "mistral": 4096, "llama": 4096, "smollm2": 576, "tiny": 64}
+
+
+def load_decoder_source(model: str, layer: int | None, *, decoder_file=None, sae_path=None,
+                        check_width: bool = True) -> tuple[np.ndarray, str, str]:
+    """(W_dec float32 [F, d], short tag for folder names, description) from --decoder_file or the SAE.
+
+    The SAE comes from `multid.sae.loading.load_sae` (SAELens release, the paper's .pt, or --sae_path).
+    With check_width, a decoder whose rows do not have the model's residual width is a one-line error.
+    """
+    from multid.sae.loading import load_decoder_file, load_sae
+
+    if decoder_file:
+        W, tag, source = load_decoder_file(decoder_file), f"decoder-{Path(decoder_file).stem}", f"decoder {decoder_file}"
+    else:
+        sae = load_sae(model, layer, sae_path=sae_path, device="cpu")
+        W, tag, source = sae.decoder_numpy(), sae.tag, f"{model} layer {layer} SAE decoder ({sae.tag})"
+    return check_decoder(W, RESIDUAL_WIDTH.get(model) if check_width else None, source), tag, source
 
 
 def order_clusters(clusters: Sequence[Sequence[int]]) -> list[list[int]]:
