@@ -560,3 +560,191 @@ def open_occurrences(run: str | os.PathLike, command: str | None = None) -> Occu
             f"SAE occurrence dataset (shard(s) {shown} of {num_shards} unfinished or made with other settings)",
             occurrences_dir(run), cmd + extra)
     return Occurrences(run, meta, triple_files, token_files)
+
+
+# ----------------------------------------------------------------------------------------- generating
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook: nothing after the SAE's hook needs computing."""
+
+
+def activations_at_hook(model: Any, tokens: Any, hook: str):
+    """The activations [b, T, d] at `hook` for token ids [b, T]; the forward pass stops right there."""
+    import torch
+
+    store: dict[str, Any] = {}
+
+    def grab(act, hook=None):  # noqa: ARG001 - TransformerLens hook signature
+        store["x"] = act.detach()
+        raise _StopForward
+
+    with torch.no_grad():
+        try:
+            model.run_with_hooks(tokens, fwd_hooks=[(hook, grab)])
+        except _StopForward:
+            pass
+    if "x" not in store:
+        raise UserError(f"the model never reached the hook {hook}")
+    return store["x"]
+
+
+def model_encoder(model: Any, sae: Any, ctx_len: int, threshold: float = THRESHOLD) -> EncodeFn:
+    """EncodeFn running `model` up to the SAE's hook and keeping SAE activations > threshold.
+
+    The nonzero pairs come out of a row-major scan of the [b*T, F] activation matrix, hence sorted by token
+    then feature (docs/sae_occurrences.md).
+    """
+    import torch
+
+    device = getattr(model.cfg, "device", None) or "cpu"
+
+    def encode(cs: np.ndarray, ids: np.ndarray):
+        tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)
+        acts = activations_at_hook(model, tokens, sae.hook_name)
+        b, T, d = acts.shape
+        feats = sae.encode(acts.reshape(b * T, d))
+        rows, feature = (feats > threshold).nonzero(as_tuple=True)
+        value = feats[rows, feature]
+        rows = rows.cpu().numpy()
+        token = np.asarray(cs, np.int64)[rows // T] * ctx_len + rows % T
+        return (token.astype(np.int64), feature.cpu().numpy().astype(np.int32),
+                value.float().cpu().numpy().astype(np.float32))
+
+    return encode
+
+
+def portable_model_fingerprint(model_name: str, model_path: str | os.PathLike | None, dtype: str) -> dict[str, Any]:
+    """multid.models.model_fingerprint without machine-local parts (paths, mtimes), so shards made on
+    different machines from the same weights share their settings."""
+    from multid.models import model_fingerprint
+
+    info = dict(model_fingerprint(model_name, model_path, dtype))
+    info.pop("model_path", None)
+    if "weights" in info:
+        info["weights"] = [[name, size] for name, size, *_ in info["weights"]]
+    return info
+
+
+@dataclass
+class GenerateOptions:
+    """What a run of the occurrence generator is asked to do (see generate_feature_occurence_data.py)."""
+
+    ctx_len: int = 256
+    batch_size: int = 64
+    max_tokens: int | None = None
+    max_pairs: int | None = DEFAULT_MAX_PAIRS
+    num_shards: int = 1
+    shard_index: int = 0
+    contexts_per_part: int = DEFAULT_CONTEXTS_PER_PART
+    threshold: float = THRESHOLD
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.ctx_len < 2:
+            raise UserError(f"--ctx_len must be at least 2 (BOS + one token), got {self.ctx_len}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise UserError(f"--shard_index must be in [0, {self.num_shards}) for --num_shards {self.num_shards}, "
+                            f"got {self.shard_index}")
+        if self.max_tokens is not None and self.max_tokens < self.ctx_len:
+            raise UserError(f"--max_tokens {self.max_tokens} is less than one context (--ctx_len {self.ctx_len})")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise UserError(f"--max_pairs must be at least 1, got {self.max_pairs}")
+        if self.batch_size < 1 or self.contexts_per_part < 1:
+            raise UserError("--batch_size and --contexts_per_part must be at least 1")
+
+    @property
+    def max_contexts(self) -> int | None:
+        """Global context cap from --max_tokens (whole contexts only)."""
+        return None if self.max_tokens is None else self.max_tokens // self.ctx_len
+
+    @property
+    def shard_max_pairs(self) -> int | None:
+        """Each shard's share of --max_pairs (the cap is on the whole run)."""
+        return None if self.max_pairs is None else -(-self.max_pairs // self.num_shards)
+
+
+def dataset_meta(*, model_name: str, layer: int, sae: Any, source: Any, model_info: dict[str, Any],
+                 options: GenerateOptions) -> dict[str, Any]:
+    """run.json: every setting that changes the dataset's content (nothing machine-local)."""
+    return {
+        "format": FORMAT_VERSION, "model": model_name, "layer": int(layer), "hook": sae.hook_name,
+        "sae_tag": sae.tag, "sae": sae.identity(), "model_weights": model_info, "ctx_len": options.ctx_len,
+        "source": source.fingerprint(), "source_description": source.describe(), "bos": True,
+        "max_tokens": options.max_tokens, "max_pairs": options.max_pairs, "num_shards": options.num_shards,
+        "contexts_per_part": options.contexts_per_part, "threshold": options.threshold,
+    }
+
+
+def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, source: Any,
+                         get_model: Callable[[], Any], model_info: dict[str, Any], options: GenerateOptions,
+                         command: str | None = None, fail_after_parts: int | None = None) -> ShardResult:
+    """Write (or resume, or reuse) this process's shard of the occurrence dataset of one (model, layer, SAE).
+
+    The model is loaded (get_model) only when the shard has work left. decoder.npy and run.json are written
+    beside the shards. Returns what the shard holds.
+    """
+    from multid.sae.corpus import iter_contexts, shard_contexts, tl_tokenizer
+
+    options.check()
+    run = Path(run)
+    meta = dataset_meta(model_name=model_name, layer=layer, sae=sae, source=source, model_info=model_info,
+                        options=options)
+    remove_other_shardings(run, options.num_shards)
+    write_run_meta(run, meta)
+    write_decoder_stage(run, sae)
+    folder = shard_dir(run, options.shard_index, options.num_shards)
+    settings = shard_settings(meta, options.shard_index)
+    if shard_is_current(folder, settings):
+        rec = (read_record(folder, True) or {}).get("extra", {})
+        return ShardResult(folder, int(rec.get("num_contexts", 0)), int(rec.get("num_triples", 0)), True,
+                           str(rec.get("stop_reason", "")))
+    model = get_model()
+    from multid.sae.loading import check_sae_fits_model
+
+    check_sae_fits_model(sae, model, model_name)
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and options.ctx_len > n_ctx:
+        raise UserError(f"--ctx_len {options.ctx_len} is longer than model {model_name!r}'s context ({n_ctx})")
+    contexts = shard_contexts(
+        iter_contexts(source.documents(), tl_tokenizer(model), options.ctx_len, options.max_contexts),
+        options.num_shards, options.shard_index)
+    total = None
+    if options.max_contexts is not None:
+        total = len(range(options.shard_index, options.max_contexts, options.num_shards))
+    bar = None
+    if options.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="ctx", desc=f"{model_name} layer {layer} shard "
+                                                  f"{options.shard_index + 1}/{options.num_shards}")
+    try:
+        return write_shard(folder, settings, contexts, model_encoder(model, sae, options.ctx_len, options.threshold),
+                           ctx_len=options.ctx_len, contexts_per_part=options.contexts_per_part,
+                           batch_size=options.batch_size, max_pairs=options.shard_max_pairs, command=command,
+                           name=f"occurrences of {model_name} layer {layer} ({sae.tag})", progress=bar,
+                           fail_after_parts=fail_after_parts)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def write_decoder_stage(run: Path, sae: Any) -> Path:
+    """decoder.npy of the SAE, through multid.stage (reused while the SAE's identity is unchanged)."""
+    from multid.sae.paths import decoder_path
+    from multid.stage import Stage, run_stage
+
+    path = decoder_path(run)
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(sae.decoder_numpy(), dtype=np.float32), allow_pickle=False)
+
+    return run_stage(Stage(f"decoder of {sae.tag}", path, {"sae": sae.identity()}), build)
+
+
+def shards_status(run: Path) -> tuple[int, list[int]]:
+    """(num_shards, indices of unfinished shards) of the run in `run` (by its run.json)."""
+    meta = load_json(Path(run) / RUN_META)
+    n = int(meta.get("num_shards", 1))
+    return n, [i for i in range(n) if not shard_is_current(shard_dir(run, i, n), shard_settings(meta, i))]
