@@ -363,20 +363,30 @@ _REFUSED_ROOTS = {"torch", "numpy", "sae_lens", "transformer_lens", "transformer
                   "joblib", "IPython", "setuptools", "pip", "_pytest", "pytest"}
 
 
+class RefusedPickleError(pickle.UnpicklingError):
+    """The pickle names something executable; nothing from it was run."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds tensors and plain containers; any other class from a non-system module becomes an AttrBag;
     functions and classes of the standard library or of installed packages (os.system, eval, ...) are refused."""
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        import _compat_pickle
+
         import torch
 
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol <= 2 pickles use Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in _TORCH_ALLOWED or (module, name) in _PLAIN_ALLOWED:
             return super().find_class(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         root = module.split(".")[0]
         if root in sys.stdlib_module_names or root in _REFUSED_ROOTS or root.startswith("_"):
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only tensors, plain containers and "
+            raise RefusedPickleError(f"refusing to load {module}.{name}: only tensors, plain containers and "
                                          f"configuration objects are allowed in an SAE file")
         return type(name, (AttrBag,), {"__module__": "multid.sae.loading.unpickled",
                                        "_pickled_class": f"{module}.{name}"})
@@ -403,7 +413,7 @@ def load_paper_pt(path: Path) -> tuple[Any, dict[str, Any]]:
                         f"into sae_multid_feature_discovery/saes/mistral_saes) or a SAELens folder")
     try:
         data = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
-    except pickle.UnpicklingError as err:
+    except RefusedPickleError as err:
         raise UserError(f"refusing to load {path}: {err}") from None
     except Exception as err:  # noqa: BLE001 - damaged or foreign files
         raise UserError(f"cannot read {path} as an SAE .pt file ({type(err).__name__}: {err})") from None
