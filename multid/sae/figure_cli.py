@@ -282,3 +282,93 @@ def run_mistral_days_months(args: argparse.Namespace, script: str) -> list[Path]
     print(f"fraction of grey points in the days panel: {panels['days'].grey_fraction:.4f}")
     print_written(written)
     return written
+
+
+# ----------------------------------------------------------------------------------------- rebuttal grid
+
+# The paper's top-20 GPT-2 layer-7 clusters of the reducibility ranking, with the authors' rough descriptions.
+PAPER_TOP20 = {23: "Letter 'B'", 28: "Letter 'M'", 58: "Substring 'Re'", 32: "Letter 'G'", 34: "Letter 'H'",
+               93: "Letter 'T'", 46: "Letter 'D'", 13: "Substring 'Al'", 138: "Days of Week", 96: "Token 'Such'",
+               65: "Letter 'N'", 2: "Token/Concept 'There'", 68: "'Trying'", 7: "Concept 'Formerly'",
+               212: "Years of 20th Century", 157: "Years of 21st Century", 8: "Substring 'Un'", 101: "Letter 'A'",
+               173: "Word 'So'", 209: "Concept 'Person'"}
+
+
+def explore_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    add_run_args(parser, GPT2_DEFAULTS)
+    parser.add_argument("--clusters", type=int, nargs="+", default=None,
+                        help="cluster indices in rank order (default: the paper's top 20, or --ranking)")
+    parser.add_argument("--ranking", default=None,
+                        help="JSON ranking from analyze_reducibilities.py: a list of cluster ids, or of objects with "
+                             "'cluster' (or 'cluster_id'), or an object with such a list under 'ranking'")
+    parser.add_argument("--top", type=positive_int, default=20, help="clusters taken from --ranking (default: 20)")
+    parser.add_argument("--panels", type=positive_int, default=10,
+                        help="clusters drawn: the first N with at least 4 PCs (default: %(default)s)")
+    parser.add_argument("--dpi", type=positive_int, default=50, help="png resolution (default: %(default)s)")
+    return parser
+
+
+def read_ranking(path: str | Path, top: int) -> list[int]:
+    """The first `top` cluster ids of a ranking JSON (formats in explore_parser's --ranking help)."""
+    from multid.io import load_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtifactError("cluster ranking", path, "python sae_multid_feature_discovery/analyze_reducibilities.py")
+    data = load_json(path)
+    if isinstance(data, dict):
+        data = data.get("ranking")
+    ids = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict):
+            item = item.get("cluster", item.get("cluster_id"))
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise UserError(f"{path}: ranking entry {item!r} is not a cluster id; expected a list of ints or of "
+                            f"objects with 'cluster'")
+        ids.append(item)
+    if not ids:
+        raise UserError(f"{path} holds no ranking (a list of cluster ids, or objects with 'cluster')")
+    return ids[:top]
+
+
+def run_explore(args: argparse.Namespace, script: str) -> list[Path]:
+    """The rebuttal grid over the top clusters: PC pairs coloured by the firing and by the next token."""
+    import matplotlib.pyplot as plt
+
+    from multid.sae import paper_figures as P
+    from multid.sae.text import token_strings
+
+    ids = args.clusters or (read_ranking(args.ranking, args.top) if args.ranking else list(PAPER_TOP20))
+    ctx = open_context(args)
+    tokenizer = ctx.tokenizer()
+    known = PAPER_TOP20 if paths.canonical_model(args.model_name) == "gpt2" and args.layer == 7 else {}
+    entries = []
+    for rank, index in enumerate(ids, start=1):
+        members = ctx.pick(index)
+        k = min(5, len(members))
+        if k < 4:
+            print(f"cluster {index} (rank {rank}): {len(members)} features -> fewer than 4 PCs, skipped")
+            continue
+        points = ctx.points(index, members, k, command_line(script, args))
+        if points.pca.k < 4:
+            print(f"cluster {index} (rank {rank}): only {points.pca.k} PCs from {len(points.tokens)} points, skipped")
+            continue
+        current = token_strings(tokenizer, points.firing_token_ids())
+        nxt = points.next_ids
+        following = ["(end)"] * len(nxt)
+        for i, text in zip(np.flatnonzero(nxt >= 0), token_strings(tokenizer, nxt[nxt >= 0])):
+            following[i] = text
+        label = known.get(index, "")
+        title = f"Cluster {index} (Rank {rank})" + (f", Rough Description: {label}" if label else "")
+        entries.append(P.GridEntry(title, points.pca.coords, points.pca.explained_variance_ratio, current, following))
+        print(f"cluster {index} (rank {rank}): {len(members)} features, {len(points.tokens)} points")
+        if len(entries) == args.panels:
+            break
+    if not entries:
+        raise UserError(f"none of the clusters {ids} has at least 4 principal components to draw")
+    fig = P.explore_grid(entries)
+    written = [save_figure(fig, ctx.save_dir / "all_clusters_grid.png", dpi=args.dpi)]
+    plt.close(fig)
+    print_written(written)
+    return written

@@ -224,3 +224,63 @@ def legend_texts(ax) -> list[str]:
     from matplotlib.legend import Legend
 
     return [t.get_text() for leg in ax.findobj(Legend) for t in leg.get_texts()]
+
+
+# ----------------------------------------------------------------------------------------- rebuttal grid
+
+TOP_TOKENS = 10
+LIGHT_GREY = "#DDDDDD"
+
+
+@dataclass(frozen=True)
+class GridEntry:
+    """One cluster of the exploration grid: title, PCA scores [n, m], explained variance [m], and the text of
+    each point's firing token and of the token after it."""
+
+    title: str
+    coords: np.ndarray
+    explained: np.ndarray
+    current: Sequence[str]
+    following: Sequence[str]
+
+
+def top_token_colours(tokens: Sequence[str], top: int = TOP_TOKENS) -> tuple[np.ndarray, list[str]]:
+    """Colours [n, 4]: the `top` most frequent tokens in tab10 (ties: first seen), the rest light grey."""
+    import matplotlib
+    from matplotlib.colors import to_rgba
+
+    counts: dict[str, int] = {}
+    for t in tokens:
+        counts[t] = counts.get(t, 0) + 1
+    order = sorted(counts, key=lambda t: -counts[t])[:top]
+    table = {t: matplotlib.colormaps["tab10"](i) for i, t in enumerate(order)}
+    grey = to_rgba(LIGHT_GREY)
+    return np.array([table.get(t, grey) for t in tokens]).reshape(-1, 4), order
+
+
+def explore_grid(entries: Sequence[GridEntry], ncols: int = 2):
+    """The rebuttal grid: one subfigure per cluster (up to 5 x 2), each with 2 rows x min(3, m - 1) scatters of
+    PC k+1 vs PC k+2 (1-based); row 1 coloured by the firing token, row 2 by the next token."""
+    import matplotlib.pyplot as plt
+
+    nrows = max(1, -(-len(entries) // ncols))
+    fig = plt.figure(figsize=(15 * ncols, 10 * nrows))
+    subfigs = np.atleast_1d(fig.subfigures(nrows, ncols)).ravel()
+    for sub, entry in zip(subfigs, entries):
+        m = entry.coords.shape[1]
+        cols = min(3, m - 1)
+        axes = sub.subplots(2, cols, squeeze=False)
+        sub.suptitle(entry.title, fontsize=20)
+        for row, tokens, what in ((0, entry.current, "current token"), (1, entry.following, "next token")):
+            colours, top = top_token_colours(tokens)
+            for k in range(cols):
+                ax = axes[row, k]
+                ax.scatter(entry.coords[:, k], entry.coords[:, k + 1], c=colours, s=1)
+                ax.set_xlabel(f"PC {k + 1} ({100 * entry.explained[k]:.1f}%)")
+                ax.set_ylabel(f"PC {k + 2} ({100 * entry.explained[k + 1]:.1f}%)")
+                ax.set_title(f"coloured by {what}", fontsize=10)
+            handles = legend_handles([repr(t) for t in top], [colours[list(tokens).index(t)] for t in top], 6)
+            axes[row, -1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for sub in subfigs[len(entries):]:
+        sub.set_facecolor("white")
+    return fig
