@@ -191,3 +191,20 @@ def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         analyze_reducibilities.main(["--scan_dir", str(tmp_path / "nothing")])
     assert "gpt2_compute_reducibility.py --clusters all" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_planes_beyond_the_numerical_rank_are_not_scanned():
+    from multid.sae.scan_run import ScanSettings, cluster_coords
+
+    rng = np.random.default_rng(5)
+    W = np.zeros((4, 6), np.float32)
+    W[0, 0] = W[1, 1] = 1.0
+    W[2, :3] = [0.6, 0.8, 1e-7]  # a rounding-level third direction
+    token = np.repeat(np.arange(50), 2)
+    feature = np.tile([0, 2], 50).astype(np.int32)
+    feature[1::4] = 1
+    value = rng.uniform(0.5, 2.0, size=100).astype(np.float32)
+    coords = cluster_coords(token, feature, value, [0, 1, 2], W, ScanSettings(model="gpt2", layer=7))
+    assert coords.shape == (50, 2)
+    assert cluster_coords(token[:2], feature[:2], value[:2], [0, 1, 2], W, ScanSettings("gpt2", 7)) is None
