@@ -10,7 +10,7 @@ STAMP := $(VENV)/.multid-installed
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test bench clean-artifacts
+.PHONY: setup demo test test-fast lint-imports bench clean-artifacts
 
 setup: $(STAMP)
 
@@ -26,8 +26,16 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(OFFLINE_ENV) $(PY) -m multid.demo
 
-test: setup
-	$(OFFLINE_ENV) $(PY) -m pytest -q
+# every tier (unit, integration, acceptance) on both cores, after the import contracts (docs/layout.md)
+test: setup lint-imports
+	$(OFFLINE_ENV) $(PY) -m pytest -q -n 2
+
+# unit + integration only (no SmolLM2, notebooks, subprocess CLIs or browser): under a minute
+test-fast: setup lint-imports
+	$(OFFLINE_ENV) $(PY) -m pytest -q -n 2 -m "unit or integration"
+
+lint-imports: setup
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(OFFLINE_ENV) $(PY) -m benchmarks.run_all

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from intervention.caches import collect_residuals
-from intervention.task import align_problems, generate_problems, model_tokenize
-from intervention.tasks import get_task_spec
+from multid.tasks.cache import collect_residuals
+from multid.tasks.spec import align_problems, generate_problems, model_tokenize
+from multid.tasks.registry import get_task_spec
 from multid.config import add_base_dir_arg, resolve_base_dir
 from multid.models import load_model
 

@@ -17,11 +17,11 @@ import time
 import numpy as np
 import torch
 
-from intervention.caches import build_task_cache, prompt_tokens
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, reference_layer_metrics
-from intervention.circle_finding_utils import intervention_runs
-from intervention.circle_sweep import SweepParams, fit_layer_probe, letter_token, rows_per_forward
-from intervention.tasks import get_task_spec
+from multid.tasks.cache import build_task_cache, prompt_tokens
+from multid.circles.engine import PrefixKV, clean_answer_logits, layer_metrics, reference_layer_metrics
+from multid.circles.probe import intervention_runs
+from multid.circles.sweep import SweepParams, fit_layer_probe, letter_token, rows_per_forward
+from multid.tasks.registry import get_task_spec
 from multid.config import add_base_dir_arg, add_device_arg, resolve_base_dir, resolve_device
 from multid.models import load_model
 

@@ -26,8 +26,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feature_deconstruction.deconstruction import top_singular_colors  # noqa: E402
-from multid.config import add_base_dir_arg, add_seed_arg, figs_dir, resolve_base_dir  # noqa: E402
+from multid.deconstruction.residual_rgb import top_singular_colors  # noqa: E402
+from multid.config import add_base_dir_arg, add_seed_arg, figure_dir, resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 from multid.io import save_figure, save_json  # noqa: E402
 
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--format", default="pdf", choices=("pdf", "png", "svg"), help="figure format (default: %(default)s)")
     parser.add_argument("--upstream_panel_a", action="store_true", help="colour panel a as upstream (divide by column max; negatives clip)")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out_dir) if args.out_dir else figs_dir(resolve_base_dir(args.base_dir)) / "feature_deconstruction"
+    out_dir = Path(args.out_dir) if args.out_dir else figure_dir(resolve_base_dir(args.base_dir), "feature_deconstruction")
     written = run_simple_example(out_dir, seed=args.seed, fmt=args.format, upstream_panel_a=args.upstream_panel_a)
     for path in written:
         print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""Activation patching for one model and task, then the appendix heat maps and head table (spec §1.6, §5.2).
+"""Activation patching for one model and task, then the appendix heat maps and head table (paper appendix).
 
     cd intervention && python3 activation_patching.py --model smollm2 --task days_of_week
     python -m intervention.activation_patching --model mistral --task months_of_year --device 0
@@ -8,7 +8,7 @@ For each layer type (resid, mlp, attention, attention_head) and keep-same settin
 mean, reusing files computed from the same cache with the same parameters. With both keep-same
 settings it then draws the paper heat maps into `<base_dir>/figs/paper_plots/` and, for attention
 heads, stores the top heads' outputs at the last prompt token and writes the head table (.tex/.csv).
-See intervention/patching.py for the pairs, metric and sites.
+Pairs, metric and sites: multid/patching/activation.py.
 """
 
 from __future__ import annotations
@@ -17,34 +17,20 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
-from intervention.patching import (  # noqa: E402
-    DEFAULT_LIMIT_PER_EXAMPLE,
-    DEFAULT_NUM_PAIRS,
-    DEFAULT_SEED,
-    KEEP_SAME,
-    LAYER_TYPES,
-    run_or_load_head_outputs,
-    run_or_load_patching,
-)
-from intervention.patching_figures import (  # noqa: E402
-    INDICATOR_MODES,
-    head_patching_heatmap,
-    head_table,
-    layer_patching_heatmap,
-    sweep_heatmap,
-)
-from intervention.tasks import get_task_spec  # noqa: E402
 from multid.config import resolve_base_dir, resolve_device  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
+from multid.patching.figures import INDICATOR_MODES  # noqa: E402
 from multid.models import get_spec  # noqa: E402
+from multid.patching.activation import DEFAULT_LIMIT_PER_EXAMPLE, DEFAULT_NUM_PAIRS, DEFAULT_SEED, KEEP_SAME, LAYER_TYPES  # noqa: E402
+from multid.patching.run import PatchingParams, patch_and_draw  # noqa: E402
+from multid.tasks.build import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
+from multid.tasks.registry import get_task_spec  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,52 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("num_pairs", "limit_per_example", "top_heads", "max_rows"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1; got {getattr(args, name)}")
-
-
-def patch_and_draw(args: argparse.Namespace, cache, loader: Callable[[], Any]) -> list[Path]:
-    """Every requested sweep (computed with `loader()` only if not current), then the paper heat maps and head table."""
-    base_dir = resolve_base_dir(args.base_dir)
-    keeps = list(KEEP_SAME) if args.keep_same == "both" else [args.keep_same]
-    written: list[Path] = []
-    for layer_type in args.layer_type:
-        for keep in keeps:
-            result, path, computed = run_or_load_patching(
-                loader, cache, keep, layer_type, args.num_pairs, args.limit_per_example, args.seed,
-                args.head_layers, force=args.force, max_rows=args.max_rows,
-            )
-            print(f"{layer_type:>14} keep-same-{keep}: {'computed' if computed else 'reused'} {tuple(result.scores.shape)} -> {path}")
-            written.append(path)
-            if not args.no_figures:
-                written.append(sweep_heatmap(path))
-    if not args.no_figures and len(keeps) == 2:
-        for layer_type in args.layer_type:
-            if layer_type == "attention_head":
-                paths, best = head_patching_heatmap(base_dir, args.model, args.task, args.num_pairs, args.top_heads)
-                print("top heads (layer, head, effect): " + ", ".join(f"({l}, {h}, {e:.2f})" for l, h, e in best))
-                outputs_path, _ = run_or_load_head_outputs(loader, cache, args.num_pairs, args.top_heads, force=args.force)
-                table_paths, _ = head_table(base_dir, args.model, args.task, args.num_pairs, args.top_heads, args.indicators)
-                written += paths + [outputs_path] + table_paths
-            else:
-                written += layer_patching_heatmap(base_dir, args.model, args.task, layer_type, args.num_pairs)
-    elif not args.no_figures:
-        print("paper heat maps need both keep-same settings (--keep_same both); skipped")
-    return written
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parsed and checked arguments (the task name normalised, the device checked before any work)."""
     args = build_parser().parse_args(argv)
-    check_args(args)
+    params_from_args(args)  # bad values fail before any work
     get_spec(args.model)
     args.task = get_task_spec(args.task).name
     resolve_device(args.device)  # a missing GPU fails before any work
     if args.threads < 0:
         raise UserError(f"--threads must be 0 (torch's default) or a positive count; got {args.threads}")
     return args
+
+
+def params_from_args(args: argparse.Namespace) -> PatchingParams:
+    return PatchingParams(
+        keep_same=tuple(KEEP_SAME) if args.keep_same == "both" else (args.keep_same,), layer_types=tuple(args.layer_type),
+        num_pairs=args.num_pairs, limit_per_example=args.limit_per_example, seed=args.seed,
+        head_layers=tuple(args.head_layers) if args.head_layers else None, top_heads=args.top_heads,
+        indicators=args.indicators, max_rows=args.max_rows,
+    )
 
 
 @cli_entry
@@ -134,7 +93,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     started = time.time()
     loader = model_loader(args)  # loads only if something has to be computed
     cache = open_or_build_cache(args, args.task, load_model_fn=loader)
-    written = patch_and_draw(args, cache, loader)
+    written = patch_and_draw(cache, loader, resolve_base_dir(args.base_dir), params_from_args(args), force=args.force,
+                             figures=not args.no_figures)
     print("wrote:")
     for path in written:
         print(f"  {path}")

@@ -19,9 +19,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
-from intervention.circle_finding_utils import check_target_names  # noqa: E402
-from intervention.circle_sweep import (  # noqa: E402
+from multid.tasks.build import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
+from multid.circles.probe import check_target_names  # noqa: E402
+from multid.circles.sweep import (  # noqa: E402
     DEFAULT_NULL_PERMUTATIONS,
     PROBLEM_TYPES,
     SweepParams,
@@ -29,7 +29,7 @@ from intervention.circle_sweep import (  # noqa: E402
     default_pca_k,
     run_circle_sweep,
 )
-from intervention.tasks import ALIASES  # noqa: E402
+from multid.tasks.registry import ALIASES  # noqa: E402
 from multid.config import add_seed_arg, resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 

@@ -19,8 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
-from intervention.circle_compare import (  # noqa: E402
+from multid.tasks.build import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
+from multid.circles.compare import (  # noqa: E402
     METHODS,
     comparison_dir,
     load_sae_components,
@@ -29,9 +29,9 @@ from intervention.circle_compare import (  # noqa: E402
     read_sae_components,
     run_comparison,
 )
-from intervention.circle_finding_utils import VARIANTS  # noqa: E402
-from intervention.circle_sweep import PROBLEM_TYPES  # noqa: E402
-from intervention.tasks import ALIASES  # noqa: E402
+from multid.circles.probe import VARIANTS  # noqa: E402
+from multid.circles.sweep import PROBLEM_TYPES  # noqa: E402
+from multid.tasks.registry import ALIASES  # noqa: E402
 from multid.config import resolve_base_dir  # noqa: E402
 from multid.errors import cli_entry  # noqa: E402
 

@@ -22,17 +22,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intervention.build_cache import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
-from intervention.circle_grid import (  # noqa: E402
-    PAPER_SETTING,
+from multid.tasks.build import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
+from multid.circles.grid import (  # noqa: E402
     compute_grid_logits,
     grid_figure_path,
     grid_path,
     plot_grid_panels,
 )
-from intervention.circle_sweep import PROBLEM_TYPES  # noqa: E402
-from intervention.paper_figures import figure6, paper_plots_dir  # noqa: E402
-from intervention.tasks import ALIASES, get_task_spec  # noqa: E402
+from multid.circles.sweep import PROBLEM_TYPES  # noqa: E402
+from multid.figures.paper import figure6, paper_plots_dir  # noqa: E402
+from multid.paper import FIGURE6  # noqa: E402
+from multid.tasks.registry import ALIASES, get_task_spec  # noqa: E402
 from multid.config import resolve_base_dir  # noqa: E402
 from multid.errors import UserError, cli_entry  # noqa: E402
 
@@ -59,8 +59,8 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str, list[int], list[i
     """(model, problem_type, layers, bs or None for all) to run."""
     explicit = args.model or args.layer or args.b or args.problem_type
     if args.only_paper_plots or explicit:
-        return [(args.model or PAPER_SETTING["model"], args.problem_type or "day", args.layer or [PAPER_SETTING["layer"]],
-                 args.b or list(PAPER_SETTING["bs"]))]
+        return [(args.model or FIGURE6["model"], args.problem_type or "day", args.layer or [FIGURE6["layer"]],
+                 args.b or list(FIGURE6["bs"]))]
     if args.model_path:
         raise UserError("--model_path names one model's weights, but without --model/--layer/--b/--problem_type this "
                         "script runs upstream's full mode over mistral and llama; add --model M (or --only_paper_plots)")

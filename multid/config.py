@@ -52,7 +52,20 @@ def models_dir(base_dir: Path) -> Path:
 
 
 def figs_dir(base_dir: Path) -> Path:
-    return base_dir / "figs"
+    return Path(base_dir) / "figs"
+
+
+def figure_dir(base_dir: str | os.PathLike, kind: str, model: str | None = None, task: str | None = None) -> Path:
+    """The one rule for figure folders: `<base_dir>/figs/<model>_<task>/<kind>` for one model's task,
+    `<base_dir>/figs/<kind>` otherwise (paper_plots, reducibility_demos, feature_deconstruction, demo)."""
+    root = figs_dir(Path(base_dir))
+    if model is not None and task is not None:
+        return root / f"{model}_{task}" / kind
+    return root / kind
+
+
+def paper_plots_dir(base_dir: str | os.PathLike) -> Path:
+    return figure_dir(base_dir, "paper_plots")
 
 
 def resolve_device(device: str | int | None) -> str:

@@ -17,22 +17,17 @@ Steps (each reuses what an earlier run already wrote under the base dir, so a se
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script from its folder: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from intervention.caches import TaskCache, build_task_cache  # noqa: E402
-from intervention.circle_finding_utils import fit_circle_probe, relabel_null  # noqa: E402
-from intervention.circle_grid import compute_grid_logits  # noqa: E402
-from intervention.circle_sweep import SweepParams, run_circle_sweep  # noqa: E402
-from intervention.paper_figures import (  # noqa: E402
+from multid.tasks.cache import TaskCache, build_task_cache
+from multid.circles.probe import fit_circle_probe, relabel_null
+from multid.circles.grid import compute_grid_logits
+from multid.circles.sweep import SweepParams, run_circle_sweep
+from multid.figures.paper import (
     all_layer_pca_grid,
     all_layer_pca_path,
     figure3,
@@ -41,15 +36,14 @@ from intervention.paper_figures import (  # noqa: E402
     paper_plots_dir,
     residual_c_figure,
 )
-from intervention.table1 import write_table1  # noqa: E402
-from intervention.tasks import get_task_spec  # noqa: E402
-from multid.config import add_base_dir_arg, add_device_arg, figs_dir, resolve_base_dir, resolve_device  # noqa: E402
-from multid.errors import cli_entry  # noqa: E402
-from multid.io import save_csv  # noqa: E402
-from multid.models import lazy_loader  # noqa: E402
+from multid.tasks.table1 import write_table1
+from multid.tasks.registry import TASK_NAMES as TASKS, get_task_spec
+from multid.config import add_base_dir_arg, add_device_arg, figure_dir, resolve_base_dir, resolve_device
+from multid.errors import cli_entry
+from multid.io import save_csv
+from multid.models import lazy_loader
 
 MODEL = "smollm2"
-TASKS = ("days_of_week", "months_of_year")
 PROBE_K = 5
 NULL_PERMUTATIONS = 200
 SWEEP_LAYERS = (0, 4, 8, 12, 16, 20, 24)  # ~1 min on 2 cores; every layer: `circle_probe_interventions.py day a smollm2`
@@ -122,7 +116,7 @@ class Demo:
     def probes(self) -> None:
         rows = [row for cache in self.caches.values() for row in probe_rows(cache)]
         print_probe_table(rows)
-        path = save_csv(figs_dir(self.base_dir) / "demo" / f"{MODEL}_start_token_probe_r2.csv",
+        path = save_csv(figure_dir(self.base_dir, "demo") / f"{MODEL}_start_token_probe_r2.csv",
                         ("task", "layer", "r2_cos", "r2_sin", "r2_mean", "null_mean", "null_p95"), rows)
         self.wrote("probe R^2 table", path)
 
@@ -151,7 +145,7 @@ class Demo:
             self.wrote(f"all-layer PCA ({cache.task})", all_layer_pca_grid(cache, all_layer_pca_path(self.base_dir, cache)))
 
     def deconstruction(self) -> None:
-        from feature_deconstruction.deconstruction import run_deconstruction
+        from multid.deconstruction.residual_rgb import run_deconstruction
 
         # default layers: the paper's weekday layers 17-29 (of 32) at SmolLM2's depth, 16-27
         figure, json_path = run_deconstruction("days_of_week", model=MODEL, base_dir=self.base_dir, fmt="png", verbose=False)
@@ -159,24 +153,23 @@ class Demo:
         self.wrote("residual RGB R^2", json_path)
 
     def patching(self) -> None:
-        from intervention.activation_patching import parse_args, patch_and_draw
+        from multid.patching.run import PatchingParams, patch_and_draw
 
-        args = parse_args(["--model", MODEL, "--task", "days_of_week", "--base_dir", str(self.base_dir), "--device", self.device])
-        for path in patch_and_draw(args, self.caches["days_of_week"], self.load):
+        for path in patch_and_draw(self.caches["days_of_week"], self.load, self.base_dir, PatchingParams()):
             if path.suffix == ".png" and path.parent.name == "paper_plots":
                 self.wrote("patching heat map", path)
 
     def notebooks(self) -> None:
-        from intervention.render_figures import NOTEBOOKS, execute_notebook
+        from multid.figures.render import NOTEBOOKS, execute_notebook
 
         for name in NOTEBOOKS:
             for path in execute_notebook(name, self.base_dir, self.base_dir / "notebooks", MODEL):
                 self.wrote(f"notebook {name}", path)
 
     def reducibility(self) -> None:
-        from reducibility_demos.reducibility_demo import main as reducibility_main
+        from multid.reducibility.demo import default_out_dir, run_demo
 
-        for path in reducibility_main(["--base_dir", str(self.base_dir)]):
+        for path in run_demo(default_out_dir(self.base_dir)):
             self.wrote("reducibility demo", path)
 
 

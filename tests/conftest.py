@@ -48,8 +48,8 @@ def smollm2_model(tmp_path_factory):
 
 
 def build_caches(model_name: str, model, base_dir: Path) -> dict:
-    from intervention.caches import build_task_cache
-    from intervention.tasks import get_task_spec
+    from multid.tasks.cache import build_task_cache
+    from multid.tasks.registry import get_task_spec
 
     return {task: build_task_cache(get_task_spec(task), model_name, base_dir, lambda: model) for task in TASKS}
 

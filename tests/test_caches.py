@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from intervention import layout as paths
-from intervention.caches import TaskCache, build_task_cache, collect_residuals, resid_hook_name
-from intervention.tasks import get_task_spec
+from multid.tasks import paths
+from multid.tasks.cache import TaskCache, build_task_cache, collect_residuals, resid_hook_name
+from multid.tasks.registry import get_task_spec
 from multid.errors import MissingArtifactError, UserError
 
 DAYS = get_task_spec("days_of_week")
@@ -83,7 +83,7 @@ def test_missing_layer_file_triggers_rebuild(tiny_model, tmp_path):
 
 
 def test_crash_mid_build_leaves_no_valid_looking_cache(tiny_model, tmp_path, monkeypatch):
-    import intervention.caches as caches_module
+    import multid.tasks.cache as caches_module
 
     written = []
     real_save = caches_module.save_pt

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from intervention.caches import prompt_tokens
-from intervention.circle_engine import (
+from multid.tasks.cache import prompt_tokens
+from multid.circles.engine import (
     PrefixKV,
     answer_logits,
     clean_answer_logits,
@@ -16,8 +16,8 @@ from intervention.circle_engine import (
     patched_answer_logits,
     reference_layer_metrics,
 )
-from intervention.circle_finding_utils import VARIANTS, intervention_runs
-from intervention.circle_sweep import SweepParams, fit_layer_probe, letter_token
+from multid.circles.probe import VARIANTS, intervention_runs
+from multid.circles.sweep import SweepParams, fit_layer_probe, letter_token
 
 torch.set_num_threads(1)  # the tiny model is faster on one thread, and the CPU is shared
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from intervention.circle_finding_utils import (
+from multid.circles.probe import (
     CircleBasis,
     average_ablate,
     find_c_circle,
@@ -22,7 +22,7 @@ from intervention.circle_finding_utils import (
 )
 from intervention.days_of_week_task import DAYS_OF_WEEK
 from intervention.months_of_year_task import MONTHS_OF_YEAR
-from intervention.task import generate_problems
+from multid.tasks.spec import generate_problems
 from multid.errors import UserError
 
 ATOL = 1e-5

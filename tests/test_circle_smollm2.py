@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from intervention.caches import build_task_cache
-from intervention.circle_finding_utils import VARIANTS
-from intervention.circle_sweep import SweepParams, run_circle_sweep
-from intervention.tasks import get_task_spec
+from multid.tasks.cache import build_task_cache
+from multid.circles.probe import VARIANTS
+from multid.circles.sweep import SweepParams, run_circle_sweep
+from multid.tasks.registry import get_task_spec
 
 pytestmark = pytest.mark.smollm2
 

@@ -20,18 +20,19 @@ from intervention import (
     intervene_in_middle_of_circle,
     render_figures,
 )
-from intervention.caches import TaskCache
-from intervention.circle_compare import run_comparison
-from intervention.circle_finding_utils import VARIANTS
-from intervention.circle_grid import circle_points, compute_grid_logits, grid_figure_path, grid_path
-from intervention.circle_sweep import (
+from multid.figures import render
+from multid.tasks.cache import TaskCache
+from multid.circles.compare import run_comparison
+from multid.circles.probe import VARIANTS
+from multid.circles.grid import circle_points, compute_grid_logits, grid_figure_path, grid_path
+from multid.circles.sweep import (
     SweepParams,
     combined_path,
     load_sweep_result,
     probe_path,
     run_circle_sweep,
 )
-from intervention.paper_figures import (
+from multid.figures.paper import (
     all_layer_pca_grid,
     figure5,
     figure6,
@@ -198,7 +199,7 @@ def test_comparison_methods(tiny_model, tiny_base, tmp_path, capsys):
 
 def test_interrupted_sweep_resumes(tiny_model, tiny_base, tmp_path_factory, tiny_caches, monkeypatch):
     """Ctrl-C during layer 3: layers 1 and 2 stay saved, the rerun computes only layer 3, same final file."""
-    import intervention.circle_sweep as sweep
+    import multid.circles.sweep as sweep
 
     cache = open_cache(tiny_base)
     real = sweep.layer_metrics
@@ -272,10 +273,10 @@ def test_figure6_setting_groups_b_by_layer_and_k(tiny_model, tiny_base):
     compute_grid_logits(cache, 1, [2, 3], tiny_base, CountingLoader(tiny_model), k=5, num_angles=4, num_radii=2)
     compute_grid_logits(cache, 1, [6], tiny_base, CountingLoader(tiny_model), k=4, num_angles=4, num_radii=2)
     compute_grid_logits(cache, 1, [4], tiny_base, CountingLoader(tiny_model), k=4, num_angles=4, num_radii=2, centered=True)
-    selection = render_figures.choose_models(tiny_base, "tiny")
-    _, layer, k, bs = render_figures.figure6_setting(selection)
+    selection = render.choose_models(tiny_base, "tiny")
+    _, layer, k, bs = render.figure6_setting(selection)
     assert (layer, k, bs) == (1, 4, (6,))  # not the k=5 grids of the same layer, nor the centred one
-    assert render_figures.render_figure6(selection).exists()
+    assert render.render_figure6(selection).exists()
 
 
 def test_explicit_model_is_drawn_even_if_paper_sweeps_exist(tiny_model, tiny_base):
@@ -284,11 +285,11 @@ def test_explicit_model_is_drawn_even_if_paper_sweeps_exist(tiny_model, tiny_bas
     # a "Mistral" weekdays cache and sweep (copies of the tiny ones)
     shutil.copytree(cache.folder, tiny_base / "mistral_days_of_week")
     shutil.copytree(tiny_base / "figs" / "tiny_days_of_week", tiny_base / "figs" / "mistral_days_of_week")
-    explicit = render_figures.choose_models(tiny_base, "tiny")
-    assert not explicit.auto and render_figures.render_figure5(explicit).name == "tiny_figure5.png"
-    auto = render_figures.choose_models(tiny_base)
+    explicit = render.choose_models(tiny_base, "tiny")
+    assert not explicit.auto and render.render_figure5(explicit).name == "tiny_figure5.png"
+    auto = render.choose_models(tiny_base)
     assert auto.auto and auto.models["days_of_week"] == "tiny"
-    assert render_figures.render_figure5(auto).name == "combined_intervention.png"
+    assert render.render_figure5(auto).name == "combined_intervention.png"
 
 
 def test_sae_file_is_checked_before_the_model_and_cache(tmp_path, capsys):

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from intervention import layout as paths
-from intervention.build_cache import main as build_cache_main
+from multid.tasks import paths
+from multid.tasks.build import main as build_cache_main
 from multid.config import REPO_ROOT
 from multid.errors import UserError
 
@@ -104,7 +104,7 @@ def test_batch_size_must_be_positive(capsys, tmp_path):
 
 
 def test_incomplete_cache_names_the_rebuild_command(capsys, tmp_path):
-    from intervention.caches import TaskCache
+    from multid.tasks.cache import TaskCache
 
     assert build_cache_main("days_of_week", ["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path), "--pca_k", "3"])
     paths.layer_acts_path(paths.task_dir(tmp_path, "tiny", "days_of_week"), 2).unlink()

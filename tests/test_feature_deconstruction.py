@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from feature_deconstruction import simple_example
-from intervention.task import generate_problems
-from intervention.tasks import get_task_spec
-from feature_deconstruction.deconstruction import (
+from multid.tasks.spec import generate_problems
+from multid.tasks.registry import get_task_spec
+from multid.deconstruction.residual_rgb import (
     DAYS,
     GROUPS,
     MONTHS,
@@ -30,7 +30,7 @@ from feature_deconstruction.deconstruction import (
     parse_layers,
     run_deconstruction,
 )
-from intervention.layout import load_pca_scores, load_results_csv, pca_path, task_dir
+from multid.tasks.paths import load_pca_scores, load_results_csv, pca_path, task_dir
 from multid.errors import MissingArtifactError, UserError
 
 torch.set_num_threads(1)
@@ -269,7 +269,7 @@ def test_simple_example_writes_four_panels_and_explains_the_toy(tmp_path):
 
 def test_fits_missing_pca_files_from_our_activation_cache(tmp_path, tiny_model):
     """A cache built without PCA-20 files (as the demo builds it): the scores are fitted from the activations."""
-    from intervention.layout import pca_path
+    from multid.tasks.paths import pca_path
     from tests.conftest import build_caches
 
     cache = build_caches("tiny", tiny_model, tmp_path)["days_of_week"]

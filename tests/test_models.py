@@ -119,7 +119,7 @@ FAKE_HUB_SCRIPT = textwrap.dedent(
         assert diff < 1e-4, diff
 
     # The task script runs end to end on the hub path too.
-    from intervention.build_cache import main
+    from multid.tasks.build import main
     main("days_of_week", ["--model", "mistral", "--device", "cpu", "--base_dir", os.path.join(hf_home, "base"), "--pca_k", "3"])
     """
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from intervention.circle_grid import compute_grid_logits
-from intervention.circle_sweep import SweepParams, run_circle_sweep
-from intervention.render_figures import NOTEBOOKS, choose_models, execute_notebook
+from multid.circles.grid import compute_grid_logits
+from multid.circles.sweep import SweepParams, run_circle_sweep
+from multid.figures.render import NOTEBOOKS, choose_models, execute_notebook
 from intervention.render_figures import main as render_main
 from tests.conftest import build_caches
 

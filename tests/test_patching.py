@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from intervention.caches import prompt_tokens
-from intervention import patching
-from intervention.patching import (
+from multid.tasks.cache import prompt_tokens
+from multid.patching import activation as patching
+from multid.patching.activation import (
     activation_patching,
     default_head_layers,
     head_outputs,
     patching_pairs,
     top_heads,
 )
-from intervention.patching_figures import head_r2, indicator_widths
+from multid.patching.figures import head_r2, indicator_widths
 from multid.errors import MissingArtifactError, UserError
 
 TASKS = ("days_of_week", "months_of_year")
@@ -221,7 +221,7 @@ def run_cli(base, *extra):
 
 
 def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
-    from intervention.patching import load_patching_result, patching_path
+    from multid.patching.activation import load_patching_result, patching_path
 
     written = run_cli(cli_base, "--top_heads", "4")
     out = capsys.readouterr().out
@@ -254,7 +254,7 @@ def test_cli_writes_arrays_heatmaps_and_head_table(cli_base, capsys):
 
 
 def test_heat_map_labels_come_from_the_token_map(tiny_caches):
-    from intervention.patching_figures import named_position_labels
+    from multid.patching.figures import named_position_labels
 
     cache = tiny_caches["days_of_week"]
     positions, labels = named_position_labels(cache)
@@ -273,7 +273,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_figures_say_which_command_makes_missing_sweeps(cli_base, tmp_path):
-    from intervention.patching_figures import layer_patching_heatmap
+    from multid.patching.figures import layer_patching_heatmap
 
     base = tmp_path / "base"
     shutil.copytree(cli_base / "tiny_days_of_week", base / "tiny_days_of_week")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from intervention.patching import activation_patching
+from multid.patching.activation import activation_patching
 
 pytestmark = pytest.mark.smollm2
 

@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from intervention.task import (
+from multid.tasks.spec import (
     Problem,
     align_problems,
     answer_token_ids,
     generate_problems,
     model_tokenize,
 )
-from intervention.tasks import get_task_spec
+from multid.tasks.registry import get_task_spec
 from multid.errors import UserError
 
 DAYS = get_task_spec("day")

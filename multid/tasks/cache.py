@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from intervention import layout as paths
-from intervention.task import (
+from multid.tasks import paths
+from multid.tasks.spec import (
     Problem,
     TaskSpec,
     TokenLayout,

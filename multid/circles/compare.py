@@ -28,11 +28,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from intervention.caches import TaskCache, prompt_tokens
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
-from intervention.circle_finding_utils import VARIANTS, CircleBasis, fit_circle_probe, intervention_runs, target_table
-from intervention.circle_sweep import SweepParams, fit_layer_probe, rows_per_forward
-from multid.config import figs_dir
+from multid.tasks.cache import TaskCache, prompt_tokens
+from multid.circles.engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
+from multid.circles.probe import VARIANTS, CircleBasis, fit_circle_probe, intervention_runs, target_table
+from multid.circles.sweep import SweepParams, fit_layer_probe, rows_per_forward
+from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, load_pt, save_figure, save_npz
 
@@ -115,7 +115,7 @@ def comparison_basis(
 
 
 def comparison_dir(base_dir: Path, cache: TaskCache) -> Path:
-    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "circle_intervention_comparison"
+    return figure_dir(base_dir, "circle_intervention_comparison", cache.model, cache.task)
 
 
 def run_comparison(
@@ -172,11 +172,12 @@ def plot_comparison(results: dict[str, dict], probe_layer: int, out_path: Path) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from intervention.paper_figures import t_interval
+    from multid.paper import FIGURE5_CONFIDENCE
+    from multid.stats import t_interval
 
     fig, ax = plt.subplots(figsize=(4.5, 3.0))
     for method, result in results.items():
-        mean, half = t_interval(result["raw"][:, VARIANTS.index("patch_circle"), :])
+        mean, half = t_interval(result["raw"][:, VARIANTS.index("patch_circle"), :], FIGURE5_CONFIDENCE)
         ax.plot(result["layers"], mean, marker="o", markersize=3, label=method_label(method, probe_layer))
         ax.fill_between(result["layers"], mean - half, mean + half, alpha=0.2, linewidth=0)
     ax.set_xlabel("Layer")

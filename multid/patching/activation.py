@@ -43,12 +43,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multid.config import figs_dir
+from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, save_npz
 
-from intervention.caches import TaskCache, prompt_tokens
-from intervention.circle_engine import answer_logits, frozen_kv_cache
+from multid.tasks.cache import TaskCache, prompt_tokens
+from multid.circles.engine import answer_logits, frozen_kv_cache
 
 PATCHING_VERSION = 1
 LAYER_TYPES = ("resid", "mlp", "attention", "attention_head")
@@ -178,7 +178,7 @@ def patching_params(
 
 
 def patching_dir(base_dir: Path, model: str, task: str) -> Path:
-    return figs_dir(Path(base_dir)) / f"{model}_{task}" / "patching"
+    return figure_dir(base_dir, "patching", model, task)
 
 
 def patching_path(base_dir: Path, model: str, task: str, layer_type: str, keep_same: str, num_pairs: int) -> Path:

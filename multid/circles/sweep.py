@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from intervention.caches import PcaFit, TaskCache, prompt_tokens
-from intervention.circle_engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
-from intervention.circle_finding_utils import (
+from multid.tasks.cache import PcaFit, TaskCache, prompt_tokens
+from multid.circles.engine import PrefixKV, clean_answer_logits, layer_metrics, model_device
+from multid.circles.probe import (
     VARIANT_LABELS,
     VARIANTS,
     CircleBasis,
@@ -44,15 +44,15 @@ from intervention.circle_finding_utils import (
     intervention_runs,
     relabel_null,
 )
-from intervention.tasks import ALIASES
-from multid.config import figs_dir
+from multid.tasks.registry import ALIASES
+from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, load_pt, save_csv, save_npz, save_pt
 
 SWEEP_VERSION = 1
 LETTER_INFO_INDEX = {"a": 0, "c": 2}
 DEFAULT_NULL_PERMUTATIONS = 100
-PROBLEM_TYPES = ("day", "month")  # upstream's problem_type words; `intervention.tasks.ALIASES` maps them to tasks
+PROBLEM_TYPES = ("day", "month")  # upstream's problem_type words; `multid.tasks.registry.ALIASES` maps them to tasks
 
 
 def problem_type(task: str) -> str:
@@ -150,7 +150,7 @@ def check_layers(layers: Sequence[int] | None, cache: TaskCache, letter: str) ->
 
 
 def rotation_dir(base_dir: Path, cache: TaskCache) -> Path:
-    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "rotation_probing"
+    return figure_dir(base_dir, "rotation_probing", cache.model, cache.task)
 
 
 def probe_path(cache: TaskCache, params: SweepParams, layer: int) -> Path:

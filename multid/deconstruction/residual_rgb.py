@@ -30,9 +30,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from intervention.caches import TaskCache
-from intervention.circle_finding_utils import one_hot
-from intervention.layout import (
+from multid.tasks.cache import TaskCache
+from multid.circles.probe import one_hot
+from multid.tasks.paths import (
     build_cache_command,
     load_pca_scores,
     load_results_csv,
@@ -40,15 +40,15 @@ from intervention.layout import (
     results_csv_path,
     task_dir,
 )
-from multid.config import add_base_dir_arg, figs_dir, resolve_base_dir
+from multid.config import add_base_dir_arg, figure_dir, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError, cli_entry
+from multid.paper import PAPER_N_BLOCKS
 from multid.io import load_json, require_file, save_figure, save_json
 
 PCA_K = 20
 EIGENVALUE_FLOOR = 1e-5  # eigenvalues of X^T X / n at or below this are treated as zero (collinear one-hots)
 R2_EPS = 1e-10
 UPSAMPLE = 20  # each tile pixel becomes a UPSAMPLE x UPSAMPLE block, as upstream
-PAPER_N_BLOCKS = 32  # Mistral-7B and Llama-3-8B both have 32 blocks (cache layers 0..32)
 SCHEDULES = ("paper", "scaled", "last", "full")
 
 
@@ -551,7 +551,7 @@ def run_deconstruction(
             steps = "  ".join(f"{GROUPS[key].label}: {r2 * 100:.1f}%" for key, r2 in zip(result.groups, result.r2))
             print(f"layer {layer:>2}  {steps}")
 
-    folder = Path(out_dir) if out_dir else figs_dir(resolve_base_dir(base_dir)) / "feature_deconstruction"
+    folder = Path(out_dir) if out_dir else figure_dir(resolve_base_dir(base_dir), "feature_deconstruction")
     stem = f"{spec.figure_stem}_{model}"
     figure_path = plot_deconstruction(results, spec, folder / f"{stem}.{fmt}", usetex=usetex)
     json_path = save_json(folder / f"{stem}.json", _summary(spec, model, token, schedule, sources, figure_path, results))

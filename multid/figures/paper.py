@@ -17,21 +17,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from intervention.caches import TaskCache  # noqa: E402
-from intervention.circle_finding_utils import probe_r2  # noqa: E402
-from intervention.layout import models_with  # noqa: E402
-from multid.config import figs_dir  # noqa: E402
+from multid.tasks.cache import TaskCache  # noqa: E402
+from multid.circles.probe import probe_r2  # noqa: E402
+from multid.tasks.paths import models_with  # noqa: E402
+from multid.tasks.registry import TASK_TITLES  # noqa: E402
+from multid.config import paper_plots_dir  # noqa: E402,F401  (re-exported for the notebooks)
 from multid.errors import UserError  # noqa: E402
 from multid.io import save_figure  # noqa: E402
+from multid.paper import FIGURE3_LAYERS, FIGURE5_CONFIDENCE, FIGURE5_MAX_LAYER, MODEL_TITLES, PAPER_MODELS, RESIDUAL_C  # noqa: E402
+from multid.stats import t_interval  # noqa: E402
 
-MODEL_TITLES = {"mistral": "Mistral", "llama": "Llama", "gpt2": "GPT-2", "smollm2": "SmolLM2", "tiny": "Tiny"}
-TASK_TITLES = {"days_of_week": "Weekdays", "months_of_year": "Months"}
 # Figure 3 of the paper: Mistral weekdays at cache layer 30, Llama months at cache layer 3 (a-token).
-PAPER_FIGURE3_LAYERS = {("mistral", "days_of_week"): 30, ("llama", "months_of_year"): 3}
 
 
-def paper_plots_dir(base_dir: Path) -> Path:
-    return figs_dir(base_dir) / "paper_plots"
 
 
 def class_colors(p: int) -> np.ndarray:
@@ -91,7 +89,7 @@ def best_probe_layer(cache: TaskCache, k: int = 5) -> int:
 
 def figure3_layer(cache: TaskCache) -> int:
     """The paper's layer for Mistral weekdays / Llama months, else the best-probe layer."""
-    return PAPER_FIGURE3_LAYERS.get((cache.model, cache.task)) or best_probe_layer(cache)
+    return FIGURE3_LAYERS.get((cache.model, cache.task)) or best_probe_layer(cache)
 
 
 def figure3(caches: Sequence[TaskCache], out_path: Path, layers: Sequence[int | None] | None = None) -> Path:
@@ -114,30 +112,13 @@ def figure3(caches: Sequence[TaskCache], out_path: Path, layers: Sequence[int | 
 FIGURE5_VARIANTS = ("no_op", "patch_layer", "patch_circle", "patch_pca", "average_ablate")
 FIGURE5_COLORS = {"no_op": "tab:gray", "patch_layer": "tab:blue", "patch_circle": "tab:red", "patch_pca": "tab:green",
                   "average_ablate": "tab:orange"}
-FIGURE5_CONFIDENCE = 0.96
-PAPER_MODELS = ("mistral", "llama")
-PAPER_FIGURE5_MAX_LAYER = 24  # the paper shows the first 25 cache layers (0..24) of Mistral and Llama
-PAPER_RESIDUAL_C = {"model": "mistral", "task": "days_of_week", "layer": 25}
-
-
-def t_interval(samples: np.ndarray, confidence: float = FIGURE5_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and half-width of the Student-t confidence interval over the last axis."""
-    from scipy import stats
-
-    samples = np.asarray(samples, dtype=np.float64)
-    n = samples.shape[-1]
-    mean = samples.mean(axis=-1)
-    if n < 2:
-        return mean, np.zeros_like(mean)
-    sem = samples.std(axis=-1, ddof=1) / np.sqrt(n)
-    return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
 
 
 def find_sweep_results(
     base_dir: Path, letter: str = "a", targets: Sequence[str] = ("cos", "sin"), k: int = 5
 ) -> list[tuple[str, str, Path]]:
     """(model, task, combined file) of every finished default-formula sweep of a cached model, paper runs first."""
-    from intervention.circle_sweep import SweepParams, combined_path
+    from multid.circles.sweep import SweepParams, combined_path
 
     params = SweepParams(letter, tuple(targets), k)
     found = []
@@ -152,17 +133,17 @@ def find_sweep_results(
 
 def figure5_max_layer(model: str) -> int | None:
     """Paper models are cut at cache layer 24 as in the paper; other models show every finished layer."""
-    return PAPER_FIGURE5_MAX_LAYER if model in PAPER_MODELS else None
+    return FIGURE5_MAX_LAYER if model in PAPER_MODELS else None
 
 
 def draw_figure5_panel(ax, result, title: str, max_layer: int | None) -> None:
     """Mean and 96% t-interval of logit[c] - logit[c'] vs layer for the five plotted variants."""
-    from intervention.circle_finding_utils import VARIANT_LABELS, VARIANTS
+    from multid.circles.probe import VARIANT_LABELS, VARIANTS
 
     keep = np.ones(len(result.layers), bool) if max_layer is None else result.layers <= max_layer
     layers = result.layers[keep]
     for variant in FIGURE5_VARIANTS:
-        mean, half = t_interval(result.raw[keep, VARIANTS.index(variant), :])
+        mean, half = t_interval(result.raw[keep, VARIANTS.index(variant), :], FIGURE5_CONFIDENCE)
         color = FIGURE5_COLORS[variant]
         ax.plot(layers, mean, color=color, marker="o", markersize=2.5, linewidth=1.2, label=VARIANT_LABELS[variant])
         ax.fill_between(layers, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)
@@ -184,7 +165,7 @@ def figure5(
     must come from the current cache of its model and task under `base_dir` (default: the base dir the
     file lies under); one from an older cache raises a UserError naming the command that recomputes it.
     """
-    from intervention.circle_sweep import SweepParams, load_current_sweep, sweep_base_dir, sweep_command
+    from multid.circles.sweep import SweepParams, load_current_sweep, sweep_base_dir, sweep_command
 
     if not runs:
         raise UserError("no finished a-circle sweep found; run e.g. " + sweep_command("smollm2", "days_of_week", SweepParams("a")))
@@ -221,7 +202,7 @@ def load_grid_logits(cache: TaskCache, base_dir: Path, layer: int, k: int, bs: S
     """
     import json
 
-    from intervention.circle_grid import GridLogits, grid_command, grid_meta, grid_path
+    from multid.circles.grid import GridLogits, grid_command, grid_meta, grid_path
     from multid.errors import MissingArtifactError
     from multid.io import load_npz
 
@@ -268,9 +249,9 @@ def figure6(grids: Sequence, names: Sequence[str], out_path: Path, limit: float 
 
 def default_residual_c_layer(cache: TaskCache) -> int:
     """The paper's layer 25 (of 32) for Mistral, the same depth fraction for other models."""
-    if cache.model == PAPER_RESIDUAL_C["model"]:
-        return PAPER_RESIDUAL_C["layer"]
-    return int(round(PAPER_RESIDUAL_C["layer"] / 32 * (cache.n_cache_layers - 1)))
+    if cache.model == RESIDUAL_C["model"]:
+        return RESIDUAL_C["layer"]
+    return int(round(RESIDUAL_C["layer"] / 32 * (cache.n_cache_layers - 1)))
 
 
 def residual_c_panel(cache: TaskCache, layer: int | None = None) -> tuple[PcaPanel, tuple[int, int]]:
@@ -279,8 +260,8 @@ def residual_c_panel(cache: TaskCache, layer: int | None = None) -> tuple[PcaPan
     Main-text notebook cell 4: np.linalg.lstsq on [one-hot a (p cols) | one-hot b (p cols, b = 1..p)],
     no intercept (the one-hots span it). Returns the panel and the design shape (upstream printed it).
     """
-    from intervention.caches import fit_pca
-    from intervention.circle_finding_utils import one_hot
+    from multid.tasks.cache import fit_pca
+    from multid.circles.probe import one_hot
 
     layer = default_residual_c_layer(cache) if layer is None else layer
     acts = cache.get_acts(layer, cache.layout.before_c_token).double().numpy()
@@ -346,7 +327,7 @@ def results_table(base_dir: Path, task: str, models: Sequence[str] | None = None
     (top logit among the p answer words), sorted by (b, a); rows every model gets right are dropped.
     Upstream captioned both tables "Weekdays"; the caption here names the task.
     """
-    from intervention.layout import build_cache_command, load_results_csv, results_csv_path, task_dir
+    from multid.tasks.paths import build_cache_command, load_results_csv, results_csv_path, task_dir
 
     models = list(models) if models else results_table_models(base_dir, task)
     if not models:
@@ -385,7 +366,7 @@ def results_table(base_dir: Path, task: str, models: Sequence[str] | None = None
 
 
 def get_task_words(task: str) -> tuple[str, ...]:
-    from intervention.tasks import get_task_spec
+    from multid.tasks.registry import get_task_spec
 
     return get_task_spec(task).allowable_tokens
 

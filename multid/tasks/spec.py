@@ -11,7 +11,7 @@ number word is one token (Nine/Eleven/Twelve are two). Our rule generalises that
 than the longest get the shortest run of ". " prefixes that makes them exactly as long, and the
 alignment is then verified; a tokenizer that cannot be aligned this way is a clear error.
 
-Activation patching (upstream `task.py`) lives in `intervention/patching.py`.
+Activation patching (upstream `task.py`) lives in `multid.patching.activation`.
 """
 
 from __future__ import annotations
@@ -40,9 +40,12 @@ class Problem:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """The data that defines a task; see `days_of_week_task.py` and `months_of_year_task.py`."""
+    """The data that defines a task; the two tasks are in `multid.tasks.registry`."""
 
     name: str  # "days_of_week" or "months_of_year"
+    title: str  # for figures and tables ("Weekdays", "Months")
+    aliases: tuple[str, ...]  # upstream's problem_type words ("day", "days")
+    script: str  # the script that builds its cache
     p: int
     start_words: tuple[str, ...]  # index a
     number_words: tuple[str, ...]  # index b (0..p)
@@ -216,13 +219,3 @@ def token_map(model, prompt: str, layout: TokenLayout) -> dict[int, str]:
     mapping = {position: tokens[position] for position in range(layout.b_token, layout.seq_len)}
     mapping[layout.seq_len] = "<answer>"
     return mapping
-
-
-def __getattr__(name: str):
-    """Upstream kept activation patching in task.py; it lives in intervention/patching.py and is re-exported
-    lazily (patching imports the caches, which import this module)."""
-    if name in ("activation_patching", "patching_pairs"):
-        from intervention import patching
-
-        return getattr(patching, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

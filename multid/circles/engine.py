@@ -26,8 +26,8 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from intervention.caches import TaskCache, resid_hook_name
-from intervention.circle_finding_utils import (
+from multid.tasks.cache import TaskCache, resid_hook_name
+from multid.circles.probe import (
     PER_PROBLEM_VARIANTS,
     PER_RUN_VARIANTS,
     VARIANTS,

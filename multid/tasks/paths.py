@@ -17,15 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from multid.errors import UserError
-
-TASK_NAMES = ("days_of_week", "months_of_year")
-TASK_SCRIPTS = {"days_of_week": "intervention/days_of_week_task.py", "months_of_year": "intervention/months_of_year_task.py"}
-
-
-def check_task_name(task: str) -> str:
-    if task not in TASK_NAMES:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
-    return task
+from multid.tasks.registry import TASK_NAMES, TASKS, check_task_name
 
 
 def task_dir(base_dir: str | os.PathLike, model: str, task: str) -> Path:
@@ -56,7 +48,7 @@ def pca_path(folder: Path, layer: int, token: int, k: int) -> Path:
 
 def build_cache_command(model: str, task: str, pca_k: int | None = None, base_dir: str | os.PathLike | None = None) -> str:
     """The command that makes a task cache (results.csv, activations and PCA files)."""
-    parts = [f"python3 {TASK_SCRIPTS[check_task_name(task)]} --model {model}"]
+    parts = [f"python3 {TASKS[check_task_name(task)].script} --model {model}"]
     if pca_k is not None:
         parts.append(f"--pca_k {pca_k}")
     if base_dir is not None:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from intervention.caches import TaskCache, build_task_cache, ensure_pca_files
-from intervention.layout import results_csv_path
-from intervention.task import ANSWER_MODES
-from intervention.tasks import get_task_spec
+from multid.tasks.cache import TaskCache, build_task_cache, ensure_pca_files
+from multid.tasks.paths import results_csv_path
+from multid.tasks.spec import ANSWER_MODES
+from multid.tasks.registry import get_task_spec
 from multid.config import add_base_dir_arg, add_device_arg, add_dtype_arg, positive_int, resolve_base_dir, resolve_device
 from multid.errors import cli_entry
 from multid.models import add_model_args, get_spec, lazy_loader

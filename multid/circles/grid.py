@@ -25,16 +25,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from intervention.caches import TaskCache, prompt_tokens
-from intervention.circle_engine import PrefixKV, model_device, patched_answer_logits
-from intervention.circle_finding_utils import CircleBasis, patch_circle
-from intervention.circle_sweep import SweepParams, load_probe, problem_type, probe_plane_from_file, rows_per_forward
-from multid.config import figs_dir
+from multid.tasks.cache import TaskCache, prompt_tokens
+from multid.circles.engine import PrefixKV, model_device, patched_answer_logits
+from multid.circles.probe import CircleBasis, patch_circle
+from multid.circles.sweep import SweepParams, load_probe, problem_type, probe_plane_from_file, rows_per_forward
+from multid.config import figure_dir
 from multid.errors import UserError
 from multid.io import load_npz, save_figure, save_npz
 
 GRID_VERSION = 1
-PAPER_SETTING = {"model": "mistral", "task": "days_of_week", "layer": 5, "bs": (2, 3, 4, 5), "pca_k": 5}
 
 
 def circle_points(num_angles: int = 100, num_radii: int = 20, max_radius: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,7 +60,7 @@ GRID_FIGURE_NAME = "{layer}_{token}_{k}_{b}_a{centered}.png"
 
 
 def grid_dir(base_dir: Path, cache: TaskCache) -> Path:
-    return figs_dir(base_dir) / f"{cache.model}_{cache.task}" / "varying_circle"
+    return figure_dir(base_dir, "varying_circle", cache.model, cache.task)
 
 
 def grid_file_name(template: str, cache: TaskCache, layer: int, k: int, b: int, centered: bool) -> str:

@@ -24,10 +24,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from intervention.caches import TaskCache  # noqa: E402
-from intervention.circle_finding_utils import do_regression, one_hot  # noqa: E402
-from intervention.paper_figures import MODEL_TITLES, TASK_TITLES, paper_plots_dir  # noqa: E402
-from intervention.patching import (  # noqa: E402
+from multid.tasks.cache import TaskCache  # noqa: E402
+from multid.circles.probe import do_regression, one_hot  # noqa: E402
+from multid.config import paper_plots_dir  # noqa: E402
+from multid.paper import MODEL_TITLES  # noqa: E402
+from multid.tasks.registry import TASK_TITLES  # noqa: E402
+from multid.patching.activation import (  # noqa: E402
     DEFAULT_NUM_PAIRS,
     KEEP_SAME,
     PatchingResult,
