@@ -192,7 +192,7 @@ def test_mistral_interactive_script_numbering(calendar, tmp_path, capsys):
     # the same cluster under the full numbering is index 1; index 0 there is a singleton
     script.main(cal_mod.cli_args(calendar, "--cluster", "1", "--cluster_convention", "all", "--save_dir", str(tmp_path)))
     assert str(cal_mod.DAYS) in capsys.readouterr().out
-    from intervention.circle_compare import read_sae_components
+    from multid.circles.compare import read_sae_components
 
     comps = read_sae_components(pca_file, [0, 1])
     assert np.linalg.norm(comps[:, :2], axis=1).min() > 0.99  # the planted days plane

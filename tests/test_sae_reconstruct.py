@@ -126,7 +126,7 @@ def test_planted_circle_from_parquet(calendar):
 
 @pytest.mark.integration
 def test_cluster_points_stage_and_sae_pca_file(calendar):
-    from intervention.circle_compare import read_sae_components
+    from multid.circles.compare import read_sae_components
     from multid.sae.cluster_points import cluster_points_stage, read_cluster_points
 
     points = cluster_points_stage(calendar.run, "days", cal_mod.DAYS, calendar.W_dec, k=4, sample_limit=None,
