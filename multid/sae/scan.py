@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -37,7 +38,8 @@ from multid.errors import UserError
 from multid.io import load_json
 from multid.reducibility import plots
 from multid.reducibility.engine import (SCAN_MIXTURE, SCAN_SEPARABILITY, initial_directions, mixture_index,
-                                         pad_clouds, reducibility_batched, separability_index)
+                                         mixture_index_batched, pad_clouds, separability_index,
+                                         separability_index_batched)
 
 MAX_COMPONENTS = 5
 MIN_MIXTURE = 0.01
@@ -109,16 +111,25 @@ def mixture_config(eps: float, steps: int | None = None):
     return dataclasses.replace(SCAN_MIXTURE, eps=float(eps), **({"steps": int(steps)} if steps else {}))
 
 
+def add_time(timings: dict | None, key: str, start: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
 def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: float = 0.1, seed: int = 0,
-                steps: int | None = None) -> list[PlaneResult]:
-    """M and S of many clouds through ONE batched engine call (padded stack + mask)."""
+                steps: int | None = None, timings: dict | None = None) -> list[PlaneResult]:
+    """M and S of many clouds through ONE batched engine call each (padded stack + mask), as
+    `reducibility_batched` does. `timings` (optional dict) accumulates seconds under "mixture" / "separability"."""
     if not clouds:
         return []
     points, mask = pad_clouds(list(clouds))
     v0 = torch.stack([plane_start(seed, p) for p in planes])
-    result = reducibility_batched(points, mask, mixture_config=mixture_config(eps, steps),
-                                  separability_config=SCAN_SEPARABILITY, v0=v0)
-    mix, sep = result.mixture, result.separability
+    start = time.perf_counter()
+    mix = mixture_index_batched(points, mask, config=mixture_config(eps, steps), v0=v0)
+    add_time(timings, "mixture", start)
+    start = time.perf_counter()
+    sep = separability_index_batched(points, mask, config=SCAN_SEPARABILITY)
+    add_time(timings, "separability", start)
     return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(mix.m[b]),
                         m_hard=float(mix.m_hard[b]), v=mix.v[b].double().numpy(), c=float(mix.c[b]),
                         s_bits=float(sep.s_bits[b]), s_angle=float(sep.angle[b]),
@@ -127,13 +138,17 @@ def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: flo
 
 
 def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: float = 0.1, seed: int = 0,
-                     steps: int | None = None) -> list[PlaneResult]:
+                     steps: int | None = None, timings: dict | None = None) -> list[PlaneResult]:
     """The same numbers one plane at a time (one-cloud engine calls): the reference for tests and benchmarks."""
     out = []
     for p, cloud in zip(planes, clouds):
+        start = time.perf_counter()
         mix = mixture_index(np.asarray(cloud, dtype=np.float64), config=mixture_config(eps, steps),
                             v0=plane_start(seed, p))
+        add_time(timings, "mixture", start)
+        start = time.perf_counter()
         sep = separability_index(np.asarray(cloud, dtype=np.float64), config=SCAN_SEPARABILITY)
+        add_time(timings, "separability", start)
         out.append(PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(mix.m),
                                m_hard=float(mix.m_hard), v=mix.v.double().numpy(), c=float(mix.c),
                                s_bits=float(sep.s_bits), s_angle=float(sep.angle), mi_bits=sep.mi_bits.numpy(),
@@ -142,8 +157,8 @@ def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps
 
 
 def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.0, eps: float = 0.1, seed: int = 0,
-              steps: int | None = None, batch_points: int = BATCH_POINTS, progress=None
-              ) -> dict[int, list[PlaneResult]]:
+              steps: int | None = None, batch_points: int = BATCH_POINTS, progress=None,
+              timings: dict | None = None) -> dict[int, list[PlaneResult]]:
     """Scan the planes of many clusters (cluster id -> PCA coords [n, k]) in padded batches of similar size.
 
     Planes are sorted by point count and cut into batches of at most `batch_points` padded points, so a
@@ -158,7 +173,8 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
         while stop < len(items) and (stop - start + 1) * len(items[stop][2]) <= batch_points:
             stop += 1
         batch = items[start:stop]
-        done = scan_clouds([c for _, _, c in batch], [p for _, p, _ in batch], eps=eps, seed=seed, steps=steps)
+        done = scan_clouds([c for _, _, c in batch], [p for _, p, _ in batch], eps=eps, seed=seed, steps=steps,
+                           timings=timings)
         for (cid, _, _), res in zip(batch, done):
             results[cid].append(res)
         if progress is not None:
