@@ -41,8 +41,20 @@ class CalendarRun:
     value: np.ndarray
 
 
+WORD_START = "\u2581"  # SentencePiece-style pieces, as Mistral's tokenizer: decoding one alone drops the space
+
+
+def words() -> list[str]:
+    return FILLER + list(DAY_NAMES) + list(MONTH_NAMES) + [str(y) for y in range(1900, 2000)]
+
+
 def vocabulary() -> list[str]:
-    return ["<unk>", "<bos>", "<pad>"] + FILLER + list(DAY_NAMES) + list(MONTH_NAMES) + [str(y) for y in range(1900, 2000)]
+    """Token strings by id: three specials, then every word as a word-start piece."""
+    return ["<unk>", "<bos>", "<pad>"] + [WORD_START + w for w in words()]
+
+
+def word_of(token_id: int) -> str:
+    return vocabulary()[token_id].removeprefix(WORD_START)
 
 
 def decoder(seed: int = 0) -> np.ndarray:
@@ -71,7 +83,7 @@ def corpus(n_ctx: int, seed: int = 1):
     """token ids [n_ctx, CTX_LEN] (BOS first) and the triples (token, feature, value), unsorted."""
     rng = np.random.default_rng(seed)
     vocab = vocabulary()
-    index = {w: i for i, w in enumerate(vocab)}
+    index = {w.removeprefix(WORD_START): i for i, w in enumerate(vocab)}
     cluster = set(DAYS) | set(MONTHS) | set(YEARS) | {m for s in SINGLETONS for m in s}
     background = np.array(sorted(set(range(F)) - cluster))
     ids = np.zeros((n_ctx, CTX_LEN), np.int64)
@@ -113,12 +125,13 @@ def corpus(n_ctx: int, seed: int = 1):
 
 
 def save_tokenizer(folder: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(vocabulary())}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always")
+    core.decoder = decoders.Metaspace(replacement=WORD_START, prepend_scheme="always")
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>")
     tok.save_pretrained(folder)
     return folder

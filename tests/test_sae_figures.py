@@ -188,7 +188,7 @@ def test_mistral_interactive_script_numbering(calendar, tmp_path, capsys):
     html, pca_file = written
     assert html.name == "tiny-layer1-cluster0.html" and html.stat().st_size > 3_000_000
     text = html.read_text()
-    assert "<b>Monday</b>" in unescape(text)
+    assert "<b> Monday</b>" in unescape(text) and " the" in unescape(text)
     # the same cluster under the full numbering is index 1; index 0 there is a singleton
     script.main(cal_mod.cli_args(calendar, "--cluster", "1", "--cluster_convention", "all", "--save_dir", str(tmp_path)))
     assert str(cal_mod.DAYS) in capsys.readouterr().out

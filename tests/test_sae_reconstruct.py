@@ -84,7 +84,7 @@ def cyclic_order_ok(mean_angles: np.ndarray) -> bool:
 def planted_circle_check(points, tokens, token_ids, vocab):
     pca = reconstruction_pca(points, 5)
     assert pca.explained_variance_ratio[:2].sum() > 0.95  # a 2-D circle
-    words = [vocab[i] for i in token_ids[tokens // cal_mod.CTX_LEN, tokens % cal_mod.CTX_LEN]]
+    words = [cal_mod.word_of(i) for i in token_ids[tokens // cal_mod.CTX_LEN, tokens % cal_mod.CTX_LEN]]
     day = np.array([cal_mod.DAY_NAMES.index(w) for w in words])  # every firing token is a day name
     theta = angles_in_plane(pca.coords[:, :2])
     mean = np.array([np.angle(np.mean(np.exp(1j * theta[day == i]))) for i in range(7)])
@@ -116,7 +116,7 @@ def test_planted_circle_from_parquet(calendar):
 
     occ = open_occurrences(calendar.run)
     rec = cluster_reconstructions(occ, cal_mod.DAYS, calendar.W_dec)
-    day_positions = np.isin(calendar.token_ids, [calendar.vocab.index(d) for d in cal_mod.DAY_NAMES])
+    day_positions = np.isin(calendar.token_ids, [calendar.vocab.index(cal_mod.WORD_START + d) for d in cal_mod.DAY_NAMES])
     np.testing.assert_array_equal(rec.tokens, np.flatnonzero(day_positions.ravel()))  # own index, all of them
     planted_circle_check(rec.points, rec.tokens, calendar.token_ids, calendar.vocab)
     limited = cluster_reconstructions(occ, cal_mod.DAYS, calendar.W_dec, sample_limit=10)
