@@ -280,3 +280,15 @@ def test_sweep_matches_separate_clusterings_and_grid():
 def test_upstream_cutoffs():
     cutoffs = stability.upstream_cutoffs()
     assert len(cutoffs) == 21 and cutoffs[0] == pytest.approx(0.1) and cutoffs[-1] == 1.0 and 0.5 in cutoffs
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr", "discretize"])
+def test_spectral_labels_are_scikit_learns_spectral_clustering(assign_labels):
+    from sklearn.cluster import SpectralClustering
+
+    W, _ = planted_decoder(groups=6, size=4, d=16, noise=0.6, seed=4)  # noisy: the labels are not trivial
+    A = clustering.angular_affinity(W).astype(np.float64)
+    expected = SpectralClustering(n_clusters=6, affinity="precomputed", random_state=3,
+                                  assign_labels=assign_labels).fit_predict(A)
+    assert np.array_equal(clustering.spectral_labels(A, 6, 3, assign_labels=assign_labels), expected)

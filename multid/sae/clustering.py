@@ -14,8 +14,10 @@ are not).
 - `spectral_clusters` (method "spectral"): angular affinity A = 1 - arccos(clip(S, -1, 1)) / pi and
   scikit-learn `SpectralClustering(n_clusters, affinity="precomputed", random_state=seed)`. Faithful defaults
   (ARPACK eigensolver, k-means label assignment, diagonal kept) with three documented changes: the affinity is
-  float32 built in place in row blocks (upstream float64: half the memory, same clusters up to float32 rounding
-  of the affinity), the run is seeded (upstream unseeded), and `eigen_solver` / `assign_labels` can be chosen.
+  float32, built in place in row blocks, and goes through SpectralClustering's own public steps
+  (`spectral_labels`) without the float64 copy `fit` makes (upstream: float64 S, A and that copy; here one
+  float32 F x F matrix plus the eigensolver's working copies; same clusters up to float32 rounding), the run is
+  seeded (upstream unseeded), and `eigen_solver` / `assign_labels` can be chosen.
 
 Output order (both methods, deterministic): members ascending within a cluster, clusters ordered by their
 smallest member. (Upstream listed spectral clusters by k-means label and graph components by DFS visit
@@ -254,8 +256,6 @@ def spectral_clusters(
     eigen_solver None = scikit-learn's default (ARPACK, as upstream); "lobpcg", or "amg" when pyamg is
     installed. assign_labels "kmeans" (upstream), "discretize" or "cluster_qr" (no k-means restarts).
     """
-    from sklearn.cluster import SpectralClustering
-
     W = check_decoder(W_dec)
     if not 1 <= n_clusters <= W.shape[0]:
         raise UserError(f"--n_clusters must be between 1 and the number of features {W.shape[0]}, got {n_clusters}")
@@ -266,16 +266,41 @@ def spectral_clusters(
             raise UserError("--eigen_solver amg needs the pyamg package, which is not installed; "
                             "use arpack (default) or lobpcg") from None
     affinity = angular_affinity(W, diagonal)
-    model = SpectralClustering(
-        n_clusters=n_clusters, affinity="precomputed", random_state=seed,
-        eigen_solver=eigen_solver, assign_labels=assign_labels,
-    )
-    labels = model.fit_predict(affinity)
+    labels = spectral_labels(affinity, n_clusters, seed, eigen_solver=eigen_solver, assign_labels=assign_labels)
     del affinity
     groups: list[list[int]] = [[] for _ in range(n_clusters)]
     for feature, label in enumerate(labels.tolist()):
         groups[label].append(feature)
     return order_clusters(groups)
+
+
+def spectral_labels(affinity: np.ndarray, n_clusters: int, seed: int, eigen_solver: str | None = None,
+                    assign_labels: str = "kmeans", n_init: int = 10) -> np.ndarray:
+    """The steps of scikit-learn's `SpectralClustering(affinity="precomputed").fit`, without its float64 copy.
+
+    `SpectralClustering.fit` converts the affinity to float64 first (a second F x F matrix, 4.8 GB for
+    GPT-2's 24,576 features); here the same public steps run on the matrix as given (float32): one
+    RandomState from `seed` feeds `spectral_embedding(n_components=n_clusters, drop_first=False)` and then
+    the label assignment (`k_means` with n_init=10, or `cluster_qr` / `discretize`), in the order `fit` uses
+    it, so a float64 affinity gives exactly SpectralClustering's labels (tests check this).
+    """
+    from sklearn.cluster import k_means
+    from sklearn.manifold import spectral_embedding
+    from sklearn.utils import check_random_state
+
+    random_state = check_random_state(seed)
+    maps = spectral_embedding(affinity, n_components=n_clusters, eigen_solver=eigen_solver,
+                              random_state=random_state, eigen_tol="auto", drop_first=False)
+    if assign_labels == "kmeans":
+        return k_means(maps, n_clusters, random_state=random_state, n_init=n_init)[1]
+    # the other two assignments have no public function outside SpectralClustering
+    from sklearn.cluster._spectral import cluster_qr, discretize
+
+    if assign_labels == "cluster_qr":
+        return cluster_qr(maps)
+    if assign_labels == "discretize":
+        return discretize(maps, random_state=random_state)
+    raise UserError(f"unknown --assign_labels {assign_labels!r}; allowed: kmeans, discretize, cluster_qr")
 
 
 def cluster_decoder(W_dec: np.ndarray, method: str, **options) -> list[list[int]]:
