@@ -233,6 +233,9 @@ def test_clustering_cli(tmp_path, capsys):
     script.main(["--decoder_file", str(tmp_path / "W.npz"), "--clustering_type", "graph", "--top_k", "4",
                  "--drop_singletons", "--out", str(tmp_path / "d.json")])
     assert load_clusters(tmp_path / "d.json") == truth
+    script.main(["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--include_only_first_k_sae_features",
+                 "10", "--out", str(tmp_path / "first.json")])
+    assert load_clusters(tmp_path / "first.json") == clustering.graph_clusters(W[:10], top_k=4, sim_cutoff=0.5)
     np.save(tmp_path / "W3.npy", W[None])
     capsys.readouterr()
     for bad in (["--decoder_file", str(tmp_path / "W3.npy")],
@@ -292,3 +295,22 @@ def test_spectral_labels_are_scikit_learns_spectral_clustering(assign_labels):
     expected = SpectralClustering(n_clusters=6, affinity="precomputed", random_state=3,
                                   assign_labels=assign_labels).fit_predict(A)
     assert np.array_equal(clustering.spectral_labels(A, 6, 3, assign_labels=assign_labels), expected)
+
+
+@pytest.mark.integration
+def test_cluster_stability_cli(tmp_path):
+    from sae_multid_feature_discovery import cluster_stability as script
+
+    W, truth = planted_decoder(groups=5, size=4, extra=30, noise=0.4, seed=2)
+    np.save(tmp_path / "W.npy", W)
+    write_clusters(tmp_path / "truth.json", [[0], truth[1], truth[3]])
+    out = script.main(["--decoder_file", str(tmp_path / "W.npy"), "--clusters_file", str(tmp_path / "truth.json"),
+                       "--truth", "1", "0", "--truth_names", "Second", "First", "--cutoffs", "0.3", "0.6",
+                       "--save_dir", str(tmp_path / "stab")])
+    data = json.loads((out / "stability.json").read_text())
+    assert data["top_ks"] == [2, 3, 4] and data["cutoffs"] == [0.3, 0.6] and data["truth"]["First"] == truth[1]
+    sweep = stability.sweep_graph_clusterings(W, [2, 3, 4], [0.3, 0.6], diagonal="zeroed")
+    expected = stability.stability_grid({"First": truth[1], "Second": truth[3]}, sweep, [2, 3, 4], [0.3, 0.6])
+    assert np.array_equal(np.array(data["best_jaccard"]["Second"]), expected.best["Second"])
+    assert {p.name for p in out.iterdir()} >= {"cluster_stability_first.png", "cluster_stability_second.pdf",
+                                               "cluster_sizes.png", "cluster_cosines.png"}
