@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
-from multid.errors import MissingArtifactError, UserError, cli_entry
+from multid.errors import MissingArtifactError, cli_entry
 from multid.io import save_csv, save_figure, save_json
 from multid.sae import paths, scan
 from multid.sae.cluster_points import find_run_dir

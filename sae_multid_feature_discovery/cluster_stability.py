@@ -14,14 +14,13 @@ from an overwritten variable; here they are the ground-truth clusters), and stab
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import hashlib
 
 from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError, cli_entry
@@ -39,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_base_dir_arg(parser)
-    parser.add_argument("--model_name", default="mistral", help="model of the SAE (default: %(default)s)")
+    parser.add_argument("--model_name", default=None,
+                        help="model of the SAE (default: mistral); with --decoder_file it only checks the width")
     parser.add_argument("--layer", type=int, default=8, help="SAE layer (default: %(default)s)")
     parser.add_argument("--sae_path", default=None, help="the SAE on disk (SAELens folder or the paper's .pt)")
     parser.add_argument("--decoder_file", default=None, help="decoder .npy, or .npz with key W_dec, instead of the SAE")
@@ -72,7 +72,7 @@ def slug(name: str) -> str:
 @cli_entry
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
-    model = canonical_model(args.model_name)
+    model = canonical_model(args.model_name or "mistral")
     names = args.truth_names or ([{61: "Days of Week", 832: "Months"}.get(i, f"cluster {i}") for i in args.truth])
     if len(names) != len(args.truth):
         raise UserError(f"--truth_names has {len(names)} names for {len(args.truth)} --truth clusters")
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
     truth_clusters = load_clusters(clusters_file)
     W, tag, source = clustering.load_decoder_source(model, args.layer, decoder_file=args.decoder_file,
                                                     sae_path=args.sae_path,
-                                                    check_width="--model_name" in (argv or sys.argv[1:]) or
-                                                    not args.decoder_file)
+                                                    check_width=bool(args.model_name or not args.decoder_file))
     truths = {}
     for index, name in zip(args.truth, names):
         members = pick_cluster(truth_clusters, index, args.cluster_convention)
