@@ -121,9 +121,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     with tqdm(total=len(chosen), desc="clusters scanned", unit="cluster", disable=len(chosen) == 1) as bar:
         written = scan_clusters(occ, W_dec, chosen, save_dir, settings, command=command, group_size=args.group_size,
                                 progress=bar.update, force=args.force)
-    if len(chosen) == 1:
-        from multid.io import load_json
+    from multid.io import load_json
 
+    empty = [path.parent.name for path in written if not load_json(path)]
+    if empty:
+        print(f"{len(empty)} cluster(s) fired on fewer than 2 tokens (or had no plane with spread) and have no "
+              f"planes: {', '.join(empty[:20])}{' ...' if len(empty) > 20 else ''}")
+    if len(chosen) == 1:
         for key, value in load_json(written[0]).items():
             print(f"plane {key}: M = {value['mixture_index']:.4f}   S = {value['separability_index']:.4f} bits")
     print("wrote:")

@@ -162,6 +162,9 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     assert [(p.parent / "stage.json").stat().st_mtime_ns for p in written] == stamp2  # all reused
 
     capsys.readouterr()
+    (empty,) = script.main(common + ["--cluster", "1", "--threshold", "100"])  # nothing fires above 100
+    assert json.loads(empty.read_text()) == {} and empty.name.endswith("threshold100.0-radius0.0-metrics.json")
+    assert "1 cluster(s) fired on fewer than 2 tokens" in capsys.readouterr().out
     for bad, phrase in ((["--cluster", "5"], "out of range"), (["--cluster", "4", "--size_limit", "10"], "size_limit"),
                         (["--cluster", "0", "--epsilon", "0"], "--epsilon")):
         with pytest.raises(SystemExit) as exit_info:
