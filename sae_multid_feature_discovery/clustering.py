@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--diagonal", choices=clustering.DIAGONALS, default="kept",
                         help="self-similarity kept (paper era, default) or zeroed (later upstream code)")
     parser.add_argument("--drop_singletons", action="store_true", help="graph: leave out one-feature components")
+    parser.add_argument("--max_cluster_size", type=positive_int, default=None,
+                        help="graph: leave out components with more features (the original's optional prune "
+                             "dropped sizes >= 1000, i.e. 999)")
     parser.add_argument("--n_clusters", type=positive_int, default=1000,
                         help="spectral: number of clusters (default: %(default)s)")
     parser.add_argument("--eigen_solver", choices=("arpack", "lobpcg", "amg"), default=None,
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options(args: argparse.Namespace) -> dict:
     if args.method == "graph":
         return {"top_k": args.top_k, "sim_cutoff": args.sim_cutoff, "diagonal": args.diagonal,
-                "drop_singletons": args.drop_singletons}
+                "drop_singletons": args.drop_singletons, "max_size": args.max_cluster_size}
     return {"n_clusters": args.n_clusters, "seed": args.seed, "diagonal": args.diagonal,
             "eigen_solver": args.eigen_solver, "assign_labels": args.assign_labels}
 
@@ -82,7 +85,8 @@ def options(args: argparse.Namespace) -> dict:
 def default_name(args: argparse.Namespace) -> str:
     first = f"_first{args.include_only_first_k_sae_features}" if args.include_only_first_k_sae_features else ""
     if args.method == "graph":
-        drop = "_nosingletons" if args.drop_singletons else ""
+        drop = ("_nosingletons" if args.drop_singletons else "") + \
+            (f"_max{args.max_cluster_size}" if args.max_cluster_size else "")
         return f"graph_topk{args.top_k}_cutoff{args.sim_cutoff}_diag{args.diagonal}{drop}{first}.json"
     extra = "".join(f"_{v}" for v in (args.eigen_solver, None if args.assign_labels == "kmeans" else args.assign_labels)
                     if v)

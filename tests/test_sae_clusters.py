@@ -236,6 +236,9 @@ def test_clustering_cli(tmp_path, capsys):
     script.main(["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--include_only_first_k_sae_features",
                  "10", "--out", str(tmp_path / "first.json")])
     assert load_clusters(tmp_path / "first.json") == clustering.graph_clusters(W[:10], top_k=4, sim_cutoff=0.5)
+    script.main(["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--max_cluster_size", "1",
+                 "--out", str(tmp_path / "small.json")])
+    assert load_clusters(tmp_path / "small.json") == [[i] for i in range(len(W)) if not any(i in t for t in truth)]
     np.save(tmp_path / "W3.npy", W[None])
     capsys.readouterr()
     for bad in (["--decoder_file", str(tmp_path / "W3.npy")],
