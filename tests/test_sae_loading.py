@@ -70,6 +70,7 @@ def test_saelens_constant_norm_rescale_done_by_us(tmp_path):
     expected = manual_standard(c * x, state)
     torch.testing.assert_close(sae.encode(x), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sae.encode(0.01 * x), expected, rtol=1e-4, atol=1e-5)
+    assert not hasattr(sae.module, "x_norm_coeff")  # SAELens' own (stateful) rescaling is switched off
     torch.testing.assert_close(sae.reconstruct(x), (expected @ state["W_dec"] + state["b_dec"]) / c, rtol=1e-4,
                                atol=1e-4)
     # SAELens' own rescaling (stateful) gives the same activations on a fresh copy
@@ -92,6 +93,15 @@ def test_sae_path_layer_template_and_tags(tmp_path):
         load_sae("tiny", 1, sae_path=tmp_path / "empty")
     assert sae_tag("gpt-2", 7) == "gpt2-small-res-jb"
     assert resolve_sae_source("gpt2", 7).sae_id == "blocks.7.hook_resid_pre"
+
+
+@pytest.mark.unit
+def test_disk_sae_for_smollm2(tmp_path):
+    folder = make_tiny_sae(tmp_path / "smollm2_l9", d_in=576, d_sae=32, hook="blocks.9.hook_resid_pre")
+    sae = load_sae("smollm2", 9, sae_path=folder)
+    assert (sae.d_in, sae.d_sae, sae.hook_name, sae.tag) == (576, 32, "blocks.9.hook_resid_pre", "smollm2_l9")
+    x = torch.randn(4, 576, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sae.encode(x), manual_standard(x, disk_state(folder)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.integration

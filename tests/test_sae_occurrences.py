@@ -377,3 +377,26 @@ def test_script_bad_shard_and_help(setup, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--num_shards" in out and "--max_pairs" in out and "--text_files" in out
+
+
+@pytest.mark.smollm2
+@pytest.mark.acceptance
+def test_smollm2_with_an_sae_on_disk(smollm2_model, tmp_path):
+    """--model_name smollm2 with any SAELens SAE saved for it: the triples equal a dense reference."""
+    hook = "blocks.3.hook_resid_pre"
+    sae = load_sae("smollm2", 3, sae_path=make_tiny_sae(tmp_path / "sae", d_in=576, d_sae=40, hook=hook, bias=-0.3))
+    files = write_corpus(tmp_path / "text", n_docs=5, words=30, seed=1)
+    run = run_dir(tmp_path, "smollm2", 3, sae.tag)
+    generate_occurrences(run=run, model_name="smollm2", layer=3, sae=sae, source=make_text_source(text_files=files),
+                         get_model=lambda: smollm2_model, model_info={"model": "smollm2"},
+                         options=GenerateOptions(ctx_len=16, batch_size=2, contexts_per_part=2, progress=False))
+    occ = open_occurrences(run)
+    ids = occ.token_ids(np.arange(occ.num_tokens)).reshape(-1, 16)
+    assert len(ids) == 4 and (ids[:, 0] == smollm2_model.tokenizer.bos_token_id).all()
+    _, cache = smollm2_model.run_with_cache(torch.as_tensor(ids, dtype=torch.long), names_filter=hook)
+    acts = sae.module.encode(cache[hook].reshape(-1, 576)).detach().numpy()
+    tok, feat = np.nonzero(acts > 1e-6)
+    token, feature, value = occ.triples()
+    np.testing.assert_array_equal(token, tok)
+    np.testing.assert_array_equal(feature, feat)
+    np.testing.assert_allclose(value, acts[tok, feat], rtol=1e-4, atol=1e-5)
