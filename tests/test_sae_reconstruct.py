@@ -44,6 +44,20 @@ def test_vectorised_equals_slow_reference(seed, threshold, sample_limit):
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("dense_max", [0, 1 << 24])
+def test_sparse_and_dense_products_agree(monkeypatch, dense_max):
+    import multid.sae.reconstruct as rec_mod
+
+    monkeypatch.setattr(rec_mod, "DENSE_WEIGHTS_MAX", dense_max)
+    token, feature, value, W = random_triples(5)
+    cluster = list(range(0, 30, 2))
+    fast = reconstruct_from_triples(token, feature, value, cluster, W, threshold=0.2)
+    slow = reference_reconstructions(token, feature, value, cluster, W, threshold=0.2)
+    np.testing.assert_array_equal(fast.tokens, slow.tokens)
+    np.testing.assert_allclose(fast.points, slow.points, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.unit
 def test_reconstruction_by_hand():
     """Two tokens; strict threshold; other features ignored; no bias; the firing token's own index."""
     W = np.eye(4, dtype=np.float32) * np.array([1, 2, 3, 4], np.float32)[:, None]

@@ -7,8 +7,9 @@ For a cluster K of SAE features, every token t at which at least one feature of 
 The points, in corpus order, are what the paper projects on its top principal components (Figures 1, 12, 13)
 and what the reducibility scan measures (section 4.2). The occurrence triples are stored sorted by token
 then feature (docs/sae_occurrences.md), so the points are a segment sum over runs of equal tokens: we do it
-with one sparse-matrix product (rows = firing tokens, columns = the cluster's features) instead of the
-original per-triple Python loop, which needs hours per call on 1e9 triples.
+with one matrix product (activations [firing tokens, cluster features], dense or sparse by size, times the
+cluster's decoder rows) instead of the original per-triple Python loop, which needs hours per call on 1e9
+triples.
 
 Token index: we record the firing token's OWN global index t. The original walk emitted a point only when it
 reached the next token with any active feature, and recorded that next token's index (its GPT-2 scripts), or
@@ -95,6 +96,26 @@ def check_sample_limit(sample_limit: int | None) -> None:
 # ----------------------------------------------------------------------------------------- reconstructions
 
 
+MEMBER_CHUNK = 1 << 16
+DENSE_WEIGHTS_MAX = 1 << 24  # entries of the dense [points, features] activation matrix (64 MiB of float32)
+
+
+def member_positions(feature: np.ndarray, ids: np.ndarray, num_features: int) -> np.ndarray:
+    """Indices of the triples whose feature is in `ids` (sorted ids within 0..num_features-1).
+
+    A lookup table gathered in cache-sized chunks with np.take into one preallocated mask: about twice as
+    fast as one fancy index on int32 ids (which first converts all ids to int64) and much faster than
+    np.isin's passes. An id >= num_features raises IndexError (feature ids come from the SAE).
+    """
+    member = np.zeros(num_features, dtype=bool)
+    member[ids] = True
+    mask = np.empty(feature.shape[0], dtype=bool)
+    for start in range(0, feature.shape[0], MEMBER_CHUNK):
+        stop = start + MEMBER_CHUNK
+        np.take(member, feature[start:stop], out=mask[start:stop])
+    return np.flatnonzero(mask)
+
+
 def reconstruct_from_triples(token: np.ndarray, feature: np.ndarray, value: np.ndarray, features: Sequence[int],
                              W_dec: np.ndarray, *, sample_limit: int | None = None,
                              threshold: float = 0.0) -> Reconstructions:
@@ -115,7 +136,8 @@ def reconstruct_from_triples(token: np.ndarray, feature: np.ndarray, value: np.n
     if not (token.shape == feature.shape == value.shape) or token.ndim != 1:
         raise ValueError(f"triples must be three 1-D arrays of one length, got {token.shape}, {feature.shape}, "
                          f"{value.shape}")
-    keep = np.isin(feature, ids) & (value > np.float32(threshold))
+    keep = member_positions(feature, ids, W_dec.shape[0])
+    keep = keep[value[keep] > np.float32(threshold)]
     t, f, v = token[keep], feature[keep].astype(np.int64), value[keep]
     d = W_dec.shape[1]
     if t.size == 0:
@@ -128,10 +150,16 @@ def reconstruct_from_triples(token: np.ndarray, feature: np.ndarray, value: np.n
         t, f, v, starts = t[:cut], f[:cut], v[:cut], starts[:sample_limit]
     rows = np.cumsum(np.r_[False, t[1:] != t[:-1]])  # 0-based point index of each kept triple
     cols = np.searchsorted(ids, f)  # position of the feature inside the cluster
-    weights = sp.csr_matrix((v, (rows, cols)), shape=(starts.size, ids.size), dtype=np.float32)
     sub = np.ascontiguousarray(W_dec[ids], dtype=np.float32)
-    points = np.asarray(weights @ sub, dtype=np.float32)
-    return Reconstructions(points, t[starts].copy())
+    if starts.size * ids.size <= DENSE_WEIGHTS_MAX:
+        # small activation matrix [points, cluster features]: one BLAS product
+        weights = np.zeros((starts.size, ids.size), dtype=np.float32)
+        np.add.at(weights, (rows, cols), v)
+        points = weights @ sub
+    else:  # large clusters x many points: the same product with a sparse activation matrix
+        weights = sp.csr_matrix((v, (rows, cols)), shape=(starts.size, ids.size), dtype=np.float32)
+        points = np.asarray(weights @ sub, dtype=np.float32)
+    return Reconstructions(np.ascontiguousarray(points, dtype=np.float32), t[starts].copy())
 
 
 def reference_reconstructions(token: np.ndarray, feature: np.ndarray, value: np.ndarray, features: Sequence[int],
