@@ -15,7 +15,7 @@ import torch
 from multid.config import REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
 from multid.sae import occurrences as occ_mod
-from multid.sae.corpus import first_tokens, iter_contexts, make_text_source, shard_contexts, tl_tokenizer
+from multid.sae.corpus import first_tokens, first_tokens_many, iter_contexts, make_text_source, shard_contexts, tl_tokenizer
 from multid.sae.loading import load_sae
 from multid.sae.occurrences import (GenerateOptions, contexts_within_budget, generate_occurrences, open_occurrences,
                                     write_occurrence_run)
@@ -277,6 +277,16 @@ def test_first_tokens_prefix_equals_whole_document():
     text = " ".join(rng.choice(words, size=4000))
     for n in (1, 5, 64, 300):
         assert first_tokens(tokenize, text, n) == tokenize(text)[:n]
+    texts = [text, "a bb", text[:500], "ccc " * 1000]
+    batches, longest = [], []
+
+    def many(batch):
+        batches.append(len(batch))
+        longest.append(max(map(len, batch)))
+        return [tokenize(t) for t in batch]
+
+    assert first_tokens_many(many, texts, 64) == [tokenize(t)[:64] for t in texts]
+    assert max(batches) > 1 and max(longest) < len(text) // 4  # batched, and only prefixes were tokenized
     assert first_tokens(tokenize, "a bb", 10) == [1, 1, 2]
 
 
@@ -326,9 +336,14 @@ def test_hub_dataset_offline_is_one_clear_error():
 
 
 @pytest.mark.integration
-def test_tl_tokenizer_prepends_bos(tiny_model):
-    ids = tl_tokenizer(tiny_model)("Monday Tuesday")
+def test_tl_tokenizer_prepends_bos_single_and_batched(tiny_model):
+    tokenize = tl_tokenizer(tiny_model)
+    ids = tokenize("Monday Tuesday")
     assert ids[0] == tiny_model.tokenizer.bos_token_id and len(ids) == 3
+    texts = ["Monday Tuesday", "one", "", "the day , is from May . " * 40]
+    assert tokenize.many(texts) == [tiny_model.to_tokens(t, prepend_bos=True, truncate=False)[0].tolist()
+                                    for t in texts]
+    assert first_tokens_many(tokenize.many, texts, 5) == [tokenize(t)[:5] for t in texts]
 
 
 # ----------------------------------------------------------------------------------------- the script

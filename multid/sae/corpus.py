@@ -188,48 +188,97 @@ def iter_hub_documents(dataset: str, split: str, text_field: str) -> Iterator[st
 
 
 def first_tokens(tokenize: Callable[[str], list[int]], text: str, n: int, chars_per_token: int = 8) -> list[int]:
-    """The first n tokens of tokenize(text) (fewer if the document is shorter), without tokenizing a whole
-    long document: a prefix is tokenized, and trusted only when doubling it gives the same first n tokens
-    (the cut can change only the tokens near the cut)."""
+    """The first n tokens of tokenize(text) (fewer if the document is shorter); see `first_tokens_many`."""
+    return first_tokens_many(lambda texts: [tokenize(t) for t in texts], [text], n, chars_per_token)[0]
+
+
+def first_tokens_many(tokenize_many: Callable[[list[str]], list[list[int]]], texts: Sequence[str], n: int,
+                      chars_per_token: int = 8) -> list[list[int]]:
+    """The first n tokens of each text, without tokenizing whole long documents.
+
+    A prefix of each text is tokenized and trusted only when it has more than n tokens and doubling the
+    prefix gives the same first n tokens (cutting the text can only change the tokens near the cut);
+    otherwise the prefix doubles, up to the whole text. Texts go to the tokenizer in batches.
+    """
+    result: list[list[int] | None] = [None] * len(texts)
+    pending = list(range(len(texts)))
     size = max(64, n * chars_per_token)
-    while size < len(text):
-        head = tokenize(text[:size])
-        if len(head) > n:
-            longer = tokenize(text[:2 * size])
-            if longer[:n] == head[:n]:
-                return head[:n]
+    while pending:
+        whole = [i for i in pending if len(texts[i]) <= size]
+        cut = [i for i in pending if len(texts[i]) > size]
+        if whole:
+            for i, tokens in zip(whole, tokenize_many([texts[i] for i in whole])):
+                result[i] = tokens[:n]
+        pending = []
+        if cut:
+            heads = tokenize_many([texts[i][:size] for i in cut])
+            long_enough = [(i, h) for i, h in zip(cut, heads) if len(h) > n]
+            pending = [i for i, h in zip(cut, heads) if len(h) <= n]
+            if long_enough:
+                longer = tokenize_many([texts[i][:2 * size] for i, _ in long_enough])
+                for (i, head), check in zip(long_enough, longer):
+                    if check[:n] == head[:n]:
+                        result[i] = head[:n]
+                    else:
+                        pending.append(i)
+            pending.sort()
         size *= 2
-    return tokenize(text)[:n]
+    return [r if r is not None else [] for r in result]
 
 
-def tl_tokenizer(model: Any) -> Callable[[str], list[int]]:
-    """TransformerLens' own tokenization with BOS prepended (`model.to_tokens`), as upstream, no truncation."""
+class TLTokenizer:
+    """TransformerLens' `model.to_tokens(text, prepend_bos=True)` (as upstream), one text or a batch.
 
-    def tokenize(text: str) -> list[int]:
-        return model.to_tokens(text, prepend_bos=True, truncate=False)[0].tolist()
+    The batch form reproduces to_tokens' BOS handling (the BOS string is prepended when the tokenizer does not
+    add it itself) and calls the fast tokenizer once for the whole batch, unpadded.
+    """
 
-    return tokenize
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, text: str) -> list[int]:
+        return self.model.to_tokens(text, prepend_bos=True, truncate=False)[0].tolist()
+
+    def many(self, texts: list[str]) -> list[list[int]]:
+        tokenizer, cfg = self.model.tokenizer, self.model.cfg
+        if cfg.tokenizer_prepends_bos:
+            inputs = list(texts)
+        else:
+            inputs = [tokenizer.bos_token + text for text in texts]
+        return [list(ids) for ids in tokenizer(inputs, padding=False, truncation=False)["input_ids"]]
+
+
+def tl_tokenizer(model: Any) -> TLTokenizer:
+    return TLTokenizer(model)
 
 
 def iter_contexts(documents: Iterator[str], tokenize: Callable[[str], list[int]], ctx_len: int,
-                  max_contexts: int | None = None, stats: dict[str, int] | None = None
+                  max_contexts: int | None = None, stats: dict[str, int] | None = None, doc_batch: int = 64
                   ) -> Iterator[tuple[int, list[int]]]:
-    """(global context index c, first ctx_len tokens) of every document with at least ctx_len tokens."""
-    c = 0
+    """(global context index c, first ctx_len tokens) of every document with at least ctx_len tokens.
+
+    Documents are tokenized doc_batch at a time (through `tokenize.many` when the tokenizer has it).
+    """
     if max_contexts is not None and max_contexts <= 0:
         return
-    for text in documents:
-        if stats is not None:
-            stats["documents"] = stats.get("documents", 0) + 1
-        tokens = first_tokens(tokenize, text, ctx_len)
-        if len(tokens) < ctx_len:
-            if stats is not None:
-                stats["skipped_short"] = stats.get("skipped_short", 0) + 1
-            continue
-        yield c, tokens
-        c += 1
-        if max_contexts is not None and c >= max_contexts:
+    many = getattr(tokenize, "many", None) or (lambda texts: [tokenize(t) for t in texts])
+    c = 0
+    documents = iter(documents)
+    while True:
+        chunk = list(itertools.islice(documents, doc_batch))
+        if not chunk:
             return
+        for tokens in first_tokens_many(many, chunk, ctx_len):
+            if stats is not None:
+                stats["documents"] = stats.get("documents", 0) + 1
+            if len(tokens) < ctx_len:
+                if stats is not None:
+                    stats["skipped_short"] = stats.get("skipped_short", 0) + 1
+                continue
+            yield c, tokens
+            c += 1
+            if max_contexts is not None and c >= max_contexts:
+                return
 
 
 def shard_contexts(contexts: Iterator[tuple[int, list[int]]], num_shards: int, shard_index: int
