@@ -291,6 +291,19 @@ def test_first_tokens_prefix_equals_whole_document():
 
 
 @pytest.mark.unit
+def test_first_tokens_when_the_cut_changes_earlier_tokens():
+    """Tokens of a word depend on its whole length here, so a prefix cutting a long word is wrong on every one of
+    its tokens: the doubling check must catch it."""
+
+    def tokenize(text):
+        return [0] + [len(w) for w in text.split() for _ in range(-(-len(w) // 3))]
+
+    texts = [" ".join(["x" * 600] * 3), "ab " + "y" * 2000, "z" * 100]
+    for n in (10, 64, 250):
+        assert first_tokens_many(lambda b: [tokenize(t) for t in b], texts, n) == [tokenize(t)[:n] for t in texts]
+
+
+@pytest.mark.unit
 def test_iter_contexts_skips_short_documents_and_shards():
     def tokenize(text):
         return [0] + [int(w) for w in text.split()]
@@ -344,6 +357,16 @@ def test_tl_tokenizer_prepends_bos_single_and_batched(tiny_model):
     assert tokenize.many(texts) == [tiny_model.to_tokens(t, prepend_bos=True, truncate=False)[0].tolist()
                                     for t in texts]
     assert first_tokens_many(tokenize.many, texts, 5) == [tokenize(t)[:5] for t in texts]
+    # a tokenizer that does not add BOS itself (GPT-2's): the BOS string is prepended, as to_tokens does
+    from multid.models import build_tiny_model, build_tiny_tokenizer
+
+    model = build_tiny_model(n_layers=1)
+    plain = build_tiny_tokenizer()
+    plain.add_bos_token = False
+    model.set_tokenizer(plain)
+    assert model.cfg.tokenizer_prepends_bos is False
+    assert tl_tokenizer(model).many(texts) == [model.to_tokens(t, prepend_bos=True, truncate=False)[0].tolist()
+                                               for t in texts]
 
 
 # ----------------------------------------------------------------------------------------- the script
