@@ -340,3 +340,43 @@ def test_other_circle_points_figure_labels():
             assert ax.get_xlim() == (-8, 13) and ax.get_ylim() == (10, -10)  # y inverted
         finally:
             plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- whole pipeline
+
+
+@pytest.mark.acceptance
+def test_generate_then_interactive_cli(tmp_path):
+    """Occurrences from the tiny model and a SAELens SAE on disk (the generate script), then the interactive
+    figure script run as upstream runs it (from inside its folder, as a subprocess)."""
+    import subprocess
+    import sys
+
+    from multid.config import REPO_ROOT
+    from multid.sae.occurrences import open_occurrences
+    from sae_multid_feature_discovery import generate_feature_occurence_data as generate
+    from tests.sae_helpers import make_tiny_sae, write_corpus
+
+    sae = make_tiny_sae(tmp_path / "sae")
+    texts = write_corpus(tmp_path / "text", n_docs=12)
+    base = tmp_path / "base"
+    generate.main(["--model_name", "tiny", "--layers", "1", "--sae_path", str(sae), "--text_files",
+                   *map(str, texts), "--ctx_len", "16", "--base_dir", str(base), "--no_progress"])
+    run = next((base / "sae").glob("tiny_layer1_*"))
+    _, feature, _ = open_occurrences(run).triples()
+    busiest = np.argsort(-np.bincount(feature), kind="stable")[:4].tolist()
+    clusters = tmp_path / "clusters.json"
+    clusters.write_text(json.dumps([[busiest[3]], busiest[:3]]))
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    proc = subprocess.run([sys.executable, "gpt2_interactive_figure.py", "--model_name", "tiny", "--layer", "1",
+                           "--base_dir", str(base), "--clusters_file", str(clusters), "--cluster", "0"],
+                          cwd=REPO_ROOT / "sae_multid_feature_discovery", env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"3 features {busiest[:3]}" in proc.stdout
+    html = run / "figs" / "tiny-layer1-cluster0.html"
+    pca_file = next((run / "reconstructions").glob("clusters-non_singleton-cluster0-pca.npz"))
+    assert str(html) in proc.stdout and str(pca_file) in proc.stdout
+    from multid.circles.compare import read_sae_components
+
+    assert read_sae_components(pca_file, [0, 1]).shape == (2, 64)
