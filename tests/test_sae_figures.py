@@ -18,6 +18,10 @@ from tests import sae_calendar as cal_mod
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 MISTRAL_FILE = SHARED_DATA / "mistral_layer_8_clusters_cutoff_0.5.pkl"
 MISTRAL_DAYS = [398, 20629, 23936, 31484, 35234, 52464, 54166]
+GPT2_DAYS = [2592, 4445, 4663, 4733, 6531, 8179, 9566, 20927, 24185]
+GPT2_MONTHS = [3977, 4140, 5993, 7299, 9104, 9401, 10449, 11196, 12661, 14715, 17068, 17528, 19589, 21033, 22043,
+               23304]
+GPT2_YEARS = [1052, 2753, 4427, 6382, 8314, 9576, 9606, 13551, 19734, 20349]
 
 
 # ----------------------------------------------------------------------------------------- interactive figure
@@ -209,6 +213,22 @@ def test_mistral_defaults_pick_the_days_cluster():
         pytest.skip(f"the paper's Mistral cluster file is not at {MISTRAL_FILE}")
     clusters = load_clusters(MISTRAL_FILE)
     assert sorted(pick_cluster(clusters, args.cluster, args.cluster_convention)) == MISTRAL_DAYS
+
+
+@pytest.mark.unit
+def test_gpt2_defaults_pick_days_months_years():
+    from multid.sae.clusters import load_clusters, pick_cluster
+    from multid.sae.figure_cli import dmy_parser
+
+    args = dmy_parser("").parse_args([])
+    assert (args.days, args.months, args.years, args.layer, args.sample_limit) == (138, 251, 212, 7, 20000)
+    path = SHARED_DATA / "gpt-2_layer_7_clusters_spectral_n1000.pkl"
+    if not path.is_file():
+        pytest.skip(f"the paper's GPT-2 cluster file is not at {path}")
+    clusters = load_clusters(path)
+    assert sorted(pick_cluster(clusters, args.days, args.cluster_convention)) == GPT2_DAYS
+    assert sorted(pick_cluster(clusters, args.months, args.cluster_convention)) == GPT2_MONTHS
+    assert sorted(pick_cluster(clusters, args.years, args.cluster_convention)) == GPT2_YEARS
 
 
 @pytest.mark.integration
