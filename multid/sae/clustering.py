@@ -91,13 +91,14 @@ def order_clusters(clusters: Sequence[Sequence[int]]) -> list[list[int]]:
 
 
 def top_k_neighbours(W: np.ndarray, top_k: int, diagonal: str = "kept", block: int = QUERY_BLOCK,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = False, num_queries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every row i the k largest entries of row i of S = W W^T under the diagonal convention.
 
     Returns (similarities float32 [F, k'], neighbour ids int64 [F, k']), k' = min(k, number of candidates).
     "kept": the row includes S_ii (for unit rows the row itself comes first). "zeroed": S_ii is 0, so row i
     itself is a candidate only through that 0; it is searched with k + 1 and its own id is removed (a 0 entry
     could only matter for a negative cutoff, where it would add a self-loop that changes no component).
+    num_queries: answer only the first rows (benchmarks time a part of a large search; default all rows).
     """
     import faiss
 
@@ -111,15 +112,16 @@ def top_k_neighbours(W: np.ndarray, top_k: int, diagonal: str = "kept", block: i
     extra = 1 if diagonal == "zeroed" else 0
     search_k = min(top_k + extra, num)
     keep = min(top_k, num - extra) if diagonal == "zeroed" else search_k
-    sims = np.empty((num, keep), dtype=np.float32)
-    ids = np.empty((num, keep), dtype=np.int64)
-    starts = range(0, num, block)
+    queries = num if num_queries is None else min(num, int(num_queries))
+    sims = np.empty((queries, keep), dtype=np.float32)
+    ids = np.empty((queries, keep), dtype=np.int64)
+    starts = range(0, queries, block)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="nearest neighbours", unit="block")
     for start in starts:
-        stop = min(start + block, num)
+        stop = min(start + block, queries)
         block_sims, block_ids = index.search(W[start:stop], search_k)
         if diagonal == "zeroed":
             block_sims, block_ids = drop_self(block_sims, block_ids, np.arange(start, stop), keep)
