@@ -9,7 +9,8 @@ components M (eps = --epsilon; T = 1, hard fraction; start direction seeded: pla
 Writes `<save_dir>/<cluster>/gpt2-layer7-cluster<C>-threshold<t>-radius<r>-metrics.json` ({"0-1":
 {"mixture_index": M, "separability_index": S}, ...}) and the figure `.png` beside it; each cluster is its own
 stage, so `--clusters all` resumes after an interruption. --activations_file names the run folder of the
-occurrence dataset (ours is a Parquet folder, not the original's .npz).
+occurrence dataset (ours is a Parquet folder, not the original's .npz). --device cuda runs the engine on
+a GPU (a whole-SAE scan is hours of CPU time at the original's 10,000 steps and 20,000 points per plane).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multid.config import add_base_dir_arg, ensure_writable_dir, positive_int, resolve_base_dir
+from multid.config import add_base_dir_arg, add_device_arg, ensure_writable_dir, positive_int, resolve_base_dir, \
+    resolve_device
 from multid.errors import UserError, cli_entry
 from multid.sae import paths
 from multid.sae.cluster_points import (file_fingerprint, find_run_dir, generate_command, load_run_decoder,
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of M's start directions (default: 0)")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="gradient-ascent steps of M (default: 10000, as the original)")
+    add_device_arg(parser, default="cpu")
     parser.add_argument("--no_figures", action="store_true", help="write only the metrics JSON")
     parser.add_argument("--group_size", type=positive_int, default=64,
                         help="clusters per occurrence read and engine batch (default: %(default)s)")
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     occ = open_run_occurrences(run)
     settings = ScanSettings(model=model, layer=args.layer, threshold=args.threshold, radius=args.radius,
                             epsilon=args.epsilon, sample_limit=args.sample_limit, seed=args.seed, steps=args.steps,
-                            figures=not args.no_figures, decoder_id=file_fingerprint(decoder_file),
+                            figures=not args.no_figures, device=resolve_device(args.device),
+                            decoder_id=file_fingerprint(decoder_file),
                             occurrences_id=occurrences_fingerprint(run))
     save_dir = ensure_writable_dir(
         Path(args.save_dir).expanduser().resolve() if args.save_dir

@@ -166,7 +166,8 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     assert json.loads(empty.read_text()) == {} and empty.name.endswith("threshold100.0-radius0.0-metrics.json")
     assert "1 cluster(s) fired on fewer than 2 tokens" in capsys.readouterr().out
     for bad, phrase in ((["--cluster", "5"], "out of range"), (["--cluster", "4", "--size_limit", "10"], "size_limit"),
-                        (["--cluster", "0", "--epsilon", "0"], "--epsilon")):
+                        (["--cluster", "0", "--epsilon", "0"], "--epsilon"),
+                        (["--cluster", "0", "--device", "cuda:7"], "cuda:7")):
         with pytest.raises(SystemExit) as exit_info:
             script.main(common + bad)
         assert exit_info.value.code == 2

@@ -117,23 +117,30 @@ def add_time(timings: dict | None, key: str, start: float) -> None:
 
 
 def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: float = 0.1, seed: int = 0,
-                steps: int | None = None, timings: dict | None = None) -> list[PlaneResult]:
+                steps: int | None = None, timings: dict | None = None, device: str | None = None
+                ) -> list[PlaneResult]:
     """M and S of many clouds through ONE batched engine call each (padded stack + mask), as
-    `reducibility_batched` does. `timings` (optional dict) accumulates seconds under "mixture" / "separability"."""
+    `reducibility_batched` does. `timings` (optional dict) accumulates seconds under "mixture" / "separability".
+    `device` (e.g. "cuda"): run the engine there (the stack is moved, results come back to the CPU); the
+    start directions are drawn on the CPU either way."""
     if not clouds:
         return []
     points, mask = pad_clouds(list(clouds))
     v0 = torch.stack([plane_start(seed, p) for p in planes])
+    if device is not None and device != "cpu":
+        points, mask, v0 = points.to(device), mask.to(device), v0.to(device)
     start = time.perf_counter()
     mix = mixture_index_batched(points, mask, config=mixture_config(eps, steps), v0=v0)
+    m, m_hard, v, c = (t.detach().cpu() for t in (mix.m, mix.m_hard, mix.v, mix.c))
     add_time(timings, "mixture", start)
     start = time.perf_counter()
     sep = separability_index_batched(points, mask, config=SCAN_SEPARABILITY)
+    s_bits, angle, mi_bits, angles = (t.detach().cpu() for t in (sep.s_bits, sep.angle, sep.mi_bits, sep.angles))
     add_time(timings, "separability", start)
-    return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(mix.m[b]),
-                        m_hard=float(mix.m_hard[b]), v=mix.v[b].double().numpy(), c=float(mix.c[b]),
-                        s_bits=float(sep.s_bits[b]), s_angle=float(sep.angle[b]),
-                        mi_bits=sep.mi_bits[b].numpy(), angles=sep.angles.numpy())
+    return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(m[b]),
+                        m_hard=float(m_hard[b]), v=v[b].double().numpy(), c=float(c[b]),
+                        s_bits=float(s_bits[b]), s_angle=float(angle[b]),
+                        mi_bits=mi_bits[b].numpy(), angles=angles.numpy())
             for b, (p, cloud) in enumerate(zip(planes, clouds))]
 
 
@@ -158,7 +165,7 @@ def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps
 
 def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.0, eps: float = 0.1, seed: int = 0,
               steps: int | None = None, batch_points: int = BATCH_POINTS, progress=None,
-              timings: dict | None = None) -> dict[int, list[PlaneResult]]:
+              timings: dict | None = None, device: str | None = None) -> dict[int, list[PlaneResult]]:
     """Scan the planes of many clusters (cluster id -> PCA coords [n, k]) in padded batches of similar size.
 
     Planes are sorted by point count and cut into batches of at most `batch_points` padded points, so a
@@ -174,7 +181,7 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
             stop += 1
         batch = items[start:stop]
         done = scan_clouds([c for _, _, c in batch], [p for _, p, _ in batch], eps=eps, seed=seed, steps=steps,
-                           timings=timings)
+                           timings=timings, device=device)
         for (cid, _, _), res in zip(batch, done):
             results[cid].append(res)
         if progress is not None:

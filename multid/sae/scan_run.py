@@ -37,6 +37,7 @@ class ScanSettings:
     seed: int = 0
     steps: int | None = None  # None = the scan's 10,000
     figures: bool = True
+    device: str = "cpu"  # where the engine runs; in the settings since M may round differently elsewhere
     decoder_id: str = ""
     occurrences_id: str = ""
 
@@ -48,7 +49,7 @@ class ScanSettings:
     def record(self) -> dict[str, Any]:
         return {"threshold": float(self.threshold), "radius": float(self.radius), "epsilon": float(self.epsilon),
                 "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
-                "figures": bool(self.figures), "decoder": self.decoder_id, "occurrences": self.occurrences_id,
+                "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
                 "version": VERSION}
 
 
@@ -99,7 +100,8 @@ def scan_clusters(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[int]], s
         token, feature, value = occ.triples(features=wanted)
         coords = {c: cluster_coords(token, feature, value, clusters[c], W_dec, settings) for c in group}
         results = scan.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
-                                 eps=settings.epsilon, seed=settings.seed, steps=settings.steps)
+                                 eps=settings.epsilon, seed=settings.seed, steps=settings.steps,
+                                 device=settings.device)
         for c in group:
             run_stage(cluster_stage(save_dir, c, clusters[c], settings, command),
                       lambda tmp, c=c: write_cluster(tmp, c, results.get(c), settings), force=True)
