@@ -438,3 +438,25 @@ def test_smollm2_with_an_sae_on_disk(smollm2_model, tmp_path):
     np.testing.assert_array_equal(token, tok)
     np.testing.assert_array_equal(feature, feat)
     np.testing.assert_allclose(value, acts[tok, feat], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.unit
+def test_sorted_order_matches_lexsort():
+    from multid.sae.occurrences import sorted_order
+
+    rng = np.random.default_rng(3)
+    ctx_len = 5
+    runs = []
+    for c in rng.permutation(40):  # contexts in shard order: runs of one context, sorted inside
+        tok = np.sort(rng.integers(c * ctx_len, (c + 1) * ctx_len, size=rng.integers(1, 9)))
+        feat = rng.permutation(50)[:len(tok)]
+        order = np.lexsort((feat, tok))
+        runs.append((tok[order], feat[order]))
+    token = np.concatenate([r[0] for r in runs]).astype(np.int64)
+    feature = np.concatenate([r[1] for r in runs]).astype(np.int32)
+    np.testing.assert_array_equal(sorted_order(token, feature, ctx_len), np.lexsort((feature, token)))
+    ref = np.lexsort((feature, token))
+    assert sorted_order(token[ref], feature[ref], ctx_len) is None
+    shuffled = rng.permutation(len(token))  # not our layout: falls back to a full sort
+    np.testing.assert_array_equal(token[shuffled][sorted_order(token[shuffled], feature[shuffled], ctx_len)],
+                                  token[ref])

@@ -460,10 +460,11 @@ class Occurrences:
         del pads
         token = table.column("token").to_numpy()
         feature = table.column("feature").to_numpy()
-        order = np.lexsort((feature, token))
-        out = {"token": token[order].astype(np.int64, copy=False),
-               "feature": feature[order].astype(np.int32, copy=False),
-               "value": table.column("value").to_numpy()[order].astype(np.float32, copy=False)}
+        order = sorted_order(token, feature, self.ctx_len)
+        out = {}
+        for name, array in (("token", token), ("feature", feature), ("value", table.column("value").to_numpy())):
+            if name in columns:
+                out[name] = array if order is None else array[order]
         return tuple(out[c] for c in columns)
 
     def _ids(self) -> np.ndarray:
@@ -517,6 +518,36 @@ class Occurrences:
 
     def command(self) -> str:
         return generate_command(self.meta.get("model", "<model>"), self.meta.get("layer", "<L>"))
+
+
+def sorted_order(token: np.ndarray, feature: np.ndarray, ctx_len: int) -> np.ndarray | None:
+    """Permutation sorting rows by (token, feature); None when they already are.
+
+    Files hold whole contexts sorted inside, and shards interleave contexts, so the rows are runs of one
+    context each: ordering the runs by context is O(n) plus a sort of the runs. Rows that are not sorted
+    inside their runs (not written by this module) fall back to a full lexsort.
+    """
+    n = len(token)
+    if n == 0:
+        return None
+    key_ok = (token[1:] > token[:-1]) | ((token[1:] == token[:-1]) & (feature[1:] > feature[:-1]))
+    if key_ok.all():
+        return None
+    ctx = token // ctx_len
+    new_run = np.empty(n, dtype=bool)
+    new_run[0] = True
+    np.not_equal(ctx[1:], ctx[:-1], out=new_run[1:])
+    if not key_ok[~new_run[1:]].all():
+        return np.lexsort((feature, token))
+    starts = np.flatnonzero(new_run)
+    run_ctx = ctx[starts]
+    lengths = np.diff(np.append(starts, n))
+    by_ctx = np.argsort(run_ctx, kind="stable")
+    if len(np.unique(run_ctx)) != len(run_ctx):  # one context split over several runs: not our layout
+        return np.lexsort((feature, token))
+    lengths_sorted = lengths[by_ctx]
+    offsets = np.repeat(starts[by_ctx] - np.concatenate([[0], np.cumsum(lengths_sorted)[:-1]]), lengths_sorted)
+    return np.arange(n, dtype=np.int64) + offsets
 
 
 def command_for_run_dir(run: Path) -> str:
