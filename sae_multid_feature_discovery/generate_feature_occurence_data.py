@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     source = make_text_source(dataset=args.dataset, text_files=args.text_files, dataset_path=args.dataset_path,
                               text_field=args.text_field, split=args.split, text_split=args.text_split)
     layers = pick_layers(args, model)
+    if args.sae_path is not None and "{layer}" not in args.sae_path and len(layers) > 1:
+        raise UserError(f"--sae_path {args.sae_path} is one SAE (one layer) but --layers gives {len(layers)}; put "
+                        f"{{layer}} in the path (e.g. saes/layer_{{layer}}) or run one layer at a time")
     for layer in layers:  # check every layer's SAE source before any long work
         resolve_sae_source(model, layer, sae_path=args.sae_path, release=args.release)
     base_dir = resolve_base_dir(args.base_dir)

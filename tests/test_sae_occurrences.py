@@ -410,6 +410,10 @@ def test_script_bad_shard_and_help(setup, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model_name", "smollm2", "--text_files", str(setup["files"][0])])
     assert "pass --layers for model 'smollm2'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model_name", "tiny", "--layers", "1", "2", "--sae_path", setup["sae"].source,
+              "--text_files", str(setup["files"][0])])
+    assert "is one SAE (one layer) but --layers gives 2; put {layer} in the path" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
