@@ -44,11 +44,12 @@ def test_vectorised_equals_slow_reference(seed, threshold, sample_limit):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("dense_max", [0, 1 << 24])
-def test_sparse_and_dense_products_agree(monkeypatch, dense_max):
+@pytest.mark.parametrize("dense_max, dense_fill", [(0, 0.0), (1 << 24, 0.0), (1 << 24, 2.0)])
+def test_sparse_and_dense_products_agree(monkeypatch, dense_max, dense_fill):
     import multid.sae.reconstruct as rec_mod
 
-    monkeypatch.setattr(rec_mod, "DENSE_WEIGHTS_MAX", dense_max)
+    monkeypatch.setattr(rec_mod, "DENSE_WEIGHTS_MAX", dense_max)  # 0: always sparse
+    monkeypatch.setattr(rec_mod, "DENSE_FILL", dense_fill)  # 0.0: dense when small enough; 2.0: never dense
     token, feature, value, W = random_triples(5)
     cluster = list(range(0, 30, 2))
     fast = reconstruct_from_triples(token, feature, value, cluster, W, threshold=0.2)

@@ -7,7 +7,7 @@ For a cluster K of SAE features, every token t at which at least one feature of 
 The points, in corpus order, are what the paper projects on its top principal components (Figures 1, 12, 13)
 and what the reducibility scan measures (section 4.2). The occurrence triples are stored sorted by token
 then feature (docs/sae_occurrences.md), so the points are a segment sum over runs of equal tokens: we do it
-with one matrix product (activations [firing tokens, cluster features], dense or sparse by size, times the
+with one matrix product (activations [firing tokens, cluster features], sparse or dense by fill, times the
 cluster's decoder rows) instead of the original per-triple Python loop, which needs hours per call on 1e9
 triples.
 
@@ -98,6 +98,7 @@ def check_sample_limit(sample_limit: int | None) -> None:
 
 MEMBER_CHUNK = 1 << 16
 DENSE_WEIGHTS_MAX = 1 << 24  # entries of the dense [points, features] activation matrix (64 MiB of float32)
+DENSE_FILL = 0.25  # below this share of nonzero activations the sparse product does less work
 
 
 def member_positions(feature: np.ndarray, ids: np.ndarray, num_features: int) -> np.ndarray:
@@ -151,12 +152,13 @@ def reconstruct_from_triples(token: np.ndarray, feature: np.ndarray, value: np.n
     rows = np.cumsum(np.r_[False, t[1:] != t[:-1]])  # 0-based point index of each kept triple
     cols = np.searchsorted(ids, f)  # position of the feature inside the cluster
     sub = np.ascontiguousarray(W_dec[ids], dtype=np.float32)
-    if starts.size * ids.size <= DENSE_WEIGHTS_MAX:
-        # small activation matrix [points, cluster features]: one BLAS product
+    cells = starts.size * ids.size
+    if cells <= DENSE_WEIGHTS_MAX and v.size >= DENSE_FILL * cells:
+        # a small, well-filled activation matrix [points, cluster features]: one BLAS product
         weights = np.zeros((starts.size, ids.size), dtype=np.float32)
         np.add.at(weights, (rows, cols), v)
         points = weights @ sub
-    else:  # large clusters x many points: the same product with a sparse activation matrix
+    else:  # few active features per point (the usual case) or a huge matrix: the sparse product
         weights = sp.csr_matrix((v, (rows, cols)), shape=(starts.size, ids.size), dtype=np.float32)
         points = np.asarray(weights @ sub, dtype=np.float32)
     return Reconstructions(np.ascontiguousarray(points, dtype=np.float32), t[starts].copy())
