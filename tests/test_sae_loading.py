@@ -263,8 +263,12 @@ def test_hub_offline_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(SAE, "from_pretrained", staticmethod(offline))
     with pytest.raises(UserError, match=r"could not download the SAE gpt2-small-res-jb / blocks\.7\.hook_resid_pre "
-                                        r"from the Hugging Face hub .*pass --sae_path"):
+                                        r"from the Hugging Face hub \(LocalEntryNotFoundError; hub repo "
+                                        r"jbloom/GPT2-Small-SAEs-Reformatted/blocks\.7\.hook_resid_pre\).*pass "
+                                        r"--sae_path"):
         load_sae("gpt-2", 7)
+    with pytest.raises(UserError, match=r"hub repo JoshEngels/Mistral-7B-Residual-Stream-SAEs/mistral_7b_layer_8"):
+        load_sae("mistral", 8)
     with pytest.raises(UserError, match=r"mistral-7b-res-wg has no SAE 'blocks\.9\.hook_resid_pre'; its resid_pre "
                                         r"layers are 8, 16, 24"):
         load_sae("mistral", 9)

@@ -277,13 +277,24 @@ def load_hub_sae(release: str, sae_id: str, device: str = "cpu") -> LoadedSAE:
         if is_offline_error(err):
             raise UserError(
                 f"could not download the SAE {release} / {sae_id} from the Hugging Face hub "
-                f"({type(err).__name__}); without internet pass --sae_path DIR (a SAELens SAE saved on disk: "
-                f"cfg.json + sae_weights.safetensors) or --sae_path FILE.pt (the paper's Mistral format)"
+                f"({type(err).__name__}; hub repo {hub_location(release, sae_id)}); without internet pass "
+                f"--sae_path DIR (a SAELens SAE saved on disk: cfg.json + sae_weights.safetensors, e.g. that hub "
+                f"folder copied from a machine with internet) or --sae_path FILE.pt (the paper's Mistral format)"
             ) from None
         raise
     sae = loaded[0] if isinstance(loaded, tuple) else loaded
     return wrap_sae_lens(sae, tag=sanitize_tag(release), source=f"sae_lens:{release}/{sae_id}",
                          force_norm_rescale=release in NORM_RESCALED_RELEASES)
+
+
+def hub_location(release: str, sae_id: str) -> str:
+    """'repo_id/folder' of a SAELens release's SAE on the hub (from SAELens' own table; no network)."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    entry = get_pretrained_saes_directory().get(release)
+    if entry is None:
+        return release
+    return f"{entry.repo_id}/{entry.saes_map.get(sae_id, sae_id)}"
 
 
 def check_release(release: str, sae_id: str) -> None:
