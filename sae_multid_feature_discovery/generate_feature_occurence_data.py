@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sae_path", default=None,
                         help="SAE on disk instead of the hub: a SAELens folder (cfg.json + sae_weights.safetensors) "
                              "or the paper's Mistral .pt; '{layer}' in it is replaced by each layer")
+    parser.add_argument("--sae_input_scaling", default="auto", choices=("auto", "none", "norm_sqrt_d"),
+                        help="rescale SAE inputs to norm sqrt(d) as the paper's Mistral SAEs need (auto: the paper's "
+                             ".pt, mistral-7b-res-wg and its copies, constant_norm_rescale configs; default: auto)")
     parser.add_argument("--release", default=None,
                         help="SAELens release to download (default: gpt2-small-res-jb / mistral-7b-res-wg)")
     parser.add_argument("--model_path", default=None,
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
           f"{args.num_shards}")
     written = []
     for layer in layers:
-        sae = load_sae(model, layer, sae_path=args.sae_path, release=args.release, device=device)
+        sae = load_sae(model, layer, sae_path=args.sae_path, release=args.release, device=device,
+                       input_scaling=args.sae_input_scaling)
         run = paths.run_dir(base_dir, model, layer, sae.tag)
         result = generate_occurrences(run=run, model_name=model, layer=layer, sae=sae, source=source,
                                       get_model=get_model, model_info=model_info, options=options,

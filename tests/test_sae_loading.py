@@ -79,6 +79,33 @@ def test_saelens_constant_norm_rescale_done_by_us(tmp_path):
     torch.testing.assert_close(SAE.load_from_disk(str(folder)).encode(x).detach(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.integration
+def test_copied_hub_folder_of_the_paper_mistral_export_is_rescaled(tmp_path, capsys):
+    """The mistral-7b-res-wg folders say normalize_activations "none" but need norm-sqrt(d) inputs."""
+    import json
+
+    folder = make_tiny_sae(tmp_path / "mistral_7b_layer_8", d_sae=24, hook="blocks.8.hook_resid_pre")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["apply_b_dec_to_input"] = False
+    cfg["metadata"].update(model_name="mistral-7b", dataset_path="monology/pile-uncopyrighted")
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    sae = load_sae("mistral", 8, sae_path=folder)
+    assert sae.input_scaling == "norm_sqrt_d" and "paper's Mistral SAE export" in capsys.readouterr().err
+    state = disk_state(folder)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(4)) * 30
+    f, recon = manual_paper(x, state)
+    torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae.reconstruct(x), recon, rtol=1e-4, atol=1e-4)
+    plain = load_sae("mistral", 8, sae_path=folder, input_scaling="none")
+    assert plain.input_scaling == "none"
+    torch.testing.assert_close(plain.encode(x), torch.relu(x @ state["W_enc"] + state["b_enc"]), rtol=1e-5, atol=1e-4)
+    other = make_tiny_sae(tmp_path / "plain", d_sae=24)  # a SAE for another model keeps its own setting
+    assert load_sae("tiny", 1, sae_path=other).input_scaling == "none"
+    assert load_sae("tiny", 1, sae_path=other, input_scaling="norm_sqrt_d").input_scaling == "norm_sqrt_d"
+    with pytest.raises(UserError, match="--sae_input_scaling 'l2' is not one of auto, none, norm_sqrt_d"):
+        load_sae("tiny", 1, sae_path=other, input_scaling="l2")
+
+
 @pytest.mark.unit
 def test_sae_path_layer_template_and_tags(tmp_path):
     make_tiny_sae(tmp_path / "layer_1", d_sae=16)

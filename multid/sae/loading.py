@@ -212,19 +212,25 @@ def layer_of_hook(hook: str | None) -> int | None:
 
 
 def load_sae(model: str, layer: int | None, *, sae_path: str | os.PathLike | None = None,
-             release: str | None = None, device: str = "cpu") -> LoadedSAE:
+             release: str | None = None, device: str = "cpu", input_scaling: str | None = None) -> LoadedSAE:
     """Load the SAE for (model, layer) from the source `resolve_sae_source` picks (see module docstring).
 
+    input_scaling: None/"auto" (the source decides, see `auto_scaling`), or "none" / "norm_sqrt_d" to force it.
     A hub SAE that cannot be downloaded (offline) is a UserError that names the hub id and says to pass
     --sae_path. An SAE whose hook belongs to another layer than `layer` is a UserError.
     """
+    if input_scaling not in (None, "auto", "none", "norm_sqrt_d"):
+        raise UserError(f"--sae_input_scaling {input_scaling!r} is not one of auto, none, norm_sqrt_d")
+    forced = None if input_scaling in (None, "auto") else input_scaling
     source = resolve_sae_source(model, layer, sae_path=sae_path, release=release)
     if source.kind == "hub":
-        sae = load_hub_sae(source.location, source.sae_id or "", device)
+        sae = load_hub_sae(source.location, source.sae_id or "", device, scaling=forced)
     elif source.kind == "pt":
         sae = load_paper_pt_sae(Path(source.location), device=device, tag=source.tag, layer=layer)
+        if forced is not None:
+            sae.input_scaling = forced
     else:
-        sae = load_disk_sae(Path(source.location), device=device, tag=source.tag)
+        sae = load_disk_sae(Path(source.location), device=device, tag=source.tag, scaling=forced)
     hook_layer = layer_of_hook(sae.hook_name)
     if layer is not None and hook_layer is not None and hook_layer != int(layer):
         raise UserError(f"the SAE at {source.location} reads {sae.hook_name} (layer {hook_layer}), not layer "
@@ -232,23 +238,43 @@ def load_sae(model: str, layer: int | None, *, sae_path: str | os.PathLike | Non
     return sae
 
 
-def wrap_sae_lens(sae: Any, *, tag: str, source: str, force_norm_rescale: bool = False) -> LoadedSAE:
-    """A SAELens SAE as a LoadedSAE; norm rescaling (constant_norm_rescale) done by us, SAELens' switched off."""
+PAPER_EXPORT_MODELS = ("mistral-7b", "mistralai/mistral-7b-v0.1")
+PAPER_EXPORT_DATASET = "monology/pile-uncopyrighted"
+
+
+def is_paper_mistral_export(sae: Any) -> bool:
+    """True for the paper's Mistral SAEs as exported to SAELens format (mistral-7b-res-wg on the hub): their
+    config names Mistral-7B and the Pile and says normalize_activations "none", yet they were trained on
+    inputs rescaled to norm sqrt(d). A copy of that hub folder passed as --sae_path must be rescaled too."""
+    meta = sae.cfg.metadata
+    model = str(getattr(meta, "model_name", "") or "").lower()
+    dataset = str(getattr(meta, "dataset_path", "") or "")
+    norm = getattr(sae.cfg, "normalize_activations", "none") or "none"
+    return model in PAPER_EXPORT_MODELS and dataset == PAPER_EXPORT_DATASET and norm == "none"
+
+
+def wrap_sae_lens(sae: Any, *, tag: str, source: str, force_norm_rescale: bool = False,
+                  scaling: str | None = None) -> LoadedSAE:
+    """A SAELens SAE as a LoadedSAE; norm rescaling (constant_norm_rescale) done by us, SAELens' switched off.
+
+    scaling: force "none" or "norm_sqrt_d" whatever the config says (None: decide from the config)."""
     hook = sae.cfg.metadata.hook_name
     if not hook:
         raise UserError(f"the SAE at {source} has no hook_name in its config; cannot tell where it reads")
     norm = getattr(sae.cfg, "normalize_activations", "none") or "none"
-    if force_norm_rescale or norm == "constant_norm_rescale":
-        scaling = "norm_sqrt_d"
+    if scaling is None:
+        if force_norm_rescale or norm == "constant_norm_rescale":
+            scaling = "norm_sqrt_d"
+        elif norm in ("none", "expected_average_only_in"):  # the latter only matters while training
+            scaling = "none"
+        elif norm == "layer_norm":
+            scaling = "layer_norm"
+        else:
+            raise UserError(f"the SAE at {source} uses normalize_activations={norm!r}, which is not supported here; "
+                            f"supported: none, expected_average_only_in, constant_norm_rescale, layer_norm")
+    if scaling in ("none", "norm_sqrt_d"):  # we scale (or not) ourselves; SAELens' stateful version is off
         sae.run_time_activation_norm_fn_in = _identity
         sae.run_time_activation_norm_fn_out = _identity
-    elif norm in ("none", "expected_average_only_in"):  # the latter only matters while training
-        scaling = "none"
-    elif norm == "layer_norm":
-        scaling = "layer_norm"
-    else:
-        raise UserError(f"the SAE at {source} uses normalize_activations={norm!r}, which is not supported here; "
-                        f"supported: none, expected_average_only_in, constant_norm_rescale, layer_norm")
     sae.eval()
     return LoadedSAE(W_dec=sae.W_dec.detach(), b_dec=sae.b_dec.detach(), hook_name=hook, input_scaling=scaling,
                      tag=tag, source=source, encode_scaled=sae.encode, module=sae)
@@ -265,7 +291,7 @@ def is_offline_error(err: BaseException) -> bool:
     return module.split(".")[0] in ("huggingface_hub", "requests", "httpx", "urllib3")
 
 
-def load_hub_sae(release: str, sae_id: str, device: str = "cpu") -> LoadedSAE:
+def load_hub_sae(release: str, sae_id: str, device: str = "cpu", scaling: str | None = None) -> LoadedSAE:
     """SAELens `SAE.from_pretrained` as a user with internet runs it (SAELens >= 6 returns the SAE alone;
     older versions a tuple whose first element is the SAE)."""
     from sae_lens import SAE
@@ -284,7 +310,7 @@ def load_hub_sae(release: str, sae_id: str, device: str = "cpu") -> LoadedSAE:
         raise
     sae = loaded[0] if isinstance(loaded, tuple) else loaded
     return wrap_sae_lens(sae, tag=sanitize_tag(release), source=f"sae_lens:{release}/{sae_id}",
-                         force_norm_rescale=release in NORM_RESCALED_RELEASES)
+                         force_norm_rescale=release in NORM_RESCALED_RELEASES, scaling=scaling)
 
 
 def hub_location(release: str, sae_id: str) -> str:
@@ -311,8 +337,8 @@ def check_release(release: str, sae_id: str) -> None:
                         f"{', '.join(map(str, layers))}")
 
 
-def load_disk_sae(folder: Path, device: str = "cpu", tag: str | None = None) -> LoadedSAE:
-    """A SAELens SAE saved on disk (`SAE.load_from_disk`)."""
+def load_disk_sae(folder: Path, device: str = "cpu", tag: str | None = None, scaling: str | None = None) -> LoadedSAE:
+    """A SAELens SAE saved on disk (`SAE.load_from_disk`); the paper's Mistral export is norm-rescaled."""
     from sae_lens import SAE
 
     folder = Path(folder).expanduser()
@@ -326,7 +352,12 @@ def load_disk_sae(folder: Path, device: str = "cpu", tag: str | None = None) -> 
         sae = SAE.load_from_disk(str(folder), device=device)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"cannot load the SAELens SAE in {folder} ({type(err).__name__}: {err})") from None
-    return wrap_sae_lens(sae, tag=tag or sanitize_tag(folder.name), source=str(folder.resolve()))
+    paper_export = scaling is None and is_paper_mistral_export(sae)
+    if paper_export:
+        print(f"note: {folder} is the paper's Mistral SAE export (mistral-7b-res-wg); its inputs are rescaled to "
+              f"norm sqrt(d) as in training (--sae_input_scaling none turns this off)", file=sys.stderr)
+    return wrap_sae_lens(sae, tag=tag or sanitize_tag(folder.name), source=str(folder.resolve()),
+                         force_norm_rescale=paper_export, scaling=scaling)
 
 
 # ----------------------------------------------------------------------------------------- paper .pt
