@@ -435,6 +435,8 @@ def test_smollm2_with_an_sae_on_disk(smollm2_model, tmp_path):
     occ = open_occurrences(run)
     ids = occ.token_ids(np.arange(occ.num_tokens)).reshape(-1, 16)
     assert len(ids) == 4 and (ids[:, 0] == smollm2_model.tokenizer.bos_token_id).all()
+    whole = [smollm2_model.to_tokens(p.read_text(), prepend_bos=True)[0].tolist() for p in files]
+    np.testing.assert_array_equal(ids, [w[:16] for w in whole if len(w) >= 16])
     _, cache = smollm2_model.run_with_cache(torch.as_tensor(ids, dtype=torch.long), names_filter=hook)
     acts = sae.module.encode(cache[hook].reshape(-1, 576)).detach().numpy()
     tok, feat = np.nonzero(acts > 1e-6)
