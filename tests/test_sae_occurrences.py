@@ -236,7 +236,11 @@ def test_missing_dataset_names_the_command(tmp_path):
         open_occurrences(run)
     message = str(err.value)
     assert "SAE occurrence dataset not found at" in message
-    assert "generate_feature_occurence_data.py --model_name gpt2 --layers 7" in message
+    assert "generate_feature_occurence_data.py --model_name gpt2 --layers 7 --base_dir" in message
+    assert "--sae_path" not in message
+    with pytest.raises(MissingArtifactError, match=r"--model_name smollm2 --layers 9 --sae_path '<the SAE folder or "
+                                                   r"\.pt named my_sae>'"):
+        open_occurrences(run_dir(tmp_path, "smollm2", 9, "my_sae"))
     # one shard of two missing: the message names the shard flags
     run2, *_ = random_run(tmp_path, num_shards=2)
     import shutil

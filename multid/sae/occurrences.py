@@ -554,9 +554,11 @@ def command_for_run_dir(run: Path) -> str:
     """Best guess at the generate command from a run folder named <model>_layer<L>_<tag>."""
     name = Path(run).name
     model, sep, rest = name.partition("_layer")
-    layer = rest.split("_", 1)[0] if sep else "<L>"
+    layer, _, tag = rest.partition("_") if sep else ("<L>", "", "")
     base = Path(run).parent.parent
-    return generate_command(model if sep else "<model>", layer, base_dir=base)
+    defaults = {"gpt2": ("gpt2-small-res-jb",), "mistral": ("mistral-7b-res-wg", "mistral-paper-pt")}
+    sae_path = None if tag in defaults.get(model, ()) else f"<the SAE folder or .pt named {tag or '...'}>"
+    return generate_command(model if sep else "<model>", layer or "<L>", base_dir=base, sae_path=sae_path)
 
 
 def open_occurrences(run: str | os.PathLike, command: str | None = None) -> Occurrences:
