@@ -1,0 +1,95 @@
+"""The cluster reducibility scan: 400 PCA planes through the batched engine vs one plane at a time.
+
+    python -m benchmarks.bench_sae_scan [--clusters 100 --num_points 2000 --steps 200]
+
+Synthetic "clusters": PCA coordinates [n, 5] of random shapes (circles, crossing lines, blobs, under random
+linear maps), so each has 4 planes; 100 clusters = 400 planes. Both sides compute exactly the same numbers
+(M with the scan variant and per-plane seeds, S with 10 x 10 range histograms over 100 angles; the tests
+check equality):
+
+- batched: `multid.sae.scan.scan_many` (all planes padded into stacks of similar size, one engine call each);
+- loop: `multid.sae.scan.scan_clouds_loop`, one one-cloud engine call per plane (what a per-cluster script
+  does, without the original's autograd overhead; benchmarks/bench_reducibility.py compares the engine with
+  the original's own loop).
+
+M runs --steps optimiser steps instead of the scan's 10,000 to keep this short; its cost is linear in the
+steps, so the printout also projects both sides to 10,000 steps, and to a whole GPT-2 scan (about 3,900
+planes of up to 20,000 points).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from multid.reducibility.engine import SCAN_MIXTURE
+from multid.sae import scan
+
+
+def make_coords(clusters: int, num_points: int, seed: int = 0) -> dict[int, np.ndarray]:
+    """cluster id -> [n, 5] coordinates; sizes vary between num_points / 2 and num_points."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for cid in range(clusters):
+        n = int(rng.integers(num_points // 2, num_points + 1))
+        cols = []
+        for plane in range(3):
+            kind = (cid + plane) % 3
+            if kind == 0:
+                a = rng.uniform(0, 2 * np.pi, n)
+                pts = np.c_[np.cos(a), np.sin(a)] + 0.05 * rng.normal(size=(n, 2))
+            elif kind == 1:
+                t = rng.normal(size=(n, 1))
+                pts = np.where(rng.uniform(size=(n, 1)) < 0.5, t * [1.0, 0.1], t * [-0.3, 1.0])
+            else:
+                pts = rng.normal(size=(n, 2))
+            cols.append(pts @ rng.normal(size=(2, 2)))
+        out[cid] = np.concatenate(cols, axis=1)[:, :5]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clusters", type=int, default=100, help="clusters of 5 PCs = 4 planes each")
+    parser.add_argument("--num_points", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    coords = make_coords(args.clusters, args.num_points)
+    planes = [(cid, p, cloud) for cid, x in coords.items() for p, cloud in scan.plane_clouds(x)]
+    points = sum(len(c) for _, _, c in planes)
+    print(f"{len(planes)} planes, {points} points in all ({args.num_points // 2}..{args.num_points} per plane), "
+          f"M with {args.steps} steps, torch threads {torch.get_num_threads()}")
+
+    t_b: dict = {}
+    batched = scan.scan_many(coords, steps=args.steps, timings=t_b)
+    t_l: dict = {}
+    loop = scan.scan_clouds_loop([c for _, _, c in planes], [p for _, p, _ in planes], steps=args.steps, timings=t_l)
+    got = {(cid, r.plane): (r.m, r.s_bits) for cid, results in batched.items() for r in results}
+    same = all(got[(cid, r.plane)] == (r.m, r.s_bits) for (cid, _, _), r in zip(planes, loop))
+    full = SCAN_MIXTURE.steps
+    scale = full / args.steps
+    print(f"{'':>30} {'loop (s)':>10} {'batched (s)':>12} {'ratio':>8}")
+    for name, key in (("M, " + str(args.steps) + " steps", "mixture"), ("S", "separability")):
+        print(f"{name:>30} {t_l[key]:10.2f} {t_b[key]:12.2f} {t_l[key] / t_b[key]:7.2f}x")
+    t_loop, t_batched = sum(t_l.values()), sum(t_b.values())
+    print(f"{'M + S, measured':>30} {t_loop:10.2f} {t_batched:12.2f} {t_loop / t_batched:7.2f}x")
+    proj_loop = t_l["mixture"] * scale + t_l["separability"]
+    proj_batched = t_b["mixture"] * scale + t_b["separability"]
+    print(f"{'M + S, projected ' + str(full) + ' steps':>30} {proj_loop:10.1f} {proj_batched:12.1f} "
+          f"{proj_loop / proj_batched:7.2f}x")
+    print(f"identical M and S on every plane: {same}")
+    gpt2_points = 3900 * 20000
+    whole = (t_b["mixture"] * scale + t_b["separability"]) * gpt2_points / points
+    print(f"projected whole GPT-2 scan (3,900 planes x 20,000 points, {full} steps), batched, linear in points: "
+          f"~{whole / 3600:.1f} h on this machine")
+    return {"planes": len(planes), "loop_s": t_loop, "batched_s": t_batched, "ratio": t_loop / t_batched, "timings": {"loop": t_l, "batched": t_b},
+            "projected_ratio": proj_loop / proj_batched, "identical": same}
+
+
+if __name__ == "__main__":
+    main()

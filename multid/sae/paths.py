@@ -1,0 +1,44 @@
+"""Where the SAE part's artifacts live under the base dir (docs/sae_occurrences.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODEL_ALIASES = {"gpt-2": "gpt2"}  # upstream's name for GPT-2 small; the registry calls it gpt2
+
+
+def canonical_model(model: str) -> str:
+    return MODEL_ALIASES.get(model, model)
+
+
+def run_dir(base_dir: str | os.PathLike, model: str, layer: int, sae_tag: str) -> Path:
+    return Path(base_dir) / "sae" / f"{canonical_model(model)}_layer{layer}_{sae_tag}"
+
+
+def occurrences_dir(run: Path) -> Path:
+    return Path(run) / "occurrences"
+
+
+def shard_dir(run: Path, shard_index: int, num_shards: int) -> Path:
+    return occurrences_dir(run) / f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def decoder_path(run: Path) -> Path:
+    return Path(run) / "decoder.npy"
+
+
+def clusters_dir(run: Path) -> Path:
+    return Path(run) / "clusters"
+
+
+def reconstructions_dir(run: Path) -> Path:
+    return Path(run) / "reconstructions"
+
+
+def scan_dir(run: Path) -> Path:
+    return Path(run) / "scan"
+
+
+def sae_figs_dir(run: Path) -> Path:
+    return Path(run) / "figs"

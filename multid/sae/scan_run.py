@@ -1,0 +1,110 @@
+"""Running the cluster reducibility scan over a run folder: one stage per cluster, many clusters per engine call.
+
+`scan_clusters` reads the occurrence triples of a group of clusters in one filtered pass, builds each
+cluster's reconstructions and PCA, scans all their planes in padded batches (multid.sae.scan.scan_many), and
+writes each cluster's folder `<save_dir>/<cluster>/` (metrics JSON with the original's keys, and the figure)
+as its own stage. A cluster whose stage is current is skipped, so an interrupted whole-SAE scan resumes
+where it stopped; changing any setting (threshold, radius, epsilon, seed, steps, limits, decoder,
+occurrences, members) rebuilds only the clusters it affects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from multid.io import save_figure, save_json
+from multid.sae import scan
+from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
+from multid.stage import Stage, is_current, run_stage
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """The scan's knobs (the original script's flags) and the identities of its inputs."""
+
+    model: str
+    layer: int
+    threshold: float = 0.0
+    radius: float = 0.0
+    epsilon: float = 0.1
+    sample_limit: int | None = 20000
+    seed: int = 0
+    steps: int | None = None  # None = the scan's 10,000
+    figures: bool = True
+    device: str = "cpu"  # where the engine runs; in the settings since M may round differently elsewhere
+    decoder_id: str = ""
+    occurrences_id: str = ""
+
+    def stem(self, cluster: int) -> str:
+        """Original file stem: gpt2-layer7-cluster138-threshold0.0-radius0.0."""
+        prefix = {"gpt2": "gpt2", "mistral": "mistral-7b"}.get(self.model, self.model)
+        return f"{prefix}-layer{self.layer}-cluster{cluster}-threshold{float(self.threshold)}-radius{float(self.radius)}"
+
+    def record(self) -> dict[str, Any]:
+        return {"threshold": float(self.threshold), "radius": float(self.radius), "epsilon": float(self.epsilon),
+                "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
+                "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
+                "version": VERSION}
+
+
+def metrics_path(save_dir: Path, cluster: int, settings: ScanSettings) -> Path:
+    return Path(save_dir) / str(cluster) / f"{settings.stem(cluster)}-metrics.json"
+
+
+def cluster_stage(save_dir: Path, cluster: int, members: Sequence[int], settings: ScanSettings,
+                  command: str | None) -> Stage:
+    return Stage(f"reducibility scan of cluster {cluster}", Path(save_dir) / str(cluster),
+                 {"cluster": int(cluster), "features": [int(m) for m in members], **settings.record()},
+                 command=command, is_dir=True)
+
+
+def cluster_coords(token, feature, value, members: Sequence[int], W_dec: np.ndarray, settings: ScanSettings
+                   ) -> np.ndarray | None:
+    """PCA coordinates [n, min(5, size)] of the cluster's first sample_limit reconstructions (None if < 2)."""
+    rec = reconstruct_from_triples(token, feature, value, members, W_dec, sample_limit=settings.sample_limit,
+                                   threshold=settings.threshold)
+    if len(rec) < 2:
+        return None
+    pca = reconstruction_pca(rec.points, scan.num_components(len(members), len(rec)))
+    return pca.coords[:, :scan.numerical_rank(pca.singular_values)]
+
+
+def write_cluster(folder: Path, cluster: int, results: list[scan.PlaneResult] | None, settings: ScanSettings) -> None:
+    """The stage's files: metrics JSON ({} when the cluster fired on fewer than 2 tokens) and the figure."""
+    stem = settings.stem(cluster)
+    save_json(folder / f"{stem}-metrics.json", scan.metrics_json(results or []))
+    if settings.figures and results:
+        fig = scan.scan_figure(results, settings.epsilon, title=f"cluster {cluster}")
+        save_figure(fig, folder / f"{stem}.png", dpi=80)
+
+
+def scan_clusters(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[int]], save_dir: Path,
+                  settings: ScanSettings, *, command: str | None = None, group_size: int = 64,
+                  progress: Callable[[int], None] | None = None, force: bool = False) -> list[Path]:
+    """Scan `clusters` (id -> members), `group_size` clusters per occurrence read and engine batch.
+
+    Returns the metrics JSON paths of every requested cluster (reused or rebuilt)."""
+    ids = list(clusters)
+    pending = [c for c in ids if force or not is_current(cluster_stage(save_dir, c, clusters[c], settings, command))]
+    if progress is not None and len(ids) > len(pending):
+        progress(len(ids) - len(pending))
+    for start in range(0, len(pending), group_size):
+        group = pending[start:start + group_size]
+        wanted = np.unique(np.concatenate([np.asarray(clusters[c], dtype=np.int64) for c in group]))
+        token, feature, value = occ.triples(features=wanted)
+        coords = {c: cluster_coords(token, feature, value, clusters[c], W_dec, settings) for c in group}
+        results = scan.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
+                                 eps=settings.epsilon, seed=settings.seed, steps=settings.steps,
+                                 device=settings.device)
+        for c in group:
+            run_stage(cluster_stage(save_dir, c, clusters[c], settings, command),
+                      lambda tmp, c=c: write_cluster(tmp, c, results.get(c), settings), force=True)
+            if progress is not None:
+                progress(1)
+    return [metrics_path(save_dir, c, settings) for c in ids]

@@ -1,0 +1,29 @@
+"""Figures 1 and 12 (the name the upstream README uses for gpt2_days_months_years.py; same script).
+
+    cd sae_multid_feature_discovery && python3 gpt2_days_weeks_years.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from multid.errors import cli_entry
+from multid.sae.figure_cli import dmy_parser, run_days_months_years
+
+
+def build_parser():
+    return dmy_parser("Figures 1 and 12: GPT-2 days / months / years cluster reconstructions (alias of "
+                      "gpt2_days_months_years.py).")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> list[Path]:
+    return run_days_months_years(build_parser().parse_args(argv), "gpt2_days_months_years.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Interactive figure of one GPT-2 SAE cluster (paper section 4.1): decoder cosines, singular values, and the
+PCA of the cluster's reconstructions with each point's context on hover. Also writes the cluster's PCA for
+`compare_circle_intervention_types.py --sae_pca`.
+
+    cd sae_multid_feature_discovery && python3 gpt2_interactive_figure.py --cluster 138   # days
+    python -m sae_multid_feature_discovery.gpt2_interactive_figure --cluster 251             # months
+
+Needs the occurrence dataset (generate_feature_occurence_data.py --model_name gpt2 --layers 7) and a cluster
+file (default: the paper's gpt-2_layer_7_clusters_spectral_n1000.pkl in the current folder). The html is
+self-contained and opens offline.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from multid.errors import cli_entry
+from multid.sae.figure_cli import GPT2_DEFAULTS, interactive_parser, run_interactive
+
+
+def build_parser():
+    return interactive_parser(GPT2_DEFAULTS, __doc__.split("\n\n")[0])
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> list[Path]:
+    return run_interactive(build_parser().parse_args(argv), GPT2_DEFAULTS, "gpt2_interactive_figure.py")
+
+
+if __name__ == "__main__":
+    main()

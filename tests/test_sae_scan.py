@@ -1,0 +1,214 @@
+"""The cluster reducibility scan (multid.sae.scan, multid.sae.scan_run) and its two scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from multid.sae import scan
+
+STEPS = 100  # M's optimiser steps in these tests (10,000 in a real scan; the cost is linear in the steps)
+
+
+def circle(rng, n):
+    a = rng.uniform(0, 2 * np.pi, n)
+    return np.c_[np.cos(a), np.sin(a)] * (1 + 0.02 * rng.normal(size=(n, 1)))
+
+
+def two_lines(rng, n):
+    on_first = rng.uniform(size=n) < 0.5
+    t = rng.normal(size=(n, 1))
+    return np.where(on_first[:, None], t * [1.0, 0.1], t * [-0.2, 1.0])
+
+
+def blob(rng, n):
+    return rng.normal(size=(n, 2))
+
+
+@pytest.mark.integration
+def test_batched_equals_one_plane_at_a_time():
+    rng = np.random.default_rng(0)
+    clouds = [circle(rng, 300), two_lines(rng, 400), blob(rng, 120), circle(rng, 500), two_lines(rng, 50)]
+    planes = [0, 1, 2, 0, 3]
+    batched = scan.scan_clouds(clouds, planes, eps=0.1, seed=4, steps=STEPS)
+    loop = scan.scan_clouds_loop(clouds, planes, eps=0.1, seed=4, steps=STEPS)
+    for a, b in zip(batched, loop):
+        assert a.m == b.m and a.m_hard == b.m_hard
+        assert np.array_equal(a.v, b.v) and a.c == b.c
+        assert a.s_bits == pytest.approx(b.s_bits, abs=1e-12) and a.s_angle == b.s_angle
+    # seeds are per plane: another seed moves M's start, so M changes somewhere
+    other = scan.scan_clouds(clouds, planes, eps=0.1, seed=5, steps=STEPS)
+    assert any(not np.array_equal(a.v, b.v) for a, b in zip(batched, other))
+
+
+@pytest.mark.integration
+def test_scan_many_is_independent_of_batch_composition():
+    rng = np.random.default_rng(1)
+    coords = {7: rng.normal(size=(200, 4)) * [3, 2, 1, 0.5], 9: rng.normal(size=(90, 3)), 11: rng.normal(size=(500, 2))}
+    together = scan.scan_many(coords, steps=STEPS, batch_points=1000)  # several batches
+    for cid, x in coords.items():
+        alone = scan.scan_many({cid: x}, steps=STEPS)[cid]
+        assert [r.key for r in alone] == [scan.plane_key(p) for p in range(x.shape[1] - 1)]
+        assert [(r.m, r.s_bits) for r in alone] == [(r.m, r.s_bits) for r in together[cid]]
+
+
+@pytest.mark.unit
+def test_planted_circle_high_s_and_two_lines_high_m():
+    rng = np.random.default_rng(2)
+    res = scan.scan_clouds([circle(rng, 600), two_lines(rng, 600), blob(rng, 600)], [0, 0, 0], steps=600)
+    ring, lines, gauss = res
+    assert ring.s_bits > 1.0 and ring.s_bits > 3 * gauss.s_bits
+    assert lines.m > 0.4 and lines.m > 2 * max(ring.m, gauss.m)
+
+
+@pytest.mark.unit
+def test_plane_clouds_radius_rank_and_degenerate_planes():
+    coords = np.array([[0.5, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
+    planes = scan.plane_clouds(coords, radius=1.0)
+    assert [p for p, _ in planes] == [0, 1]
+    assert np.array_equal(planes[0][1], coords[1:, :2])  # (0.5, 0) has norm 0.5 <= 1: dropped
+    assert np.array_equal(planes[1][1], coords[[2, 3], 1:])  # the two (0, 1) rows have norm 1 <= 1: dropped
+    flat = np.c_[np.arange(5.0), np.zeros(5), np.arange(5.0)]
+    assert [p for p, _ in scan.plane_clouds(flat)] == []  # constant axis in both planes
+    assert scan.numerical_rank(np.array([3.0, 1.0, 1e-9, 0.0])) == 2
+    assert scan.num_components(9) == 5 and scan.num_components(3) == 3 and scan.num_components(9, 4) == 4
+
+
+@pytest.mark.unit
+def test_ranking_hand_built():
+    metrics = {
+        0: {"0-1": {"mixture_index": 0.5, "separability_index": 1.0},
+            "1-2": {"mixture_index": 0.005, "separability_index": 5.0}},  # dropped: M < 0.01
+        1: {"0-1": {"mixture_index": 0.0, "separability_index": 9.0}},  # nothing kept
+        2: {"0-1": {"mixture_index": 0.1, "separability_index": 1.0},
+            "1-2": {"mixture_index": 0.2, "separability_index": 0.5}},
+    }
+    assert scan.ranking_score(metrics[0]) == pytest.approx(0.25)  # mean([0, 0.5])
+    assert scan.ranking_score(metrics[0], leading_zero=False) == pytest.approx(0.5)
+    assert scan.ranking_score(metrics[1]) == 0.0 and scan.ranking_score(metrics[1], leading_zero=False) == 0.0
+    assert scan.ranking_score(metrics[2]) == pytest.approx((0 + 0.9 + 0.4) / 3)
+    summaries = scan.summarise(metrics)
+    assert [(s.cluster, s.kept) for s in summaries] == [(0, 1), (1, 0), (2, 2)]
+    assert summaries[2].mean_m == pytest.approx(0.15) and summaries[2].mean_s == pytest.approx(0.75)
+    assert math.isnan(summaries[1].mean_m)
+    assert [s.cluster for s in scan.ranking(summaries)] == [2, 0, 1]
+    assert [s.cluster for s in scan.ranking(scan.summarise(metrics, leading_zero=False))] == [2, 0, 1]
+    plain = scan.summarise(metrics, leading_zero=False)
+    assert plain[2].score == pytest.approx(0.65)
+
+    fig = scan.summary_figure(summaries, {2: "Weekdays cluster"})
+    ax = fig.axes[0]
+    assert ax.xaxis_inverted()
+    grey, orange = ax.collections[0], ax.collections[1]
+    assert np.allclose(grey.get_offsets(), [[0.5, 1.0], [0.15, 0.75]])  # cluster 1 has no kept plane
+    assert np.allclose(orange.get_offsets(), [[0.15, 0.75]])
+    assert [t.get_text() for t in ax.texts] == ["Weekdays cluster"]
+
+
+@pytest.mark.integration
+def test_scan_figure_content():
+    rng = np.random.default_rng(3)
+    results = scan.scan_clouds([circle(rng, 200), two_lines(rng, 200)], [0, 1], steps=10)
+    fig = scan.scan_figure(results, 0.1, title="cluster 5")
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_ylabel() == "PCs 0-1" and fig.axes[3].get_ylabel() == "PCs 1-2"
+    assert fig.axes[1].get_title() == f"M = {results[0].m:.4f}"
+    assert fig.axes[5].get_title() == f"S = {results[1].s_bits:.4f} bits"
+    assert len(fig.axes[0].collections[0].get_offsets()) == 200
+    assert np.allclose(fig.axes[2].lines[0].get_ydata(), results[0].mi_bits)
+    assert scan.metrics_json(results) == {
+        "0-1": {"mixture_index": results[0].m, "separability_index": results[0].s_bits},
+        "1-2": {"mixture_index": results[1].m, "separability_index": results[1].s_bits}}
+
+
+# ----------------------------------------------------------------------------------------- the scripts
+
+
+@pytest.fixture()
+def planted_run(tmp_path):
+    from tests.sae_helpers import write_planted_circle_run
+
+    run = write_planted_circle_run(tmp_path / "sae" / "gpt2_layer7_planted", n_contexts=30, ctx_len=32)
+    clusters = tmp_path / "clusters.json"
+    clusters.write_text(json.dumps([run.cluster, [0, 1], [2, 4, 5, 6], [7], list(range(8, 20))]))
+    return tmp_path, run, clusters
+
+
+@pytest.mark.integration
+def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    common = ["--base_dir", str(base), "--clusters_file", str(clusters), "--steps", str(STEPS)]
+    (path,) = script.main(common + ["--cluster", "0"])
+    metrics = json.loads(path.read_text())
+    assert list(metrics) == ["0-1"]  # the circle spans 2 dimensions: one plane, the rest is rounding noise
+    assert metrics["0-1"]["separability_index"] > 1.0 and metrics["0-1"]["mixture_index"] < 0.2
+    assert path.with_name(path.name.replace("-metrics.json", ".png")).is_file()
+    assert path.name == "gpt2-layer7-cluster0-threshold0.0-radius0.0-metrics.json"
+    stamp = (path.parent / "stage.json").stat().st_mtime_ns
+
+    written = script.main(common + ["--clusters", "all", "--size_limit", "10", "--no_figures"])
+    assert [p.parent.name for p in written] == ["0", "1", "2"]  # [7] is a singleton, cluster 4 has 12 > 10
+    # --no_figures changes the settings: cluster 0 is rebuilt without its figure
+    assert not any(written[0].parent.glob("*.png"))
+    again = script.main(common + ["--clusters", "all", "--size_limit", "10", "--no_figures"])
+    assert again == written and (written[0].parent / "stage.json").stat().st_mtime_ns != stamp
+    stamp2 = [(p.parent / "stage.json").stat().st_mtime_ns for p in written]
+    script.main(common + ["--clusters", "all", "--size_limit", "10", "--no_figures"])
+    assert [(p.parent / "stage.json").stat().st_mtime_ns for p in written] == stamp2  # all reused
+
+    capsys.readouterr()
+    (empty,) = script.main(common + ["--cluster", "1", "--threshold", "100"])  # nothing fires above 100
+    assert json.loads(empty.read_text()) == {} and empty.name.endswith("threshold100.0-radius0.0-metrics.json")
+    assert "1 cluster(s) fired on fewer than 2 tokens" in capsys.readouterr().out
+    for bad, phrase in ((["--cluster", "5"], "out of range"), (["--cluster", "4", "--size_limit", "10"], "size_limit"),
+                        (["--cluster", "0", "--epsilon", "0"], "--epsilon"),
+                        (["--cluster", "0", "--device", "cuda:7"], "cuda:7")):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(common + bad)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert phrase in err and "\n" not in err
+
+    out = analyze_reducibilities.main(["--base_dir", str(base), "--named", "0:Circle"])
+    rows = (out / "ranking.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,cluster,score")
+    by_cluster = {int(r.split(",")[1]): r.split(",") for r in rows[1:]}
+    assert set(by_cluster) == {0, 1, 2}
+    expected = scan.ranking_score(metrics)
+    assert float(by_cluster[0][2]) == pytest.approx(expected)
+    assert (out / "reducibility_metrics_threshold0_radius0.pdf").is_file()
+    assert "Circle (cluster 0): rank" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    with pytest.raises(SystemExit):
+        script.main(["--base_dir", str(tmp_path), "--clusters_file", str(tmp_path / "c.json")])
+    assert "generate_feature_occurence_data.py" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        analyze_reducibilities.main(["--scan_dir", str(tmp_path / "nothing")])
+    assert "gpt2_compute_reducibility.py --clusters all" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_planes_beyond_the_numerical_rank_are_not_scanned():
+    from multid.sae.scan_run import ScanSettings, cluster_coords
+
+    rng = np.random.default_rng(5)
+    W = np.zeros((4, 6), np.float32)
+    W[0, 0] = W[1, 1] = 1.0
+    W[2, :3] = [0.6, 0.8, 1e-7]  # a rounding-level third direction
+    token = np.repeat(np.arange(50), 2)
+    feature = np.tile([0, 2], 50).astype(np.int32)
+    feature[1::4] = 1
+    value = rng.uniform(0.5, 2.0, size=100).astype(np.float32)
+    coords = cluster_coords(token, feature, value, [0, 1, 2], W, ScanSettings(model="gpt2", layer=7))
+    assert coords.shape == (50, 2)
+    assert cluster_coords(token[:2], feature[:2], value[:2], [0, 1, 2], W, ScanSettings("gpt2", 7)) is None
