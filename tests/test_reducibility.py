@@ -143,9 +143,9 @@ def test_initial_directions_follow_torch_manual_seed():
     assert torch.equal(initial_directions(3, 7)[2], initial_directions(1, 9)[0])
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+# two threads (the slow half: about 7 s of CPU each) run with the acceptance tier
+@pytest.mark.parametrize("threads", [pytest.param(1, marks=pytest.mark.unit), pytest.param(2, marks=pytest.mark.acceptance)])
 @pytest.mark.parametrize("config", [with_steps(DEMO_MIXTURE, 800), with_steps(SCAN_MIXTURE, 800)], ids=["demo", "scan"])
-@pytest.mark.unit
 def test_batched_mixture_equals_loop(config, threads):
     # clouds of different sizes (padded in the batch): the annealed optimiser amplifies any rounding
     # difference, so this only holds because the engine is padding-invariant by construction
