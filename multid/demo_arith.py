@@ -15,8 +15,11 @@ Every step reuses what an earlier run wrote under the base dir.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping, not spinning, idle threads (see finetune_arithmetic.py)
 
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
@@ -47,7 +50,7 @@ def parse_layers(text: str) -> list[int] | None:
 
 
 class ArithDemo:
-    def __init__(self, base_dir: Path, device: str, layers: list[int] | None, base_layers: list[int] | None):
+    def __init__(self, base_dir: Path, device: str, layers: dict[str, list[int] | None], base_layers: list[int] | None):
         self.base_dir, self.device = base_dir, device
         self.layers, self.base_layers = layers, base_layers
         self.loaders = {name: lazy_loader(name, device=device, base_dir=base_dir) for name in (MODEL, BASE)}
@@ -88,8 +91,9 @@ class ArithDemo:
         self.wrote("probe R^2 table", path)
 
     def sweeps_and_figure5(self) -> None:
-        for model, layers in ((MODEL, self.layers), (BASE, self.base_layers)):
+        for model in (MODEL, BASE):
             for task in TASK_NAMES:
+                layers = self.layers[task] if model == MODEL else self.base_layers
                 print(f"-- {model} {task}")
                 result = run_circle_sweep(self.caches[model, task], SweepParams("a"), self.base_dir, layers, self.loaders[model])
                 print_sweep_table(result)
@@ -125,13 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_base_dir_arg(parser)
     add_device_arg(parser, default="cpu")
-    parser.add_argument("--layers", default="all", help="smollm2-arith sweep layers: all (default) or e.g. 0,4,8")
+    parser.add_argument("--layers", default="all", help="smollm2-arith weekday sweep layers: all (default) or e.g. 0,4,8")
+    parser.add_argument("--month_layers", default="all",
+                        help="smollm2-arith month sweep layers (default: all; ~5x the weekday cost per layer)")
     parser.add_argument("--base_layers", default=",".join(map(str, SWEEP_LAYERS)),
                         help="base SmolLM2 sweep layers (default: %(default)s, as make demo; or all)")
     args = parser.parse_args(argv)
     started = time.time()
-    demo = ArithDemo(resolve_base_dir(args.base_dir), resolve_device(args.device), parse_layers(args.layers),
-                     parse_layers(args.base_layers))
+    layers = {"days_of_week": parse_layers(args.layers), "months_of_year": parse_layers(args.month_layers)}
+    demo = ArithDemo(resolve_base_dir(args.base_dir), resolve_device(args.device), layers, parse_layers(args.base_layers))
     print(f"multid arithmetic demo on {MODEL} (and {BASE}); artifacts under {demo.base_dir}")
     demo.step("1. fine-tune SmolLM2 on the arithmetic (LoRA; reused when current)", demo.finetune)
     demo.step("2. task caches of both models", demo.build_caches)

