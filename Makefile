@@ -26,13 +26,17 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(OFFLINE_ENV) $(PY) -m multid.demo
 
+# Two pytest workers, one thread each: torch's own two threads per worker would oversubscribe the cores,
+# and spinning OpenMP threads on a busy core run many times slower.
+TEST_ENV := $(OFFLINE_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 # every tier (unit, integration, acceptance) on both cores, after the import contracts (docs/layout.md)
 test: setup lint-imports
-	$(OFFLINE_ENV) $(PY) -m pytest -q -n 2
+	$(TEST_ENV) $(PY) -m pytest -q -n 2
 
 # unit + integration only (no SmolLM2, notebooks, subprocess CLIs or browser): under a minute
 test-fast: setup lint-imports
-	$(OFFLINE_ENV) $(PY) -m pytest -q -n 2 -m "unit or integration"
+	$(TEST_ENV) $(PY) -m pytest -q -n 2 -m "unit or integration"
 
 lint-imports: setup
 	$(VENV)/bin/lint-imports --no-cache

@@ -34,7 +34,9 @@ from filelock import FileLock  # noqa: E402
 from multid.config import MODELS_DIR_ENV, REPO_ROOT  # noqa: E402
 
 os.environ.setdefault(MODELS_DIR_ENV, str(REPO_ROOT / ".cache" / "models"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one torch thread per xdist worker (two workers already fill two cores; oversubscribed OpenMP threads spin
+# and run many times slower), both cores for a plain serial run
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 TASKS = ("days_of_week", "months_of_year")
 TIERS = ("unit", "integration", "acceptance")
