@@ -56,20 +56,26 @@ def synthetic_triples(num_triples: int, seed: int = 0):
 
 
 def per_triple_loop(token, feature, value, cluster, W):
-    """The original's walk: one Python iteration per stored triple (its numpy arrays iterated directly)."""
+    """The original's walk: one Python iteration per stored triple (its numpy arrays iterated directly).
+
+    As the original, every triple takes part in the token bookkeeping (a point is closed when the walk moves
+    to the next token with any active feature), and only then is cluster membership tested; unlike the
+    original it records the firing token's own index, so its points can be checked against ours.
+    """
     members = set(int(i) for i in cluster)
     points, tokens = [], []
-    current, acc = None, None
+    current, acc, active = None, np.zeros(W.shape[1], np.float32), False
     for v, f, t in zip(value, feature, token):
-        if f not in members or not v > 0.0:
-            continue
         if t != current:
-            if current is not None:
+            if active:
                 points.append(acc)
                 tokens.append(current)
-            current, acc = t, np.zeros(W.shape[1], np.float32)
-        acc += v * W[f]
-    if current is not None:
+                acc = np.zeros(W.shape[1], np.float32)
+            current, active = t, False
+        if f in members and v > 0.0:
+            acc += v * W[f]
+            active = True
+    if active:
         points.append(acc)
         tokens.append(current)
     return np.array(points, np.float32).reshape(-1, W.shape[1]), np.array(tokens, np.int64)
