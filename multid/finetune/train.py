@@ -102,8 +102,10 @@ def build_tiny_hf(seed: int = 0):
         num_key_value_heads=4, head_dim=16, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config), tokenizer
+    with torch.random.fork_rng():  # seeded weights without touching the caller's random state
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model, tokenizer
 
 
 def load_base(name: str, base_dir: Path):
