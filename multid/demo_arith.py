@@ -100,7 +100,8 @@ class ArithDemo:
                 self.sweeps[model, task] = result
                 self.wrote(f"sweep {model} {task}", result.paths["summary"])
         runs = [(model, task, self.sweeps[model, task].paths["combined"]) for model in (MODEL, BASE) for task in TASK_NAMES]
-        self.wrote("Figure 5", figure5(runs, paper_plots_dir(self.base_dir) / f"{MODEL}_figure5.png"))
+        # not {MODEL}_figure5.png: render_figures.py --model smollm2-arith draws that one (one row)
+        self.wrote("Figure 5", figure5(runs, paper_plots_dir(self.base_dir) / f"{MODEL}_vs_{BASE}_figure5.png"))
 
     def figure6(self) -> None:
         cache = self.caches[MODEL, "days_of_week"]
