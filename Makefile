@@ -8,9 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.multid-installed
 # pip on this kind of machine prints one warning per package for a local index that does not exist.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
-OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+# OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning (spinning made steps 5-20x slower on a busy machine)
+OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup demo test test-fast lint-imports bench clean-artifacts
+.PHONY: setup demo demo-arith test test-fast lint-imports bench clean-artifacts
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: setup
 	$(OFFLINE_ENV) $(PY) -m multid.demo
+
+# SmolLM2 taught the arithmetic (LoRA, once, ~10 min on 2 cores), then the paper's pipeline on it beside base SmolLM2
+demo-arith: setup
+	$(OFFLINE_ENV) $(PY) -m multid.demo_arith
 
 # Two pytest workers, one thread each: torch's own two threads per worker would oversubscribe the cores,
 # and spinning OpenMP threads on a busy core run many times slower.

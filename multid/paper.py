@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 PAPER_MODELS = ("mistral", "llama")
-MODEL_TITLES = {"mistral": "Mistral", "llama": "Llama", "gpt2": "GPT-2", "smollm2": "SmolLM2", "tiny": "Tiny"}
+MODEL_TITLES = {"mistral": "Mistral", "llama": "Llama", "gpt2": "GPT-2", "smollm2": "SmolLM2",
+                "smollm2-arith": "SmolLM2-arith", "tiny": "Tiny"}
 PAPER_N_BLOCKS = 32  # Mistral-7B and Llama-3-8B both have 32 blocks (cache layers 0..32)
 
 # Single-model figures (Figure 3 panels, Figure 6, residual-c): Mistral for weekdays, Llama for months.

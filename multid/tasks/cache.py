@@ -42,14 +42,15 @@ RESULTS_COLUMNS = ("a", "b", "c", "ground_truth", "model_out", "model_correct", 
 RMS_EPS = 1e-5
 
 
-def cache_fingerprint(spec: TaskSpec, model: str, model_path: str | None, dtype: str, answer_mode: str) -> dict[str, Any]:
-    """Everything that changes the numbers in a task cache."""
+def cache_fingerprint(spec: TaskSpec, model: str, model_path: str | None, dtype: str, answer_mode: str,
+                      base_dir: Path | None = None) -> dict[str, Any]:
+    """Everything that changes the numbers in a task cache (a fine-tuned model's weights live under base_dir)."""
     return {
         "cache_version": CACHE_VERSION,
         "task": spec.name,
         "template": spec.template,
         "p": spec.p,
-        "model": model_fingerprint(model, model_path, dtype),
+        "model": model_fingerprint(model, model_path, dtype, base_dir=base_dir),
         "answer_tokens": answer_mode,
     }
 
@@ -271,7 +272,7 @@ def cache_stage(
     return Stage(
         f"activation cache for {model_name} / {spec.name}",
         paths.task_dir(base_dir, model_name, spec.name),
-        cache_fingerprint(spec, model_name, model_path, dtype, answer_mode),
+        cache_fingerprint(spec, model_name, model_path, dtype, answer_mode, base_dir=base_dir),
         command=paths.build_cache_command(model_name, spec.name, base_dir=base_dir),
         is_dir=True,
     )
