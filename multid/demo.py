@@ -83,15 +83,11 @@ def print_sweep_table(result) -> None:
           " share: per-run slope of the variant's change on patch layer's change (r: correlation)")
 
 
-class Demo:
-    """Runs the steps in order and remembers what each wrote."""
+class StepRunner:
+    """Runs a demo's steps in order, timing each, and remembers what each wrote (both demos use it)."""
 
-    def __init__(self, base_dir: Path, device: str):
-        self.base_dir = base_dir
-        self.device = device
-        self.load = lazy_loader(MODEL, device=device, base_dir=base_dir)
+    def __init__(self) -> None:
         self.outputs: list[tuple[str, Path]] = []
-        self.caches: dict[str, TaskCache] = {}
 
     def step(self, title: str, function) -> None:
         print(f"\n== {title}")
@@ -101,6 +97,17 @@ class Demo:
 
     def wrote(self, what: str, path: Path) -> None:
         self.outputs.append((what, Path(path)))
+
+
+class Demo(StepRunner):
+    """The paper's pipeline on SmolLM2, step by step."""
+
+    def __init__(self, base_dir: Path, device: str):
+        super().__init__()
+        self.base_dir = base_dir
+        self.device = device
+        self.load = lazy_loader(MODEL, device=device, base_dir=base_dir)
+        self.caches: dict[str, TaskCache] = {}
 
     def build_caches(self) -> None:
         for task in TASKS:

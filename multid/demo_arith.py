@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping, not spinning, i
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
 from multid.config import add_base_dir_arg, add_device_arg, figure_dir, resolve_base_dir, resolve_device
-from multid.demo import FIGURE6_BS, FIGURE6_GRID, SWEEP_LAYERS, print_probe_table, print_sweep_table, probe_rows
+from multid.demo import FIGURE6_BS, FIGURE6_GRID, SWEEP_LAYERS, StepRunner, print_probe_table, print_sweep_table, probe_rows
 from multid.errors import UserError, cli_entry
 from multid.figures.paper import figure5, figure6, paper_plots_dir
 from multid.finetune.train import finetune, format_accuracies
@@ -49,23 +49,16 @@ def parse_layers(text: str) -> list[int] | None:
         raise UserError(f"--layers {text!r} must be 'all' or comma-separated integers such as 0,4,8") from None
 
 
-class ArithDemo:
+class ArithDemo(StepRunner):
+    """Fine-tune SmolLM2 on the arithmetic, then the paper's pipeline on it beside base SmolLM2."""
+
     def __init__(self, base_dir: Path, device: str, layers: dict[str, list[int] | None], base_layers: list[int] | None):
+        super().__init__()
         self.base_dir, self.device = base_dir, device
         self.layers, self.base_layers = layers, base_layers
         self.loaders = {name: lazy_loader(name, device=device, base_dir=base_dir) for name in (MODEL, BASE)}
         self.caches: dict[tuple[str, str], object] = {}
         self.sweeps: dict[tuple[str, str], object] = {}
-        self.outputs: list[tuple[str, Path]] = []
-
-    def step(self, title: str, function) -> None:
-        print(f"\n== {title}")
-        started = time.time()
-        function()
-        print(f"   ({time.time() - started:.0f} s)")
-
-    def wrote(self, what: str, path: Path) -> None:
-        self.outputs.append((what, Path(path)))
 
     def finetune(self) -> None:
         folder, report = finetune(MODEL, self.base_dir)

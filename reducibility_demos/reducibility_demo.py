@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multid.config import add_base_dir_arg, add_seed_arg, ensure_writable_dir, resolve_base_dir
+from multid.config import add_base_dir_arg, add_seed_arg, ensure_writable_dir, print_written, resolve_base_dir
 from multid.errors import UserError, cli_entry
 from multid.reducibility import demo, synthetic
 from multid.reducibility.engine import DEMO_MIXTURE
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise UserError(f"--num_points must be at least 2, got {args.num_points}")
     written = demo.run_demo(output_dir(args), args.datasets, weights=args.mixture_weights, steps=args.steps,
                             num_points=args.num_points, seed=args.seed, formats=args.formats, usetex=args.usetex)
-    print("wrote:")
-    for path in written:
-        print(f"  {path}")
+    print_written(written)
     return written
 
 

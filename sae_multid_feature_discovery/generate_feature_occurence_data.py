@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from multid.config import (add_base_dir_arg, add_device_arg, add_dtype_arg, add_seed_arg, positive_int,
-                           resolve_base_dir, resolve_device)
+                           print_written, resolve_base_dir, resolve_device)
 from multid.errors import UserError, cli_entry
 from multid.models import MODEL_NAMES, lazy_loader
 from multid.sae import paths
@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                   f"open_occurrences, or DuckDB: SELECT * FROM '{paths.occurrences_dir(run)}/**/triples-*.parquet')")
         written += [result.path, paths.decoder_path(run), run / "run.json"]
         del sae
-    print("wrote:")
-    for path in written:
-        print(f"  {path}")
+    print_written(written)
     return written
 
 

@@ -20,6 +20,7 @@ from intervention import (
     intervene_in_middle_of_circle,
     render_figures,
 )
+from tests.helpers import CountingLoader
 from multid.figures import render
 from multid.tasks.cache import TaskCache
 from multid.circles.compare import run_comparison
@@ -59,15 +60,6 @@ def tiny_base(tmp_path, tiny_caches) -> Path:
 
 def open_cache(base: Path, task: str = "days_of_week") -> TaskCache:
     return TaskCache.open(base, "tiny", task)
-
-
-class CountingLoader:
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.model
 
 
 @pytest.mark.integration

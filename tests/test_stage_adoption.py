@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import CountingLoader
 from multid.circles.compare import run_comparison
 from multid.circles.grid import compute_grid_logits, grid_path
 from multid.circles.sweep import SweepParams, layer_result_path, run_circle_sweep
@@ -20,15 +21,6 @@ from multid.tasks.cache import TaskCache
 from multid.tasks.registry import get_task_spec
 
 PARAMS = SweepParams("a", ("cos", "sin"), 5, null_permutations=3)
-
-
-class CountingLoader:
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.model
 
 
 @pytest.fixture()
