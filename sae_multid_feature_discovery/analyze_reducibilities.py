@@ -20,7 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
+from multid.config import positive_int, resolve_base_dir
+from multid.sae.figure_cli import add_model_layer_args
 from multid.errors import MissingArtifactError, cli_entry
 from multid.io import save_csv, save_figure, save_json
 from multid.sae import paths, scan
@@ -42,9 +43,7 @@ def named_cluster(text: str) -> tuple[int, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_base_dir_arg(parser)
-    parser.add_argument("--model_name", default="gpt2", help="model of the SAE run (default: %(default)s)")
-    parser.add_argument("--layer", type=int, default=7, help="SAE layer (default: %(default)s)")
+    add_model_layer_args(parser)
     parser.add_argument("--run_dir", default=None, help="SAE run folder (default: the one for model and layer)")
     parser.add_argument("--threshold", type=float, default=0.0, help="the scan's --threshold (default: 0.0)")
     parser.add_argument("--radius", type=float, default=0.0, help="the scan's --radius (default: 0.0)")

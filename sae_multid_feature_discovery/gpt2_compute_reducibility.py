@@ -22,23 +22,21 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multid.config import add_base_dir_arg, add_device_arg, ensure_writable_dir, positive_int, resolve_base_dir, \
+from multid.config import add_device_arg, ensure_writable_dir, positive_int, resolve_base_dir, \
     resolve_device
 from multid.errors import UserError, cli_entry
 from multid.sae import paths
 from multid.sae.cluster_points import (file_fingerprint, find_run_dir, generate_command, load_run_decoder,
                                        occurrences_fingerprint, open_run_occurrences)
 from multid.sae.clusters import CONVENTIONS, check_members, load_clusters, non_singleton, pick_cluster
-from multid.sae.figure_cli import clustering_command, resolve_clusters_file
+from multid.sae.figure_cli import add_model_layer_args, clustering_command, resolve_clusters_file
 from multid.sae.scan_run import ScanSettings, scan_clusters
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_base_dir_arg(parser)
-    parser.add_argument("--model_name", default="gpt2", help="model of the SAE run (default: %(default)s)")
-    parser.add_argument("--layer", type=int, default=7, help="SAE layer (default: %(default)s)")
+    add_model_layer_args(parser)
     parser.add_argument("--clusters_file", default=None,
                         help="cluster file, our JSON or the paper's pickle (default: the paper's GPT-2 file, in the "
                              "current folder or <run_dir>/clusters/)")

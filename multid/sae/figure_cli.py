@@ -50,11 +50,16 @@ MISTRAL_DEFAULTS = Defaults("mistral", 8, 61, 4000, "Mistral-7B")
 # ----------------------------------------------------------------------------------------- shared arguments
 
 
-def add_run_args(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
+def add_model_layer_args(parser: argparse.ArgumentParser, model: str = "gpt2", layer: int = 7) -> None:
+    """--base_dir, --model_name and --layer: which SAE run a script works on (every SAE script has them)."""
     add_base_dir_arg(parser)
-    parser.add_argument("--model_name", default=defaults.model,
+    parser.add_argument("--model_name", default=model,
                         help="model of the SAE run: gpt2 (or gpt-2), mistral, smollm2, ... (default: %(default)s)")
-    parser.add_argument("--layer", type=int, default=defaults.layer, help="SAE layer (default: %(default)s)")
+    parser.add_argument("--layer", type=int, default=layer, help="SAE layer (default: %(default)s)")
+
+
+def add_run_args(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
+    add_model_layer_args(parser, defaults.model, defaults.layer)
     parser.add_argument("--run_dir", default=None,
                         help="the SAE run folder (default: the one <base_dir>/sae/<model>_layer<L>_* folder)")
     parser.add_argument("--decoder_file", default=None,
