@@ -98,6 +98,11 @@ class StepRunner:
     def wrote(self, what: str, path: Path) -> None:
         self.outputs.append((what, Path(path)))
 
+    def print_outputs(self, started: float) -> None:
+        print(f"\n== done in {time.time() - started:.0f} s; outputs:")
+        for what, path in self.outputs:
+            print(f"  {what:<28} {path}")
+
 
 class Demo(StepRunner):
     """The paper's pipeline on SmolLM2, step by step."""
@@ -201,9 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.step("9. reducibility demo (synthetic clouds)", demo.reducibility)
     demo.step("10. activation patching, weekdays (resid / mlp / attention / heads, 20 pairs each way)", demo.patching)
     demo.step("11. notebooks executed headless", demo.notebooks)
-    print(f"\n== done in {time.time() - started:.0f} s; outputs:")
-    for what, path in demo.outputs:
-        print(f"  {what:<28} {path}")
+    demo.print_outputs(started)
 
 
 if __name__ == "__main__":

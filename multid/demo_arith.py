@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.step(f"6. Figure 6 (layer {FIGURE6_LAYER}, weekdays)", demo.figure6)
     demo.step("7. activation patching, weekdays", demo.patching)
     demo.step("8. feature deconstruction (residual RGB), both tasks", demo.deconstruction)
-    print(f"\n== done in {time.time() - started:.0f} s; outputs:")
-    for what, path in demo.outputs:
-        print(f"  {what:<28} {path}")
+    demo.print_outputs(started)
 
 
 if __name__ == "__main__":
