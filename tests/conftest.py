@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -166,3 +167,11 @@ def drawn_figures(monkeypatch) -> dict:
 
     monkeypatch.setattr(Figure, "savefig", savefig)
     return figures
+
+
+@pytest.fixture()
+def tiny_base(tmp_path, tiny_caches) -> Path:
+    """A private base dir holding copies of the tiny task caches (the session caches stay untouched)."""
+    for cache in tiny_caches.values():
+        shutil.copytree(cache.folder, tmp_path / cache.folder.name)
+    return tmp_path

@@ -50,14 +50,6 @@ REPO = Path(__file__).resolve().parent.parent
 DAYS_A = SweepParams("a", ("cos", "sin"), 5, null_permutations=20)
 
 
-@pytest.fixture()
-def tiny_base(tmp_path, tiny_caches) -> Path:
-    """A private base dir holding copies of the tiny task caches (the session caches stay untouched)."""
-    for cache in tiny_caches.values():
-        shutil.copytree(cache.folder, tmp_path / cache.folder.name)
-    return tmp_path
-
-
 def open_cache(base: Path, task: str = "days_of_week") -> TaskCache:
     return TaskCache.open(base, "tiny", task)
 

@@ -3,7 +3,6 @@ recorded with its settings and sizes, reused when current, recomputed when damag
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,8 @@ PARAMS = SweepParams("a", ("cos", "sin"), 5, null_permutations=3)
 
 
 @pytest.fixture()
-def base(tmp_path, tiny_caches) -> Path:
-    for cache in tiny_caches.values():
-        shutil.copytree(cache.folder, tmp_path / cache.folder.name)
-    return tmp_path
+def base(tiny_base) -> Path:
+    return tiny_base
 
 
 def cut_short(path: Path) -> None:
