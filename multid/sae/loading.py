@@ -454,7 +454,11 @@ def load_paper_pt(path: Path) -> tuple[Any, dict[str, Any]]:
         raise UserError(f"SAE file {path} does not exist; give the paper's Mistral SAE .pt (README: download it "
                         f"into sae_multid_feature_discovery/saes/mistral_saes) or a SAELens folder")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+        # a third-party file whose config is a pickled class of the paper's own code, which torch's weights-only
+        # loader refuses by design; safety comes from our restricted unpickler instead (tensors, plain data,
+        # config classes as attribute bags; anything executable is refused)
+        restricted = {"pickle_module": _RestrictedPickleModule, "weights_only": False}
+        data = torch.load(path, map_location="cpu", **restricted)
     except RefusedPickleError as err:
         raise UserError(f"refusing to load {path}: {err}") from None
     except Exception as err:  # noqa: BLE001 - damaged or foreign files
