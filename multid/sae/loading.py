@@ -457,8 +457,7 @@ def load_paper_pt(path: Path) -> tuple[Any, dict[str, Any]]:
         # a third-party file whose config is a pickled class of the paper's own code, which torch's weights-only
         # loader refuses by design; safety comes from our restricted unpickler instead (tensors, plain data,
         # config classes as attribute bags; anything executable is refused)
-        restricted = {"pickle_module": _RestrictedPickleModule, "weights_only": False}
-        data = torch.load(path, map_location="cpu", **restricted)
+        data = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
     except RefusedPickleError as err:
         raise UserError(f"refusing to load {path}: {err}") from None
     except Exception as err:  # noqa: BLE001 - damaged or foreign files
