@@ -73,7 +73,7 @@ class FinetuneSettings:
 
 
 DEFAULTS = {
-    "smollm2-arith": FinetuneSettings(steps=250),
+    "smollm2-arith": FinetuneSettings(steps=400),
     "tiny-arith": FinetuneSettings(steps=4, batch_size=4, rank=4, alpha=8, max_multiple=2),
 }
 
