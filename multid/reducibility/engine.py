@@ -571,6 +571,21 @@ def reference_separability_index(points, config: SeparabilityConfig = SCAN_SEPAR
 
 
 @dataclass
+class CloudIndices:
+    """M and S of one 2-D cloud with what a three-panel figure row needs (the demo's and the scan's results)."""
+
+    points: np.ndarray
+    m: float  # reported M (demo: surrogate at the last annealed step; scan: the hard fraction)
+    m_hard: float  # fraction |z| < eps at the final (v, c)
+    v: np.ndarray
+    c: float
+    s_bits: float
+    s_angle: float
+    mi_bits: np.ndarray
+    angles: np.ndarray
+
+
+@dataclass
 class ReducibilityResult:
     mixture: MixtureResult
     separability: SeparabilityResult

@@ -18,6 +18,7 @@ import torch
 from multid.reducibility.engine import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
+    CloudIndices,
     MixtureConfig,
     mixture_index_batched,
     separability_index_batched,
@@ -104,19 +105,10 @@ def make_dataset(name: str, seed: int = DEFAULT_SEED, num_points: int = NUM_POIN
 
 
 @dataclass
-class DemoResult:
+class DemoResult(CloudIndices):
     """Both indices for one demo cloud, plus what the figure needs."""
 
-    name: str
-    points: np.ndarray
-    m: float  # reported M (surrogate at the last annealed step)
-    m_hard: float  # fraction |z| < eps at the final (v, c)
-    v: np.ndarray
-    c: float
-    s_bits: float
-    s_angle: float
-    mi_bits: np.ndarray
-    angles: np.ndarray
+    name: str = ""
 
     def summary(self) -> dict:
         """JSON-ready numbers (S in bits; S_nats is what the paper's code put into its file names)."""

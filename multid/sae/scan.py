@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from multid.errors import UserError
 from multid.io import load_json
 from multid.reducibility import plots
-from multid.reducibility.engine import (SCAN_MIXTURE, SCAN_SEPARABILITY, initial_directions, mixture_index,
+from multid.reducibility.engine import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
                                          separability_index_batched)
 
@@ -83,19 +83,10 @@ def plane_clouds(coords: np.ndarray, radius: float = 0.0) -> list[tuple[int, np.
 
 
 @dataclass
-class PlaneResult:
-    """M and S of one plane, with what its figure row needs (same field names as the demo's results)."""
+class PlaneResult(CloudIndices):
+    """M and S of one plane, with what its figure row needs."""
 
-    plane: int
-    points: np.ndarray
-    m: float
-    m_hard: float
-    v: np.ndarray
-    c: float
-    s_bits: float
-    s_angle: float
-    mi_bits: np.ndarray
-    angles: np.ndarray
+    plane: int = 0
 
     @property
     def key(self) -> str:
