@@ -711,11 +711,13 @@ def dataset_meta(*, model_name: str, layer: int, sae: Any, source: Any, model_in
 
 def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, source: Any,
                          get_model: Callable[[], Any], model_info: dict[str, Any], options: GenerateOptions,
-                         command: str | None = None, fail_after_parts: int | None = None) -> ShardResult:
+                         command: str | None = None, fail_after_parts: int | None = None,
+                         encoder: EncodeFn | None = None) -> ShardResult:
     """Write (or resume, or reuse) this process's shard of the occurrence dataset of one (model, layer, SAE).
 
     The model is loaded (get_model) only when the shard has work left. decoder.npy and run.json are written
-    beside the shards. Returns what the shard holds.
+    beside the shards. Returns what the shard holds. `encoder` replaces running the model up to the hook
+    (multid.sae.train.cached_encoder reads residuals cached from the same contexts; the dataset is the same).
     """
     from multid.sae.corpus import iter_contexts, shard_contexts, tl_tokenizer
 
@@ -752,7 +754,8 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
         bar = tqdm(total=total, unit="ctx", desc=f"{model_name} layer {layer} shard "
                                                   f"{options.shard_index + 1}/{options.num_shards}")
     try:
-        return write_shard(folder, settings, contexts, model_encoder(model, sae, options.ctx_len, options.threshold),
+        encode = encoder or model_encoder(model, sae, options.ctx_len, options.threshold)
+        return write_shard(folder, settings, contexts, encode,
                            ctx_len=options.ctx_len, contexts_per_part=options.contexts_per_part,
                            batch_size=options.batch_size, max_pairs=options.shard_max_pairs, command=command,
                            name=f"occurrences of {model_name} layer {layer} ({sae.tag})", progress=bar,

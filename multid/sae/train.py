@@ -1,0 +1,382 @@
+"""Train a sparse autoencoder on a model's residual stream with SAELens' own trainer (docs/discover.md).
+
+Two stages, both through multid.stage (a second run reuses them):
+1. the activation cache: the model runs once over the text (contexts cut exactly as the occurrence generator
+   cuts them: BOS + the first ctx_len - 1 tokens of each document), up to the hook only; the residuals
+   [n_ctx, ctx_len, d] (float32) and token ids go to a folder. The occurrence stage later encodes the same
+   cached residuals (`cached_encoder`), so the model runs over the corpus only once.
+2. the SAE: SAELens' `SAETrainer` fed by shuffled batches of cached residuals (BOS positions left out, as
+   their norm is far above every other position's; the last `eval_contexts` contexts held out), then saved
+   in SAELens' on-disk format (cfg.json + sae_weights.safetensors) with `training_metrics.json`: L0,
+   explained variance, dead-feature fraction and the CE loss recovered when spliced into the model, all on
+   the held-out contexts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from multid.errors import UserError
+from multid.io import load_json, save_json
+from multid.stage import Stage, artifact_id, run_stage
+
+ARCHITECTURES = ("standard", "topk")
+ACTS_FILE = "activations.npy"
+TOKENS_FILE = "token_ids.npy"
+METRICS_FILE = "training_metrics.json"
+VERSION = 1
+
+
+def default_hook(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+# ----------------------------------------------------------------------------------------- activation cache
+
+
+@dataclass(frozen=True)
+class ActivationCache:
+    folder: Path
+    acts: np.ndarray  # [n_ctx, ctx_len, d] float32 (memory-mapped)
+    token_ids: np.ndarray  # [n_ctx, ctx_len] int32
+
+    @property
+    def num_contexts(self) -> int:
+        return int(self.acts.shape[0])
+
+    @property
+    def ctx_len(self) -> int:
+        return int(self.acts.shape[1])
+
+
+def open_activation_cache(folder: Path) -> ActivationCache:
+    acts = np.load(Path(folder) / ACTS_FILE, mmap_mode="r")
+    token_ids = np.load(Path(folder) / TOKENS_FILE)
+    return ActivationCache(Path(folder), acts, token_ids)
+
+
+def cache_contexts(source: Any, model: Any, ctx_len: int, max_contexts: int | None) -> list[list[int]]:
+    """The token ids of every context, cut as the occurrence generator cuts them."""
+    from multid.sae.corpus import iter_contexts, tl_tokenizer
+
+    return [tokens for _c, tokens in iter_contexts(source.documents(), tl_tokenizer(model), ctx_len, max_contexts)]
+
+
+def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[list[int]], batch_size: int,
+                           progress: bool = True) -> None:
+    """Run the model up to `hook` over the contexts, batch by batch, into folder/activations.npy."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from multid.sae.occurrences import activations_at_hook
+
+    if not contexts:
+        raise UserError("the text gave no context long enough; give more text or a smaller --ctx_len")
+    ids = np.asarray(contexts, dtype=np.int32)
+    d = int(model.cfg.d_model)
+    acts = np.lib.format.open_memmap(folder / ACTS_FILE, mode="w+", dtype=np.float32, shape=(*ids.shape, d))
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with tqdm(total=len(ids), unit="ctx", desc=f"residuals at {hook}", disable=not progress) as bar:
+        for start in range(0, len(ids), batch_size):
+            batch = torch.as_tensor(ids[start:start + batch_size].astype(np.int64), device=device)
+            acts[start:start + len(batch)] = activations_at_hook(model, batch, hook).float().cpu().numpy()
+            bar.update(len(batch))
+    acts.flush()
+    del acts
+    np.save(folder / TOKENS_FILE, ids, allow_pickle=False)
+
+
+def activation_cache_stage(folder: Path, *, get_model: Callable[[], Any], model_info: dict[str, Any], hook: str,
+                           source: Any, ctx_len: int, max_contexts: int | None = None, batch_size: int = 32,
+                           command: str | None = None, progress: bool = True) -> ActivationCache:
+    settings = {"model": model_info, "hook": hook, "source": source.fingerprint(), "ctx_len": int(ctx_len),
+                "max_contexts": max_contexts, "bos": True, "version": VERSION}
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        model = get_model()
+        contexts = cache_contexts(source, model, ctx_len, max_contexts)
+        write_activation_cache(tmp, model, hook, contexts, batch_size, progress)
+
+    path = run_stage(Stage(f"residual cache at {hook}", Path(folder), settings, command=command, is_dir=True), build)
+    return open_activation_cache(path)
+
+
+def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
+    """An occurrence EncodeFn (multid.sae.occurrences) that reads the cached residuals instead of running the
+    model; it checks that the contexts asked for are the cached ones."""
+    import torch
+
+    ctx_len = cache.ctx_len
+
+    def encode(cs: np.ndarray, ids: np.ndarray):
+        cs = np.asarray(cs, dtype=np.int64)
+        if cs.max(initial=-1) >= cache.num_contexts or not np.array_equal(cache.token_ids[cs], np.asarray(ids)):
+            raise UserError(f"the residual cache {cache.folder} does not hold these contexts (another text, "
+                            f"tokenizer or ctx_len); rerun with --force")
+        x = torch.from_numpy(np.ascontiguousarray(cache.acts[cs])).reshape(len(cs) * ctx_len, -1)
+        with torch.no_grad():
+            feats = sae.encode(x.to(sae.device))
+        rows, feature = (feats > threshold).nonzero(as_tuple=True)
+        value = feats[rows, feature]
+        rows = rows.cpu().numpy()
+        token = cs[rows // ctx_len] * ctx_len + rows % ctx_len
+        return (token.astype(np.int64), feature.cpu().numpy().astype(np.int32),
+                value.float().cpu().numpy().astype(np.float32))
+
+    return encode
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The SAE and its training run (SAELens' names where they exist)."""
+
+    architecture: str = "standard"
+    expansion: int = 8  # d_sae = expansion * d_in
+    l1_coefficient: float = 5.0  # standard: on activations normalised to mean norm sqrt(d)
+    k: int = 32  # topk
+    training_tokens: int = 1_500_000
+    batch_size: int = 4096
+    lr: float = 3e-4
+    lr_warm_up_steps: int = 20
+    l1_warm_up_steps: int = 50
+    eval_contexts: int = 64
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise UserError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        for name in ("expansion", "k", "training_tokens", "batch_size", "eval_contexts"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.training_tokens < self.batch_size:
+            raise UserError(f"--training_tokens {self.training_tokens} is less than one batch ({self.batch_size})")
+
+    @property
+    def steps(self) -> int:
+        return self.training_tokens // self.batch_size
+
+    def tag(self) -> str:
+        kind = f"topk{self.k}" if self.architecture == "topk" else f"l1-{self.l1_coefficient:g}"
+        return f"x{self.expansion}_{kind}_{self.training_tokens // 1000}k_seed{self.seed}"
+
+
+def split_contexts(num_contexts: int, eval_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, eval) context indices: the last eval_contexts are held out (at most a quarter of them)."""
+    n_eval = min(eval_contexts, num_contexts // 4)
+    if num_contexts - n_eval < 1:
+        raise UserError(f"only {num_contexts} contexts: too few to train an SAE")
+    return np.arange(num_contexts - n_eval), np.arange(num_contexts - n_eval, num_contexts)
+
+
+def batch_stream(acts: np.ndarray, contexts: np.ndarray, batch_size: int, seed: int) -> Iterator[Any]:
+    """Endless shuffled batches [batch_size, d] of the residuals of `contexts` at positions 1.. (BOS left
+    out); each epoch is a fresh permutation from a seeded generator."""
+    import torch
+
+    ctx_len = acts.shape[1]
+    flat = np.asarray(acts[contexts][:, 1:]).reshape(-1, acts.shape[2])
+    if len(flat) < batch_size:
+        raise UserError(f"{len(flat)} training positions are fewer than one batch ({batch_size}); give more text "
+                        f"or a smaller --batch_size")
+    del ctx_len
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(flat))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield torch.from_numpy(flat[np.sort(order[start:start + batch_size])])
+
+
+def training_sae(d_in: int, settings: TrainSettings, hook: str, model_name: str):
+    """A fresh SAELens training SAE (seeded), with activations normalised to mean norm sqrt(d) during
+    training (folded into the weights when training ends)."""
+    import torch
+    from sae_lens import TrainingSAE
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(settings.seed)
+    metadata = SAEMetadata(hook_name=hook, model_name=model_name, prepend_bos=True)
+    d_sae = settings.expansion * d_in
+    common = {"d_in": d_in, "d_sae": d_sae, "normalize_activations": "expected_average_only_in", "metadata": metadata}
+    if settings.architecture == "topk":
+        from sae_lens import TopKTrainingSAEConfig
+
+        cfg = TopKTrainingSAEConfig(k=settings.k, **common)
+    else:
+        from sae_lens import StandardTrainingSAEConfig
+
+        cfg = StandardTrainingSAEConfig(l1_coefficient=settings.l1_coefficient,
+                                        l1_warm_up_steps=settings.l1_warm_up_steps, **common)
+    return TrainingSAE.from_dict(cfg.to_dict())
+
+
+def fit_sae(acts: np.ndarray, train_contexts: np.ndarray, settings: TrainSettings, hook: str, model_name: str):
+    """Train with SAELens' SAETrainer (no loop of ours) and return the trained training-SAE."""
+    import torch
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    sae = training_sae(int(acts.shape[2]), settings, hook, model_name)
+    cfg = SAETrainerConfig(total_training_samples=settings.steps * settings.batch_size,
+                           train_batch_size_samples=settings.batch_size, lr=settings.lr, lr_end=settings.lr / 10,
+                           lr_warm_up_steps=settings.lr_warm_up_steps, device="cpu",
+                           logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20,
+                           dead_feature_window=max(1, settings.steps // 4))
+    torch.manual_seed(settings.seed)
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batch_stream(acts, train_contexts, settings.batch_size,
+                                                                       settings.seed))
+    return trainer.fit()
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def reconstruction_metrics(sae: Any, x: Any) -> dict[str, float]:
+    """L0, explained variance and dead-feature fraction of `sae` on residuals x [n, d]."""
+    import torch
+
+    with torch.no_grad():
+        feats = sae.encode(x)
+        recon = sae.decode(feats)
+    fired = (feats > 0)
+    resid = ((x - recon) ** 2).sum()
+    total = ((x - x.mean(0)) ** 2).sum()
+    return {"l0": float(fired.sum(1).float().mean()), "explained_variance": float(1 - resid / total),
+            "dead_fraction": float((~fired.any(0)).float().mean()), "eval_positions": int(len(x)),
+            "mse": float(((x - recon) ** 2).sum(1).mean())}
+
+
+def ce_losses(model: Any, sae: Any, hook: str, tokens: Any, batch_size: int = 16) -> dict[str, float]:
+    """Next-token CE loss with the residual at `hook` kept (clean), replaced by the SAE's reconstruction, and
+    zero-ablated; BOS keeps its own residual in all three (as is usual: its norm is far out of the SAE's range).
+    CE loss recovered = (zero - sae) / (zero - clean)."""
+    import torch
+
+    def splice(kind: str):
+        def hook_fn(act, hook=None):  # noqa: ARG001 - TransformerLens hook signature
+            out = act.clone()
+            if kind == "sae":
+                b, t, d = act.shape
+                out[:, 1:] = sae.decode(sae.encode(act[:, 1:].reshape(-1, d))).reshape(b, t - 1, d)
+            else:
+                out[:, 1:] = 0.0
+            return out
+        return hook_fn
+
+    sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            batch = tokens[start:start + batch_size]
+            n = len(batch)
+            sums["clean"] += float(model(batch, return_type="loss")) * n
+            for kind in ("sae", "zero"):
+                sums[kind] += float(model.run_with_hooks(batch, return_type="loss",
+                                                         fwd_hooks=[(hook, splice(kind))])) * n
+    losses = {k: v / len(tokens) for k, v in sums.items()}
+    gap = losses["zero"] - losses["clean"]
+    recovered = (losses["zero"] - losses["sae"]) / gap if gap > 0 else math.nan
+    return {"ce_loss_clean": losses["clean"], "ce_loss_with_sae": losses["sae"], "ce_loss_zero_ablation":
+            losses["zero"], "ce_loss_recovered": recovered, "ce_eval_contexts": int(len(tokens))}
+
+
+def evaluate_sae(sae: Any, cache: ActivationCache, eval_contexts: np.ndarray, model: Any | None, hook: str
+                 ) -> dict[str, float]:
+    import torch
+
+    x = torch.from_numpy(np.asarray(cache.acts[eval_contexts][:, 1:]).reshape(-1, cache.acts.shape[2]).copy())
+    metrics = reconstruction_metrics(sae, x)
+    if model is not None:
+        tokens = torch.as_tensor(cache.token_ids[eval_contexts].astype(np.int64))
+        metrics.update(ce_losses(model, sae, hook, tokens))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------- the SAE stage
+
+
+def sae_stage(folder: Path, cache: ActivationCache, settings: TrainSettings, *, hook: str, model_name: str,
+              get_model: Callable[[], Any] | None, command: str | None = None) -> Path:
+    """Train (or reuse) the SAE in `folder` (SAELens format + training_metrics.json)."""
+    settings.check()
+    stage = Stage(f"SAE for {model_name} at {hook} ({settings.tag()})", Path(folder),
+                  {"train": asdict(settings), "hook": hook, "model": model_name,
+                   "activations": artifact_id(cache.folder, is_dir=True), "version": VERSION},
+                  command=command, is_dir=True)
+
+    def build(tmp: Path) -> None:
+        from sae_lens import SAE
+
+        train_idx, eval_idx = split_contexts(cache.num_contexts, settings.eval_contexts)
+        started = time.time()
+        trained = fit_sae(cache.acts, train_idx, settings, hook, model_name)
+        seconds = time.time() - started
+        trained.save_inference_model(tmp)
+        sae = SAE.load_from_disk(str(tmp))
+        sae.eval()
+        metrics = evaluate_sae(sae, cache, eval_idx, get_model() if get_model else None, hook)
+        metrics.update({"architecture": settings.architecture, "d_in": int(cache.acts.shape[2]),
+                        "d_sae": int(sae.cfg.d_sae), "training_tokens": settings.steps * settings.batch_size,
+                        "training_steps": settings.steps, "training_seconds": round(seconds, 1),
+                        "train_contexts": int(len(train_idx)), "eval_contexts": int(len(eval_idx)),
+                        "hook": hook, "model": model_name})
+        save_json(tmp / METRICS_FILE, metrics)
+
+    return run_stage(stage, build)
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    return load_json(Path(folder) / METRICS_FILE)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    parts = [f"L0 {metrics['l0']:.1f}", f"explained variance {metrics['explained_variance']:.3f}",
+             f"dead features {100 * metrics['dead_fraction']:.1f}% (over {metrics['eval_positions']:,} held-out "
+             f"positions)"]
+    if "ce_loss_recovered" in metrics:
+        parts.append(f"CE loss recovered {metrics['ce_loss_recovered']:.3f} (clean {metrics['ce_loss_clean']:.3f}, "
+                     f"with SAE {metrics['ce_loss_with_sae']:.3f}, zero-ablated {metrics['ce_loss_zero_ablation']:.3f})")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------- the whole training
+
+
+def source_slug(source: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(source.fingerprint(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, source: Any) -> Path:
+    return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}"
+
+
+def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings) -> Path:
+    """<base>/saes/<model>_layer<L>/<tag>: its name is the SAE's tag in the SAE run folders."""
+    return Path(base_dir) / "saes" / f"{model_name}_layer{layer}" / settings.tag()
+
+
+def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: str | None, source: Any,
+                        ctx_len: int, settings: TrainSettings, get_model: Callable[[], Any],
+                        model_info: dict[str, Any], max_contexts: int | None = None, batch_size: int = 32,
+                        out: Path | None = None, command: str | None = None, progress: bool = True
+                        ) -> tuple[Path, ActivationCache]:
+    """The residual cache and the trained SAE (both reused when current); returns (SAE folder, cache)."""
+    hook = hook or default_hook(layer)
+    cache = activation_cache_stage(cache_folder(base_dir, model_name, hook, ctx_len, source), get_model=get_model,
+                                   model_info=model_info, hook=hook, source=source, ctx_len=ctx_len,
+                                   max_contexts=max_contexts, batch_size=batch_size, command=command,
+                                   progress=progress)
+    folder = out or sae_folder(base_dir, model_name, layer, settings)
+    path = sae_stage(folder, cache, settings, hook=hook, model_name=model_name, get_model=get_model, command=command)
+    return path, cache
