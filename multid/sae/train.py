@@ -6,8 +6,9 @@ Two stages, both through multid.stage (a second run reuses them):
    [n_ctx, ctx_len, d] (float32) and token ids go to a folder. The occurrence stage later encodes the same
    cached residuals (`cached_encoder`), so the model runs over the corpus only once.
 2. the SAE: SAELens' `SAETrainer` fed by shuffled batches of cached residuals (BOS positions left out, as
-   their norm is far above every other position's; the last `eval_contexts` contexts held out), then saved
-   in SAELens' on-disk format (cfg.json + sae_weights.safetensors) with `training_metrics.json`: L0,
+   their norm is far above every other position's; the last `eval_contexts` contexts held out), its
+   decoder rows folded to unit norm (as the paper's SAEs have; the clustering's dot products are then
+   cosines), then saved in SAELens' on-disk format (cfg.json + sae_weights.safetensors) with `training_metrics.json`: L0,
    explained variance, dead-feature fraction and the CE loss recovered when spliced into the model, all on
    the held-out contexts.
 """
@@ -30,7 +31,8 @@ ARCHITECTURES = ("standard", "topk")
 ACTS_FILE = "activations.npy"
 TOKENS_FILE = "token_ids.npy"
 METRICS_FILE = "training_metrics.json"
-VERSION = 1
+VERSION = 1  # of the residual cache
+SAE_VERSION = 2  # of the trained SAE (2: decoder norms folded into the encoder)
 
 
 def default_hook(layer: int) -> str:
@@ -309,7 +311,7 @@ def sae_stage(folder: Path, cache: ActivationCache, settings: TrainSettings, *, 
     settings.check()
     stage = Stage(f"SAE for {model_name} at {hook} ({settings.tag()})", Path(folder),
                   {"train": asdict(settings), "hook": hook, "model": model_name,
-                   "activations": artifact_id(cache.folder, is_dir=True), "version": VERSION},
+                   "activations": artifact_id(cache.folder, is_dir=True), "version": SAE_VERSION},
                   command=command, is_dir=True)
 
     def build(tmp: Path) -> None:
@@ -321,6 +323,8 @@ def sae_stage(folder: Path, cache: ActivationCache, settings: TrainSettings, *, 
         seconds = time.time() - started
         trained.save_inference_model(tmp)
         sae = SAE.load_from_disk(str(tmp))
+        fold_decoder_norms(sae)
+        sae.save_model(tmp)
         sae.eval()
         metrics = evaluate_sae(sae, cache, eval_idx, get_model() if get_model else None, hook)
         metrics.update({"architecture": settings.architecture, "d_in": int(cache.acts.shape[2]),
@@ -331,6 +335,13 @@ def sae_stage(folder: Path, cache: ActivationCache, settings: TrainSettings, *, 
         save_json(tmp / METRICS_FILE, metrics)
 
     return run_stage(stage, build)
+
+
+def fold_decoder_norms(sae: Any) -> None:
+    """Give every decoder row unit norm, scaling its encoder column and bias to match (SAELens'
+    fold_W_dec_norm): the SAE computes the same reconstructions, and its decoder rows, like the paper's SAEs',
+    are unit vectors, so the clustering's dot products are cosines (docs/discover.md)."""
+    sae.fold_W_dec_norm()
 
 
 def read_metrics(folder: Path) -> dict[str, Any]:

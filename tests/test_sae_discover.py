@@ -1,0 +1,222 @@
+"""The offline discovery pipeline (issue 10): local corpus cleaning, calendar-cluster checks, SAE training with
+SAELens' trainer, and the whole pipeline on a tiny model whose weekday tokens lie on a planted circle."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multid.sae import calendar_clusters as CC
+from multid.sae import local_corpus as C
+from multid.sae.labels import DAY_NAMES, OTHER
+
+# ----------------------------------------------------------------------------------------- corpus cleaning
+
+
+@pytest.mark.unit
+def test_clean_wikitext_keeps_running_text_and_link_labels():
+    markup = ("{{Infobox person|name=X|born={{birth date|1900|1|1}}}}\n"
+              "'''Ada''' was born on 10 [[December]] 1815 in [[London|the capital]].<ref>A source</ref> "
+              "She worked with [[Charles Babbage]] on the engine, which was never finished in her lifetime.\n"
+              "== Works ==\n* a list item that is not prose at all and should be dropped entirely here\n"
+              "{| class=wikitable\n| cell || cell\n|}\n[[Category:Mathematicians]]\n")
+    paragraphs = C.clean_wikitext(markup)
+    assert paragraphs == ["Ada was born on 10 December 1815 in the capital. She worked with Charles Babbage on the "
+                          "engine, which was never finished in her lifetime."]
+
+
+@pytest.mark.unit
+def test_passages_end_at_sentences_and_reach_the_word_count():
+    text = " ".join(f"Sentence number {i} has exactly six words." for i in range(1, 30))
+    out = C.passages(text, 20)
+    assert all(p.endswith(".") for p in out)
+    assert all(len(p.split()) >= 20 for p in out[:-1])
+    assert " ".join(out) == " ".join(text.split())
+
+
+@pytest.mark.unit
+def test_untag_oanc_restores_plain_spacing():
+    line = "( posted/-LRB- Tuesday/NNP ,/, May/NNP 5/CD ,/, 1998/CD )/-RRB- Clinton/NNP 's/POS aides/NNS do/VBP n't/RB"
+    assert C.untag_oanc(line) == "(posted Tuesday, May 5, 1998) Clinton's aides don't"
+
+
+@pytest.mark.unit
+def test_word_counts_count_capitalised_names_and_years():
+    counts = C.word_counts(["On Monday, 3 March 1999, and Sunday in May 2004 (may not count lowercase).",
+                            "Mondays are not Monday; the year 1200 is out of range."])
+    assert counts["days"]["Monday"] == 2 and counts["days"]["Sunday"] == 1
+    assert counts["months"]["March"] == 1 and counts["months"]["May"] == 1
+    assert counts["year_like_numbers"]["1500-2099"] == 2
+
+
+@pytest.mark.integration
+def test_gensim_data_missing_is_a_clear_error(tmp_path):
+    from multid.errors import UserError
+
+    with pytest.raises(UserError, match="gensim"):
+        C.gensim_test_data(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- calendar checks
+
+
+@pytest.mark.unit
+def test_years_are_found_in_digit_split_numbers():
+    vocab = ["<s>", "1", "9", "5", " ", "x", " 1995", "0"]
+    digit, number = CC.vocabulary_tables(vocab)
+    ids = np.array([0, 4, 1, 2, 2, 3, 5, 6,    # " 1995 x 1995(one token)"
+                    0, 1, 2, 2, 3, 1, 5, 7])   # five digits in a row: not a year
+    year = CC.year_of_tokens(ids, 8, digit, number)
+    assert year.tolist() == [-1, -1, 1995, 1995, 1995, 1995, -1, 1995] + [-1] * 8
+
+
+@pytest.mark.unit
+def test_strict_classes_need_capitalised_full_names():
+    day, month = CC.strict_classes([" Monday", "Ġsunday", "\u2581Sundays", " May", "may", "Mon"])
+    assert day.tolist() == [0, OTHER, 6, OTHER, OTHER, OTHER]
+    assert month.tolist() == [OTHER, OTHER, OTHER, 4, OTHER, OTHER]
+
+
+@pytest.mark.unit
+def test_circle_order_scores_a_calendar_circle_and_a_scrambled_one():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 20)
+    angles = 2 * math.pi * labels / 12
+    points = np.stack([np.cos(angles), np.sin(angles)], 1) + 0.05 * rng.normal(size=(240, 2))
+    good = CC.circle_order(points, labels, 12)
+    assert good.adjacent_fraction == 1.0 and good.cyclic_order and good.radius_cv < 0.05
+    reversed_order = CC.circle_order(points * np.array([1, -1]), labels, 12)
+    assert reversed_order.adjacent_fraction == 1.0 and reversed_order.cyclic_order
+    scramble = np.array([0, 5, 10, 3, 8, 1, 6, 11, 4, 9, 2, 7])
+    bad = CC.circle_order(points, scramble[labels], 12)
+    assert bad.adjacent_fraction <= 0.2 and not bad.cyclic_order
+    assert CC.circle_order(points[:40], labels[:40], 12) is None  # two classes only
+
+
+@pytest.mark.unit
+def test_cluster_counts_count_each_token_once_per_cluster():
+    classes = CC.TokenClasses(day=np.array([0, 1, OTHER, OTHER]), month=np.full(4, OTHER),
+                              year=np.full(4, OTHER))
+    token = np.array([0, 0, 1, 2, 3, 3])
+    feature = np.array([0, 1, 0, 2, 1, 2])
+    counts = CC.cluster_counts(token, feature, [[0, 1], [2]], 3, classes)
+    assert (counts[0].points, counts[0].counts["days"]) == (3, 2)
+    assert (counts[1].points, counts[1].counts["days"]) == (2, 0)
+    assert CC.best_cluster(counts, "days").cluster == 0
+
+
+# ----------------------------------------------------------------------------------------- planted pipeline
+
+DAY_SHARED, DAY_RADIUS = 0.9, 0.45  # weekday k: 0.9 e0 + 0.45 (cos, sin)(2 pi k / 7) in (e1, e2), times 2
+
+
+def planted_model():
+    """The tiny model with its weekday embeddings on a circle around a shared direction, every other token
+    random in the other 61 dimensions (resid_pre of block 0 is the embedding: rotary, no position term)."""
+    import torch
+
+    from multid.models import build_tiny_model
+
+    model = build_tiny_model()
+    tokenizer = model.tokenizer
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        W = torch.zeros_like(model.W_E)
+        W[:, 3:] = torch.randn(W.shape[0], W.shape[1] - 3, generator=gen)
+        W = 2 * W / W.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        for k, name in enumerate(DAY_NAMES):
+            theta = 2 * math.pi * k / 7
+            row = torch.zeros(W.shape[1])
+            row[0], row[1], row[2] = DAY_SHARED, DAY_RADIUS * math.cos(theta), DAY_RADIUS * math.sin(theta)
+            W[tokenizer.convert_tokens_to_ids(name)] = 2 * row
+        model.W_E.copy_(W)
+    return model
+
+
+def planted_corpus(folder: Path, n_docs: int = 48, words: int = 40, seed: int = 0) -> list[Path]:
+    """Documents of the tiny vocabulary where about one word in seven is a weekday name."""
+    from multid.models import TINY_WORDS
+
+    rng = np.random.default_rng(seed)
+    others = sorted(set(TINY_WORDS) - set(DAY_NAMES))
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n_docs):
+        doc = [str(rng.choice(DAY_NAMES)) if rng.random() < 0.15 else str(rng.choice(others)) for _ in range(words)]
+        path = folder / f"doc{i:03d}.txt"
+        path.write_text(" ".join(doc) + "\n", encoding="utf-8")
+        out.append(path)
+    return out
+
+
+@pytest.mark.integration
+def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path):
+    """Train an SAE with SAELens on the planted model, write occurrences from the cached residuals, cluster the
+    decoder: the features that fire on weekdays form one cluster, and its reconstructions go round in
+    calendar order."""
+    import torch
+
+    from multid.sae import clustering
+    from multid.sae import train as T
+    from multid.sae.corpus import make_text_source
+    from multid.sae.loading import load_sae
+    from multid.sae.occurrences import GenerateOptions, generate_occurrences, open_occurrences
+    from multid.sae.reconstruct import cluster_reconstructions, reconstruction_pca
+
+    torch.manual_seed(0)
+    model = planted_model()
+    source = make_text_source(text_files=planted_corpus(tmp_path / "text"))
+    settings = T.TrainSettings(expansion=1, training_tokens=120_000, batch_size=256, lr=3e-3, eval_contexts=6,
+                               l1_coefficient=2.0, l1_warm_up_steps=20, lr_warm_up_steps=10)
+    hook = "blocks.0.hook_resid_pre"
+    sae_path, cache = T.train_sae_for_model(base_dir=tmp_path, model_name="tiny", layer=0, hook=hook, source=source,
+                                            ctx_len=24, settings=settings, get_model=lambda: model,
+                                            model_info={"model": "planted tiny"}, progress=False)
+    metrics = T.read_metrics(sae_path)
+    assert metrics["explained_variance"] > 0.8, metrics
+    assert metrics["l0"] < 10, metrics
+    assert metrics["ce_eval_contexts"] == 6 and math.isfinite(metrics["ce_loss_recovered"])
+
+    sae = load_sae("tiny", 0, sae_path=sae_path)
+    run = tmp_path / "run"
+    result = generate_occurrences(run=run, model_name="tiny", layer=0, sae=sae, source=source,
+                                  get_model=lambda: model, model_info={"model": "planted tiny"},
+                                  options=GenerateOptions(ctx_len=24, batch_size=8, progress=False),
+                                  encoder=T.cached_encoder(cache, sae, 1e-6))
+    assert result.num_contexts == cache.num_contexts
+    occ = open_occurrences(run)
+    token, feature, _value = occ.triples()
+    ids = occ.token_ids(np.arange(occ.num_tokens)).astype(np.int64)
+    day_of_id = {model.tokenizer.convert_tokens_to_ids(name): k for k, name in enumerate(DAY_NAMES)}
+    day = np.array([day_of_id.get(int(i), OTHER) for i in ids])
+    fires = np.bincount(feature, minlength=sae.d_sae)
+    on_days = np.bincount(feature[day[token] != OTHER], minlength=sae.d_sae)
+    day_features = set(np.flatnonzero((fires >= 20) & (on_days >= 0.9 * fires)).tolist())
+    assert len(day_features) >= 3
+
+    W_dec = occ.decoder()
+    clusters = clustering.graph_clusters(W_dec, top_k=3, sim_cutoff=0.5)
+    holding = [c for c in clusters if day_features & set(c)]
+    assert len(holding) == 1, [sorted(day_features & set(c)) for c in holding]
+    cluster = holding[0]
+    assert day_features <= set(cluster)
+    assert all(on_days[f] >= 0.5 * fires[f] for f in cluster if fires[f] >= 20)  # nothing else joined
+
+    rec = cluster_reconstructions(occ, cluster, W_dec)
+    pca = reconstruction_pca(rec.points, 2)
+    order = CC.circle_order(pca.coords, day[rec.tokens], 7)
+    assert order.classes_present == 7 and order.cyclic_order and order.adjacent_fraction == 1.0, order
+
+
+@pytest.mark.integration
+def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
+    from multid.errors import UserError
+    from multid.sae import train as T
+
+    with pytest.raises(UserError, match="architecture"):
+        T.TrainSettings(architecture="gated").check()
+    with pytest.raises(UserError, match="less than one batch"):
+        T.TrainSettings(training_tokens=100, batch_size=4096).check()
