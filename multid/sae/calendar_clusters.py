@@ -137,12 +137,19 @@ def cluster_counts(token: np.ndarray, feature: np.ndarray, clusters: Sequence[Se
             for c in range(n)]
 
 
-def best_cluster(counts: Sequence[ClusterCounts], category: str, min_size: int = 2) -> ClusterCounts | None:
-    """The cluster (of at least min_size features) with the most points of the category; ties by purity."""
+def f1_score(purity: float, coverage: float) -> float:
+    return 2 * purity * coverage / (purity + coverage) if purity + coverage > 0 else 0.0
+
+
+def best_cluster(counts: Sequence[ClusterCounts], category: str, total: int, min_size: int = 2
+                 ) -> ClusterCounts | None:
+    """The cluster (of at least min_size features) that best holds the category: the highest F1 of purity
+    (its points that are of the category) and coverage (the category's tokens it holds, of `total`), so that
+    neither a huge cluster that fires everywhere nor a pure one that holds three tokens wins; ties by id."""
     pool = [c for c in counts if c.size >= min_size and c.counts[category] > 0]
     if not pool:
         return None
-    return max(pool, key=lambda c: (c.counts[category], c.purity(category), -c.cluster))
+    return max(pool, key=lambda c: (f1_score(c.purity(category), c.counts[category] / max(1, total)), -c.cluster))
 
 
 # ----------------------------------------------------------------------------------------- order on the circle

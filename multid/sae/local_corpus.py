@@ -269,8 +269,17 @@ CORPUS_VERSION = 1
 STATS_FILE = "corpus_stats.json"
 
 
-def corpus_folder(base_dir: Path) -> Path:
-    return Path(base_dir) / "corpora" / "local_english"
+def corpus_folder(base_dir: Path, extra_files: Sequence[Path] = ()) -> Path:
+    """<base>/corpora/local_english, with a suffix naming the extra files when there are any (so corpora with
+    and without them live side by side)."""
+    import hashlib
+
+    name = "local_english"
+    if extra_files:
+        names = sorted(Path(p).name for p in extra_files)
+        tag = "oanc" if names == [OANC_NAME] else hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
+        name += f"+{tag}"
+    return Path(base_dir) / "corpora" / name
 
 
 def token_class_counts(token_ids: Sequence[Sequence[int]], token_strings: Sequence[str]) -> dict:
@@ -324,8 +333,8 @@ def local_corpus_stage(base_dir: Path, *, tokenizer: object | None = None, token
         save_corpus(tmp / "dataset", texts, sources)
         save_json(tmp / STATS_FILE, stats)
 
-    return run_stage(Stage("local English corpus", corpus_folder(base_dir), settings, command=command, is_dir=True),
-                     build)
+    return run_stage(Stage("local English corpus", corpus_folder(base_dir, extra_files), settings, command=command,
+                           is_dir=True), build)
 
 
 def format_stats(stats: dict) -> str:

@@ -142,7 +142,7 @@ def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
 class TrainSettings:
     """The SAE and its training run (SAELens' names where they exist)."""
 
-    architecture: str = "standard"
+    architecture: str = "topk"  # see docs/discover.md: the L1 SAE needs more steps than 2 cores give it
     expansion: int = 8  # d_sae = expansion * d_in
     l1_coefficient: float = 5.0  # standard: on activations normalised to mean norm sqrt(d)
     k: int = 32  # topk
