@@ -193,7 +193,7 @@ class Discovery:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.args.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 1}
+                                    for c in clusterings], "version": 2}
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))
@@ -249,9 +249,7 @@ class Discovery:
         entry: dict[str, Any] = {"pca_points": int(len(points.tokens)), "pca_file": str(points.path),
                                  "explained_variance_top2": round(float(points.pca.explained_variance_ratio[:2].sum()), 4)}
         if category in CC.PERIODS and points.pca.coords.shape[1] >= 2:
-            order = CC.circle_order(points.pca.coords[:, :2], labels, CC.PERIODS[category])
-            if order is not None:
-                entry["circle"] = order.record()
+            entry.update(CC.circle_report(points.pca.coords, labels, CC.PERIODS[category]))
         return entry
 
     def cluster_points(self, c: Clustering, index: int, W_dec: np.ndarray):
@@ -264,15 +262,21 @@ class Discovery:
 
     def print_named(self, found: dict[str, dict[str, dict]]) -> None:
         print(f"{'clustering':<11}{'class':<8}{'cluster':>8}{'size':>6}{'cos':>7}{'points':>8}{'purity':>8}"
-              f"{'cover':>7}{'M':>7}{'S':>7}{'rank':>10}{'adjacent':>10}{'cyclic':>8}")
+              f"{'cover':>7}{'M':>7}{'S':>7}{'rank':>10}{'adj PC1-2':>10}{'best plane':>11}{'own PCA':>9}")
         for method, entries in found.items():
             for category, e in entries.items():
                 circle = e.get("circle", {})
+                planes = e.get("circle_by_plane", {})
+                best = max(planes.items(), key=lambda kv: kv[1]["adjacent_fraction"], default=None)
+                best_text = f"{best[1]['adjacent_fraction']:.2f} ({best[0]})" if best else "-"
+                own = e.get("circle_class_pca", {}).get("adjacent_fraction", float("nan"))
                 rank = f"{e['rank']}/{e['ranked_clusters']}" if "rank" in e else "-"
                 print(f"{method:<11}{category:<8}{e['cluster']:>8}{e['size']:>6}{e['mean_decoder_cosine']:>7.3f}"
                       f"{e['points']:>8}{e['purity']:>8.3f}{e['coverage']:>7.3f}{e.get('mean_M', float('nan')):>7.3f}"
                       f"{e.get('mean_S', float('nan')):>7.3f}{rank:>10}"
-                      f"{circle.get('adjacent_fraction', float('nan')):>10.2f}{str(circle.get('cyclic_order', '-')):>8}")
+                      f"{circle.get('adjacent_fraction', float('nan')):>10.2f}{best_text:>11}{own:>9.2f}")
+        print("adj = share of calendar neighbours that are neighbours in angle (1 = calendar order; random order: "
+              "about 0.33 for 7 days, 0.18 for 12 months); own PCA = top-2 PCs of the class's points alone")
 
     def figures(self, clusterings: list[Clustering], found: dict[str, dict[str, dict]]) -> None:
         from multid.sae.scan import ranking, summarise

@@ -246,3 +246,19 @@ def test_train_sae_script_refuses_a_budget_below_one_batch(capsys, tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert exit_info.value.code == 2 and len(lines) == 1 and "less than one batch" in lines[0], err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.unit
+def test_circle_report_finds_the_circle_in_a_later_plane_and_in_the_class_points():
+    rng = np.random.default_rng(1)
+    labels = np.concatenate([np.repeat(np.arange(7), 10), np.full(100, OTHER)])
+    angles = 2 * math.pi * labels[:70] / 7
+    coords = np.zeros((170, 4))
+    coords[:70, 1], coords[:70, 2] = np.cos(angles), np.sin(angles)  # the weekdays: a circle in PCs 1-2
+    coords[:70, 1:3] += 0.05 * rng.normal(size=(70, 2))
+    coords[70:, 0] = 10 * rng.normal(size=100)  # other tokens spread along PC 0
+    coords[:70, 0] = 0.02 * rng.normal(size=70)
+    report = CC.circle_report(coords, labels, 7)
+    assert report["circle_by_plane"]["1-2"]["adjacent_fraction"] == 1.0
+    assert report["circle"]["adjacent_fraction"] < 1.0  # PCs 0-1 see the circle edge-on
+    assert report["circle_class_pca"]["adjacent_fraction"] == 1.0 and report["circle_class_pca"]["cyclic_order"]

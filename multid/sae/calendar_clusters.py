@@ -197,3 +197,28 @@ def is_cyclic(order: Sequence[int], present: Sequence[int]) -> bool:
         if seq[start:] + seq[:start] == ref:
             return True
     return m < 3
+
+
+def circle_report(coords: np.ndarray, labels: np.ndarray, period: int, max_plane: int = 3) -> dict[str, Any]:
+    """The order check on the cluster's top-2 PCs ("circle", as the issue asks), on each consecutive PC plane
+    up to PCs max_plane-max_plane+1 ("circle_by_plane"; the paper's Figure 1 shows PCs 2-3), and on the top-2
+    PCs of the class's own points inside the cluster's PC space ("circle_class_pca": a cluster that holds
+    other tokens too can put them in its first PCs)."""
+    out: dict[str, Any] = {}
+    by_plane = {}
+    for i in range(min(max_plane, coords.shape[1] - 1)):
+        order = circle_order(coords[:, [i, i + 1]], labels, period)
+        if order is not None:
+            by_plane[f"{i}-{i + 1}"] = order.record()
+    if "0-1" in by_plane:
+        out["circle"] = by_plane["0-1"]
+    if by_plane:
+        out["circle_by_plane"] = by_plane
+    mask = labels != OTHER
+    if int(mask.sum()) >= 3 and coords.shape[1] >= 2:
+        own = coords[mask] - coords[mask].mean(0)
+        _u, _s, vt = np.linalg.svd(own, full_matrices=False)
+        order = circle_order(own @ vt[:2].T, labels[mask], period)
+        if order is not None:
+            out["circle_class_pca"] = order.record()
+    return out
