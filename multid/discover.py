@@ -88,6 +88,7 @@ class Discovery:
             extra.append(local_corpus.fetch_oanc(self.base_dir))
         folder = local_corpus.local_corpus_stage(self.base_dir, tokenizer=tokenizer, tokenizer_name=MODEL,
                                                  extra_files=extra, command="make discover")
+        self.corpus_tag = local_corpus.corpus_tag(extra)
         stats = load_json(folder / local_corpus.STATS_FILE)
         print(local_corpus.format_stats(stats))
         self.report["corpus"] = {"folder": str(folder), **stats}
@@ -102,13 +103,19 @@ class Discovery:
         sae_path, cache = T.train_sae_for_model(
             base_dir=self.base_dir, model_name=MODEL, layer=self.layer, hook=None, source=self.source,
             ctx_len=CTX_LEN, settings=self.settings, get_model=self.get_model, model_info=self.model_info,
-            max_contexts=self.max_contexts, command=self.train_command(corpus))
+            max_contexts=self.max_contexts, command=self.train_command(corpus),
+            out=T.sae_folder(self.base_dir, MODEL, self.layer, self.settings, self.text_tag()))
         metrics = T.read_metrics(sae_path)
         print(f"SAE {sae_path}: {metrics['d_sae']} features, trained on {metrics['training_tokens']:,} tokens "
               f"({metrics['training_seconds']} s)")
         print("  " + T.format_metrics(metrics))
         self.report["sae"] = {"path": str(sae_path), **metrics}
         return sae_path, cache
+
+    def text_tag(self) -> str:
+        """Names the text in the SAE's folder (and so its run folder): "" for the whole default corpus."""
+        first = f"first{self.max_contexts * CTX_LEN}" if self.max_contexts else ""
+        return "_".join(t for t in (self.corpus_tag, first) if t)
 
     def train_command(self, corpus: Path) -> str:
         s = self.settings
@@ -193,7 +200,7 @@ class Discovery:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.args.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 2}
+                                    for c in clusterings], "version": 3}
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))
@@ -255,9 +262,9 @@ class Discovery:
     def cluster_points(self, c: Clustering, index: int, W_dec: np.ndarray):
         from multid.sae.cluster_points import cluster_points_stage, file_fingerprint
 
-        name = f"{c.path.stem}-all-cluster{index}"
+        name = f"{c.path.stem}-all-cluster{index}-everypoint"  # the figure scripts' stage is sample-limited
         return cluster_points_stage(self.run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
-                                    sample_limit=self.args.sample_limit,
+                                    sample_limit=None,
                                     decoder_id=file_fingerprint(paths.decoder_path(self.run)))
 
     def print_named(self, found: dict[str, dict[str, dict]]) -> None:
@@ -299,7 +306,8 @@ class Discovery:
         self.report["figures"] = [str(p) for p in written]
 
     def calendar_figure(self, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
-        """Figure 1 style: days, months and years clusters' reconstructions, coloured by class."""
+        """Figure 1 style: the days, months and years clusters' reconstructions (all of them), coloured by class,
+        in the paper's PC planes where the cluster has that many PCs, else in PCs 1-2."""
         import matplotlib.pyplot as plt
 
         from multid.io import save_figure
@@ -312,17 +320,18 @@ class Discovery:
         tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
         strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         classes = CC.token_classes(occ.token_ids(np.arange(occ.num_tokens)).astype(np.int64), occ.ctx_len, strings)
-        panels = {}
-        for category in CC.CATEGORIES:
-            points = self.cluster_points(c, entries[category]["cluster"], W_dec)
+        panels, planes, titles = {}, [], []
+        for category, paper_plane in zip(CC.CATEGORIES, P.FIGURE1_PLANES):
+            entry = entries[category]
+            points = self.cluster_points(c, entry["cluster"], W_dec)
             labels = classes.of(category)[points.tokens].copy()
             if category == "years":
                 labels = np.where((labels >= 1900) & (labels <= 1999), labels - 1900, OTHER)
-            coords = points.pca.coords
-            if coords.shape[1] < 4:
-                coords = np.pad(coords, ((0, 0), (0, 4 - coords.shape[1])))
-            panels[category] = P.Panel(coords, labels)
-        fig = P.figure1(panels["days"], panels["months"], panels["years"])
+            panels[category] = P.Panel(points.pca.coords, labels)
+            plane = paper_plane if max(paper_plane) < points.pca.coords.shape[1] else (0, 1)
+            planes.append(plane)
+            titles.append(f"{category.capitalize()}: cluster {entry['cluster']}, PCs {plane[0] + 1}-{plane[1] + 1}")
+        fig = P.figure1(panels["days"], panels["months"], panels["years"], planes=planes, titles=titles)
         path = save_figure(fig, figs / f"{MODEL}_layer{self.layer}_{c.path.stem}_days_months_years.png", dpi=200)
         plt.close(fig)
         return path

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
                                l1_coefficient=args.l1_coefficient, k=args.k, training_tokens=args.training_tokens,
                                batch_size=args.batch_size, lr=args.lr, eval_contexts=args.eval_contexts, seed=args.seed)
     settings.check()
+    out = Path(args.out).expanduser().resolve() if args.out else None
     if args.dataset or args.dataset_path or args.text_files:
         source = make_text_source(dataset=args.dataset, text_files=args.text_files, dataset_path=args.dataset_path,
                                   text_split=args.text_split)
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> Path:
         folder = local_corpus.local_corpus_stage(base_dir, tokenizer=load_tokenizer(model, base_dir=base_dir),
                                                  tokenizer_name=model)
         source = make_text_source(dataset_path=folder / "dataset")
+        if args.max_tokens is None:  # the whole local corpus: no text suffix in the SAE's name (as make discover)
+            out = out or T.sae_folder(base_dir, model, args.layer, settings)
     from multid.sae.occurrences import portable_model_fingerprint
 
     get_model = lazy_loader(model, device=resolve_device(args.device), model_path=args.model_path, base_dir=base_dir)
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> Path:
         base_dir=base_dir, model_name=model, layer=args.layer, hook=args.hook, source=source, ctx_len=args.ctx_len,
         settings=settings, get_model=get_model, model_info=portable_model_fingerprint(model, args.model_path,
                                                                                       "float32"),
-        max_contexts=max_contexts, out=Path(args.out).expanduser().resolve() if args.out else None, command=command)
+        max_contexts=max_contexts, out=out, command=command)
     metrics = T.read_metrics(path)
     print(f"SAE: {metrics['d_sae']} features on {metrics['hook']}, {metrics['training_tokens']:,} training tokens")
     print("  " + T.format_metrics(metrics))

@@ -269,17 +269,21 @@ CORPUS_VERSION = 1
 STATS_FILE = "corpus_stats.json"
 
 
-def corpus_folder(base_dir: Path, extra_files: Sequence[Path] = ()) -> Path:
-    """<base>/corpora/local_english, with a suffix naming the extra files when there are any (so corpora with
-    and without them live side by side)."""
+def corpus_tag(extra_files: Sequence[Path] = ()) -> str:
+    """"" for the default corpus, else a short name of the extra files ("oanc", or a hash of the names); it
+    suffixes the corpus folder and the names of SAEs trained on it, so they live side by side."""
     import hashlib
 
-    name = "local_english"
-    if extra_files:
-        names = sorted(Path(p).name for p in extra_files)
-        tag = "oanc" if names == [OANC_NAME] else hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
-        name += f"+{tag}"
-    return Path(base_dir) / "corpora" / name
+    if not extra_files:
+        return ""
+    names = sorted(Path(p).name for p in extra_files)
+    return "oanc" if names == [OANC_NAME] else hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
+
+
+def corpus_folder(base_dir: Path, extra_files: Sequence[Path] = ()) -> Path:
+    """<base>/corpora/local_english, or local_english+<corpus_tag> with extra files."""
+    tag = corpus_tag(extra_files)
+    return Path(base_dir) / "corpora" / ("local_english" + (f"+{tag}" if tag else ""))
 
 
 def token_class_counts(token_ids: Sequence[Sequence[int]], token_strings: Sequence[str]) -> dict:

@@ -162,15 +162,20 @@ def separator(fig, x: float | None = None, y: float | None = None) -> None:
     fig.add_artist(Line2D(xs, ys, transform=fig.transFigure, color="grey", linewidth=0.5))
 
 
-def figure1(days: Panel, months: Panel, years: Panel):
-    """Figure 1 (1 x 3, 5.5 x 2.0 in): days PC2-3, months PC2-3, years PC3-4, with legends and the year bar."""
+FIGURE1_PLANES = ((1, 2), (1, 2), (2, 3))
+
+
+def figure1(days: Panel, months: Panel, years: Panel, planes: Sequence[tuple[int, int]] = FIGURE1_PLANES,
+            titles: Sequence[str] = (DAYS_TITLE, MONTHS_TITLE, YEARS_TITLE)):
+    """Figure 1 (1 x 3, 5.5 x 2.0 in): days PC2-3, months PC2-3, years PC3-4 (0-based `planes`), with legends and
+    the year bar."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(5.5, 2.0))
-    scatter_pair(axes[0], days, (1, 2), day_colours())
-    scatter_pair(axes[1], months, (1, 2), month_colours())
-    scatter_pair(axes[2], years, (2, 3), year_palette())
-    for ax, title in zip(axes, (DAYS_TITLE, MONTHS_TITLE, YEARS_TITLE)):
+    scatter_pair(axes[0], days, tuple(planes[0]), day_colours())
+    scatter_pair(axes[1], months, tuple(planes[1]), month_colours())
+    scatter_pair(axes[2], years, tuple(planes[2]), year_palette())
+    for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=7)
     day_legend(axes[0])
     month_legend(axes[1])

@@ -372,9 +372,11 @@ def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, sourc
     return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}"
 
 
-def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings) -> Path:
-    """<base>/saes/<model>_layer<L>/<tag>: its name is the SAE's tag in the SAE run folders."""
-    return Path(base_dir) / "saes" / f"{model_name}_layer{layer}" / settings.tag()
+def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings, text_tag: str = "") -> Path:
+    """<base>/saes/<model>_layer<L>/<tag>[_<text_tag>]: its name is the SAE's tag in the SAE run folders, so SAEs
+    trained on different text (text_tag) or with other settings never share a folder."""
+    name = settings.tag() + (f"_{text_tag}" if text_tag else "")
+    return Path(base_dir) / "saes" / f"{model_name}_layer{layer}" / name
 
 
 def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: str | None, source: Any,
@@ -388,6 +390,6 @@ def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: st
                                    model_info=model_info, hook=hook, source=source, ctx_len=ctx_len,
                                    max_contexts=max_contexts, batch_size=batch_size, command=command,
                                    progress=progress)
-    folder = out or sae_folder(base_dir, model_name, layer, settings)
+    folder = out or sae_folder(base_dir, model_name, layer, settings, source_slug(source)[:8])
     path = sae_stage(folder, cache, settings, hook=hook, model_name=model_name, get_model=get_model, command=command)
     return path, cache
