@@ -185,12 +185,10 @@ def batch_stream(acts: np.ndarray, contexts: np.ndarray, batch_size: int, seed: 
     out); each epoch is a fresh permutation from a seeded generator."""
     import torch
 
-    ctx_len = acts.shape[1]
     flat = np.asarray(acts[contexts][:, 1:]).reshape(-1, acts.shape[2])
     if len(flat) < batch_size:
         raise UserError(f"{len(flat)} training positions are fewer than one batch ({batch_size}); give more text "
                         f"or a smaller --batch_size")
-    del ctx_len
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(flat))
