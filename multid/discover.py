@@ -75,6 +75,7 @@ class Discovery:
         self.get_model = lazy_loader(MODEL, base_dir=self.base_dir)
         self.report: dict[str, Any] = {"model": MODEL, "layer": self.layer}
         self.run: Path | None = None
+        self._classes: tuple[Any, np.ndarray, CC.TokenClasses] | None = None
         self.max_contexts = None if args.max_tokens is None else max(1, args.max_tokens // CTX_LEN)
 
     # -------------------------------------------------------------------------------- steps 1-4
@@ -211,18 +212,24 @@ class Discovery:
         self.print_named(found)
         return found
 
+    def run_classes(self) -> tuple[Any, np.ndarray, CC.TokenClasses]:
+        """(occurrences, decoder, day / month / year class of every token) of the run, read once."""
+        if self._classes is None:
+            from multid.sae.occurrences import open_occurrences
+            from multid.sae.text import load_tokenizer
+
+            occ = open_occurrences(self.run)
+            tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
+            strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
+            self._classes = (occ, occ.decoder(), CC.token_classes(ids, occ.ctx_len, strings))
+        return self._classes
+
     def find_named(self, clusterings: list[Clustering]) -> dict[str, Any]:
         from multid.sae.clusters import mean_pairwise_cosine
-        from multid.sae.occurrences import open_occurrences
         from multid.sae.scan import ranking, summarise
-        from multid.sae.text import load_tokenizer
 
-        occ = open_occurrences(self.run)
-        W_dec = occ.decoder()
-        tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
-        strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
-        classes = CC.token_classes(ids, occ.ctx_len, strings)
+        occ, W_dec, classes = self.run_classes()
         token, feature, _value = occ.triples()
         found: dict[str, dict[str, dict]] = {}
         for c in clusterings:
@@ -312,14 +319,7 @@ class Discovery:
 
         from multid.io import save_figure
         from multid.sae import paper_figures as P
-        from multid.sae.occurrences import open_occurrences
-        from multid.sae.text import load_tokenizer
-
-        occ = open_occurrences(self.run)
-        W_dec = occ.decoder()
-        tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
-        strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        classes = CC.token_classes(occ.token_ids(np.arange(occ.num_tokens)).astype(np.int64), occ.ctx_len, strings)
+        _occ, W_dec, classes = self.run_classes()
         panels, planes, titles = {}, [], []
         for category, paper_plane in zip(CC.CATEGORIES, P.FIGURE1_PLANES):
             entry = entries[category]
