@@ -1,1 +1,5 @@
 """The reducibility indices of the paper (section 3): the epsilon-mixture index M and the separability index S."""
+
+from multid.reducibility.exact import ExactMixtureResult, mixture_index_exact
+
+__all__ = ["ExactMixtureResult", "mixture_index_exact"]

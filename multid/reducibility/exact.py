@@ -1,0 +1,228 @@
+"""The epsilon-mixture index M as the paper defines it (section 3): an exact, deterministic maximum.
+
+M_eps(f) = max over (v, c) of the share of points with |v.f + c| < eps * sqrt(mean((v.f + c)^2)).
+The gradient engine (`multid.reducibility.engine`) climbs a smooth surrogate from one random start, as the
+paper's code does, and stops at a seed-dependent local optimum. This module finds the maximum itself, by
+branch and bound over the slab's angle; docs/reducibility.md ("The exact M") derives each step:
+
+1. M is affine-invariant (an invertible affine map sends slabs to slabs and keeps every v.f + c), so the
+   cloud is whitened first: every unit direction w then gives projections p_i = w.y_i of mean 0, variance 1.
+2. For one direction, writing d for the offset, point i is inside iff (p_i + d)^2 < eps^2 (1 + d^2): a
+   quadratic in d with leading coefficient a = 1 - eps^2 > 0 and discriminant/4 = eps^2 (p_i^2 + a) > 0, so
+   one open interval (lo(p_i), hi(p_i)) with lo, hi = (-p_i -/+ eps sqrt(p_i^2 + a)) / a. The best d is the
+   deepest point of n open intervals: sort, sweep.
+3. lo and hi both decrease as p grows (their slope is (-1 -/+ eps p / sqrt(p^2 + a)) / a < 0), so over a
+   range of angles the union of a point's intervals lies in (lo(p_max), hi(p_min)) with p_max, p_min its
+   extreme projections there. The depth of those widened intervals bounds the count from above on the
+   whole range: ranges whose bound cannot beat the best count found are dropped, the rest are halved.
+Counts are integers, so the search ends with the exact maximum (tol = 0) or within a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Covariance eigenvalue ratio below which a cloud is treated as lying on a line (rank 1): whitening would
+# only amplify rounding noise there.
+RANK_ONE_RATIO = 1e-12
+# Narrowest angle range the search halves (radians). A range this narrow whose bound still exceeds the best
+# count is a tangency of two interval ends (a measure-zero case); the result's tolerance then says so.
+MIN_WIDTH = 1e-10
+INITIAL_RANGES = 64
+# Points x ranges evaluated per vectorised batch (memory: ~8 arrays of this many float64).
+BATCH_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class ExactMixtureResult:
+    """The maximum share of points in an eps-slab, with the slab that holds it.
+
+    m: count / num_points. v (unit, original coordinates) and c: the slab |v.x + c| < eps * rms(v.x + c),
+    the same convention as the gradient engine's (v, c). upper_bound: a certified bound on M (= m when the
+    search closed); tol: upper_bound - m, the most by which m can fall short of the maximum (0: exact).
+    ranges: angle ranges the search bounded (a measure of its work).
+    """
+
+    m: float
+    count: int
+    num_points: int
+    v: np.ndarray
+    c: float
+    eps: float
+    upper_bound: float
+    tol: float
+    ranges: int
+
+
+def interval_ends(p: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """lo(p), hi(p): the open interval of offsets d with (p + d)^2 < eps^2 (1 + d^2), for unit-variance p."""
+    a = 1.0 - eps * eps
+    half_width = eps * np.sqrt(p * p + a)
+    return (-p - half_width) / a, (-p + half_width) / a
+
+
+def deepest_point(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise maximum depth of open intervals (lo_i, hi_i) and a d strictly inside that many of them.
+
+    lo, hi: K x n. An interval ending where another starts does not overlap it (open intervals).
+    """
+    num_rows, n = lo.shape
+    lo = np.sort(lo, axis=1)
+    hi = np.sort(hi, axis=1)
+    # how many intervals end at or before each lo_j (a per-row merge; shifting rows apart to search them in
+    # one call would round near-ties)
+    ended = np.stack([np.searchsorted(hi[k], lo[k], side="right") for k in range(num_rows)])
+    depth = np.arange(1, n + 1)[None, :] - ended
+    best = depth.argmax(axis=1)
+    rows = np.arange(num_rows)
+    # the next event after lo_best: the next start or the first end beyond it
+    next_start = np.where(best + 1 < n, lo[rows, np.minimum(best + 1, n - 1)], np.inf)
+    next_end = hi[rows, np.minimum(ended[rows, best], n - 1)]
+    right = np.minimum(next_start, next_end)
+    return depth[rows, best], 0.5 * (lo[rows, best] + right)
+
+
+def counts_at_angles(radius: np.ndarray, phase: np.ndarray, angles: np.ndarray, eps: float):
+    """Exact best count (and its offset d) of a whitened cloud for each slab angle (direction (cos, sin))."""
+    projections = radius[None, :] * np.cos(angles[:, None] - phase[None, :])
+    return deepest_point(*interval_ends(projections, eps))
+
+
+def projection_range(radius: np.ndarray, phase: np.ndarray, starts: np.ndarray, widths: np.ndarray):
+    """Largest and smallest projection r cos(theta - phi) of each point over theta in each range (K x n each)."""
+    at_start = radius[None, :] * np.cos(starts[:, None] - phase[None, :])
+    at_end = radius[None, :] * np.cos(starts[:, None] + widths[:, None] - phase[None, :])
+    # r cos(theta - phi) peaks at theta = phi and bottoms at theta = phi + pi; elsewhere the ends are extreme
+    peak_inside = np.mod(phase[None, :] - starts[:, None], 2 * np.pi) <= widths[:, None]
+    trough_inside = np.mod(phase[None, :] + np.pi - starts[:, None], 2 * np.pi) <= widths[:, None]
+    p_max = np.where(peak_inside, radius[None, :], np.maximum(at_start, at_end))
+    p_min = np.where(trough_inside, -radius[None, :], np.minimum(at_start, at_end))
+    return p_max, p_min
+
+
+def bounds_on_ranges(radius: np.ndarray, phase: np.ndarray, starts: np.ndarray, widths: np.ndarray,
+                     eps: float) -> np.ndarray:
+    """An upper bound on the best count over every angle in [start, start + width], per range (K)."""
+    p_max, p_min = projection_range(radius, phase, starts, widths)
+    lo, _ = interval_ends(p_max, eps)
+    _, hi = interval_ends(p_min, eps)
+    return deepest_point(lo, hi)[0]
+
+
+def batched(function, n: int, *arrays: np.ndarray):
+    """Apply `function` to row blocks of the arrays so that a block holds about BATCH_ELEMENTS points."""
+    rows = max(1, BATCH_ELEMENTS // max(n, 1))
+    parts = [function(*(a[i : i + rows] for a in arrays)) for i in range(0, len(arrays[0]), rows)]
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(field) for field in zip(*parts))
+    return np.concatenate(parts)
+
+
+def search_angles(radius: np.ndarray, phase: np.ndarray, eps: float, slack: int):
+    """Branch and bound over slab angles in [0, pi) (w and -w give the same slabs).
+
+    Returns (best count, its angle, its offset d, certified upper bound on the count, ranges bounded).
+    A range is dropped once its bound is <= best + slack (slack = 0: exact).
+    """
+    n = len(radius)
+    width = np.pi / INITIAL_RANGES
+    starts = np.arange(INITIAL_RANGES) * width
+    widths = np.full(INITIAL_RANGES, width)
+    best_count, best_angle, best_offset = -1, 0.0, 0.0
+    dropped_bound, unresolved_bound, ranges = 0, 0, 0
+
+    def try_angles(angles: np.ndarray) -> None:
+        nonlocal best_count, best_angle, best_offset
+        counts, offsets = batched(lambda a: counts_at_angles(radius, phase, a, eps), n, angles)
+        k = int(counts.argmax())
+        if counts[k] > best_count:
+            best_count, best_angle, best_offset = int(counts[k]), float(angles[k]), float(offsets[k])
+
+    try_angles(starts + 0.5 * widths)
+    while len(starts):
+        ranges += len(starts)
+        bounds = batched(lambda s, w: bounds_on_ranges(radius, phase, s, w, eps), n, starts, widths)
+        keep = bounds > best_count + slack
+        if (~keep).any():
+            dropped_bound = max(dropped_bound, int(bounds[~keep].max()))
+        starts, widths, bounds = starts[keep], widths[keep], bounds[keep]
+        too_narrow = widths < MIN_WIDTH
+        if too_narrow.any():
+            unresolved_bound = max(unresolved_bound, int(bounds[too_narrow].max()))
+            starts, widths = starts[~too_narrow], widths[~too_narrow]
+        if not len(starts):
+            break
+        half = 0.5 * widths
+        starts = np.concatenate([starts, starts + half])
+        widths = np.concatenate([half, half])
+        try_angles(starts + 0.5 * widths)
+    upper = max(best_count, dropped_bound, unresolved_bound)
+    return best_count, best_angle, best_offset, upper, ranges
+
+
+def whitening(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean, W, rank): y = (x - mean) @ W has identity covariance when rank is 2.
+
+    Rank 1 (points on a line): W's first column maps onto the line's standardised coordinate, second is 0.
+    Rank 0 (one repeated point): W = 0.
+    """
+    mean = points.mean(axis=0)
+    centred = points - mean
+    cov = centred.T @ centred / len(points)
+    values, vectors = np.linalg.eigh(cov)
+    if values[1] <= 0.0:
+        return mean, np.zeros((2, 2)), 0
+    if values[0] <= RANK_ONE_RATIO * values[1]:
+        w = np.zeros((2, 2))
+        w[:, 0] = vectors[:, 1] / math.sqrt(values[1])
+        return mean, w, 1
+    return mean, vectors @ np.diag(1.0 / np.sqrt(values)) @ vectors.T, 2
+
+
+def mixture_index_exact(points, eps: float = 0.1, tol: float = 0.0) -> ExactMixtureResult:
+    """M_eps of one N x 2 cloud as the paper defines it: the maximum over every slab, found and certified.
+
+    Deterministic (no seed) and affine-invariant (the same value for the cloud scaled, sheared or moved).
+    tol: the share by which the answer may fall short of the maximum, to save time on large clouds;
+    tol = 0 gives the exact maximum. The result states the tolerance it guarantees.
+    """
+    x = np.asarray(points, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] < 2:
+        raise ValueError(f"points must be N x 2 with N >= 2, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("points contain NaN or infinite values")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    if tol < 0.0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    n = len(x)
+    mean, w, rank = whitening(x)
+    if rank == 0:
+        # v.x + c is the same number k for every point, and |k| < eps |k| never holds
+        return ExactMixtureResult(m=0.0, count=0, num_points=n, v=np.array([1.0, 0.0]), c=0.0, eps=eps,
+                                  upper_bound=0.0, tol=0.0, ranges=0)
+    y = (x - mean) @ w
+    if rank == 1:
+        # every slab not parallel to the line sees the same standardised coordinate; a parallel one sees none
+        counts, offsets = counts_at_angles(np.abs(y[:, 0]), np.where(y[:, 0] < 0, np.pi, 0.0),
+                                           np.zeros(1), eps)
+        count, angle, offset, upper, ranges = int(counts[0]), 0.0, float(offsets[0]), int(counts[0]), 1
+    else:
+        slack = int(math.floor(tol * n))
+        count, angle, offset, upper, ranges = search_angles(
+            np.hypot(y[:, 0], y[:, 1]), np.arctan2(y[:, 1], y[:, 0]), eps, slack)
+    # slab w.y + d with y = (x - mean) W  ->  v = W w, c = d - v.mean, scaled to unit v
+    v = w @ np.array([math.cos(angle), math.sin(angle)])
+    c = offset - float(v @ mean)
+    scale = float(np.linalg.norm(v))
+    return ExactMixtureResult(m=count / n, count=count, num_points=n, v=v / scale, c=c / scale, eps=eps,
+                              upper_bound=upper / n, tol=(upper - count) / n, ranges=ranges)
+
+
+def slab_share(points, v, c, eps: float = 0.1) -> float:
+    """The share of points with |v.x + c| < eps * sqrt(mean((v.x + c)^2)), straight from the definition."""
+    q = np.asarray(points, dtype=np.float64) @ np.asarray(v, dtype=np.float64) + float(c)
+    return float(np.mean(np.abs(q) < eps * np.sqrt(np.mean(q * q))))
