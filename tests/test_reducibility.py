@@ -16,6 +16,7 @@ import torch
 from scipy.stats import norm
 
 from multid.reducibility import demo as demo_lib
+from multid.reducibility import mixture_index_exact
 from multid.reducibility import plots, synthetic
 from multid.reducibility.engine import (
     DEMO_MIXTURE,
@@ -36,6 +37,7 @@ from multid.reducibility.engine import (
     slab_coordinate,
     surrogate_autograd,
 )
+from multid.reducibility.exact import slab_share
 from multid.stage import artifact_id, read_record, record_path
 
 torch.set_num_threads(1)  # other jobs share this CPU
@@ -547,6 +549,36 @@ def test_demo_script_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name, values in record["datasets"].items():
         assert f"{name:>10}: M = {values['M']:.4f}" in printed
+
+
+@pytest.mark.integration
+def test_demo_draws_the_exact_slab_when_asked(tmp_path, capsys):
+    """Both M are printed and stored; --mixture exact redraws the figure with the exact slab, reusing the numbers."""
+    from reducibility_demos.reducibility_demo import main
+
+    args = ["--out_dir", str(tmp_path), "--datasets", "gaussians", "--steps", "30", "--num_points", "400",
+            "--formats", "png"]
+    main(args)
+    values = json.loads((tmp_path / "reducibility_demo_paper.json").read_text())["datasets"]["gaussians"]
+    cloud = synthetic.make_dataset("gaussians", num_points=400)
+    exact = mixture_index_exact(cloud)
+    assert values["M_exact"] == exact.m and values["M_exact"] >= values["M_hard"]
+    assert slab_share(cloud, values["v_exact"], values["c_exact"]) == exact.m
+    assert f"exact maximum {exact.m:.4f}" in capsys.readouterr().out
+    figure = tmp_path / "reducibility_gaussians_paper.png"
+    assert read_record(figure, False)["settings"]["mixture"] == "gradient"
+    main([*args, "--mixture", "exact"])
+    assert capsys.readouterr().out.count("(reused)") == 1  # the numbers, not the figure
+    assert read_record(figure, False)["settings"]["mixture"] == "exact"
+    stored = demo_lib.load_result(demo_lib.result_path(tmp_path, "gaussians", "paper"),
+                                  read_record(demo_lib.result_path(tmp_path, "gaussians", "paper"), False)["settings"])
+    drawn = stored.with_slab("exact")
+    assert drawn.m == exact.m and np.array_equal(drawn.v, np.array(values["v_exact"]))
+    with plots.style():
+        fig = plots.reducibility_figure(drawn, DEMO_MIXTURE.eps, synthetic.CROSS_SIZES["gaussians"])
+    assert [t.get_text() for t in fig.axes[1].texts] == [rf"$M_\epsilon(f)={exact.m:.4f}$"]
+    with pytest.raises(SystemExit):
+        main([*args, "--mixture", "annealed"])
 
 
 @pytest.mark.integration

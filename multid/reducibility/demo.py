@@ -25,10 +25,15 @@ from multid.stage import Stage, artifact_id, canonical_json, damage, lock_for, r
 
 # Bump when the clouds, the indices or the figure change: artifacts made by older code are then rebuilt.
 # 2: the clouds and the optimiser's start are drawn with torch in the paper's order (1 drew them with numpy).
-CODE_VERSION = 2
+# 3: the exact M (the maximum over every slab) beside the gradient optimiser's.
+CODE_VERSION = 3
 COMMAND = "python -m reducibility_demos.reducibility_demo"
 FORMATS = ("png", "pdf")
-UNITS = {"M": "fraction of points (surrogate at the last annealed step)", "S": "bits"}
+UNITS = {
+    "M": "fraction of points (gradient optimiser, as the paper's code: surrogate at the last annealed step)",
+    "M_exact": "fraction of points (the maximum over every slab, multid.reducibility.mixture_index_exact)",
+    "S": "bits",
+}
 
 
 def default_out_dir(base_dir: Path) -> Path:
@@ -79,14 +84,18 @@ def result_stage(out_dir: Path, name: str, weights: str, steps: int, num_points:
     )
 
 
-def figure_stage(result: Stage, weights: str, fmt: str, usetex: bool) -> Stage:
-    """A figure is derived from its dataset's result file (call after the result stage has run)."""
+def figure_stage(result: Stage, weights: str, fmt: str, usetex: bool, mixture: str = "gradient") -> Stage:
+    """A figure is derived from its dataset's result file (call after the result stage has run).
+
+    mixture: whose slab and M the figure draws, the gradient optimiser's (published) or the exact maximum's.
+    """
     name = result.settings["dataset"]
     return Stage(
         name=f"reducibility figure ({name}, {fmt})",
         path=result.path.parent.parent / f"{figure_stem(name, weights)}.{fmt}",
-        settings={"result": artifact_id(result.path), "format": fmt, "usetex": usetex, "code_version": CODE_VERSION},
-        command=result.command,
+        settings={"result": artifact_id(result.path), "format": fmt, "usetex": usetex, "mixture": mixture,
+                  "code_version": CODE_VERSION},
+        command=f"{result.command} --mixture {mixture}",
     )
 
 
@@ -106,6 +115,7 @@ def load_result(path: Path, settings: dict) -> synthetic.DemoResult:
         name=settings["dataset"], points=cloud.points, m=data["M"], m_hard=data["M_hard"],
         v=np.array(data["v"], dtype=np.float64), c=data["c"], s_bits=data["S"], s_angle=data["S_angle"],
         mi_bits=np.array(data["mi_bits"], dtype=np.float64), angles=np.array(data["angles"], dtype=np.float64),
+        m_exact=data["M_exact"], v_exact=np.array(data["v_exact"], dtype=np.float64), c_exact=data["c_exact"],
     )
 
 
@@ -136,7 +146,8 @@ def summary_record(out_dir: Path, weights: str) -> dict:
             continue
         values = load_json(result_path(out_dir, name, weights))
         datasets[name] = {
-            **{key: values[key] for key in ("M", "M_hard", "S", "S_nats", "S_angle", "v", "c", "num_points")},
+            **{key: values[key] for key in ("M", "M_hard", "M_exact", "S", "S_nats", "S_angle", "v", "c",
+                                            "v_exact", "c_exact", "num_points")},
             "seed": settings["seed"], "steps": settings["steps"],
         }
     return {
@@ -169,16 +180,21 @@ def run_demo(
     seed: int = synthetic.DEFAULT_SEED,
     formats: Iterable[str] = FORMATS,
     usetex: bool = False,
+    mixture: str = "gradient",
     *,
     log: Callable[[str], None] | None = print,
 ) -> list[Path]:
     """Compute (or reuse) M and S for `datasets`, draw their figures, update the summary; return the paths.
+
+    Both M are computed and printed; `mixture` ("gradient", as published, or "exact") picks the slab drawn.
 
     The returned list holds every figure of the requested datasets (in `formats`) and the summary JSON,
     whether written now or reused.
     """
     for name in datasets:
         synthetic.check_choice(name, weights)
+    if mixture not in synthetic.MIXTURE_CHOICES:
+        raise ValueError(f"unknown mixture index {mixture!r}; choose from {', '.join(synthetic.MIXTURE_CHOICES)}")
     if steps < 1 or num_points < 2:
         raise ValueError(f"need steps >= 1 and num_points >= 2, got {steps} and {num_points}")
     formats = list(formats)
@@ -199,17 +215,18 @@ def run_demo(
 
             run_stage(stage, build_result)
             result = load_result(stage.path, stage.settings)
-            emit(f"{name:>10}: M = {result.m:.4f} (hard {result.m_hard:.4f})   S = {result.s_bits:.4f} bits"
-                 f"{'' if made else '   (reused)'}")
+            emit(f"{name:>10}: M = {result.m:.4f} (hard {result.m_hard:.4f}; exact maximum {result.m_exact:.4f})"
+                 f"   S = {result.s_bits:.4f} bits{'' if made else '   (reused)'}")
             figure = []
 
             def build_figure(tmp: Path, fmt: str, result=result, figure=figure) -> None:
                 if not figure:
-                    figure.append(plots.reducibility_figure(result, DEMO_MIXTURE.eps, synthetic.CROSS_SIZES[name]))
+                    figure.append(plots.reducibility_figure(result.with_slab(mixture), DEMO_MIXTURE.eps,
+                                                            synthetic.CROSS_SIZES[name]))
                 save_figure(figure[0], tmp, format=fmt, bbox_inches="tight")
 
             for fmt in formats:
-                fig_stage = figure_stage(stage, weights, fmt, usetex)
+                fig_stage = figure_stage(stage, weights, fmt, usetex, mixture)
                 paths.append(run_stage(fig_stage, lambda tmp, fmt=fmt: build_figure(tmp, fmt)))
     paths.append(write_summary(out_dir, weights))
     return paths

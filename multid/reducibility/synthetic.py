@@ -10,6 +10,7 @@ We draw from a private generator seeded the same way, which gives the same numbe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from multid.reducibility.engine import (
     mixture_index_batched,
     separability_index_batched,
 )
+from multid.reducibility.exact import mixture_index_exact
 
 DATASETS = ("gaussian", "gaussians", "circle", "lattice")  # the paper's order
 NUM_POINTS = 4096
@@ -104,23 +106,42 @@ def make_dataset(name: str, seed: int = DEFAULT_SEED, num_points: int = NUM_POIN
     return draw_cloud(name, seed, num_points, weights).points
 
 
+MIXTURE_CHOICES = ("gradient", "exact")
+
+
 @dataclass
 class DemoResult(CloudIndices):
-    """Both indices for one demo cloud, plus what the figure needs."""
+    """Both indices for one demo cloud, plus what the figure needs.
+
+    m, m_hard, v, c: the gradient optimiser's (the paper code's, a seed-dependent local optimum);
+    m_exact, v_exact, c_exact: the maximum over every slab (`multid.reducibility.mixture_index_exact`).
+    """
 
     name: str = ""
+    m_exact: float = float("nan")
+    v_exact: np.ndarray | None = None
+    c_exact: float = float("nan")
 
     def summary(self) -> dict:
         """JSON-ready numbers (S in bits; S_nats is what the paper's code put into its file names)."""
         return {
             "M": self.m, "M_hard": self.m_hard, "S": self.s_bits, "S_nats": self.s_bits * float(np.log(2.0)),
             "S_angle": self.s_angle, "v": [float(x) for x in self.v], "c": self.c, "num_points": len(self.points),
+            "M_exact": self.m_exact, "v_exact": [float(x) for x in self.v_exact], "c_exact": self.c_exact,
         }
+
+    def with_slab(self, mixture: str) -> "DemoResult":
+        """This result with M and its slab taken from the gradient optimiser or the exact maximum."""
+        if mixture not in MIXTURE_CHOICES:
+            raise ValueError(f"unknown mixture index {mixture!r}; choose from {', '.join(MIXTURE_CHOICES)}")
+        if mixture == "gradient":
+            return self
+        return dataclasses.replace(self, m=self.m_exact, m_hard=self.m_exact, v=self.v_exact, c=self.c_exact)
 
 
 def demo_indices(names=DATASETS, seed: int = DEFAULT_SEED, num_points: int = NUM_POINTS, weights: str = "paper",
                  steps: int = DEMO_MIXTURE.steps) -> list[DemoResult]:
-    """M (annealed, as the demo) and S (fixed grid, as the demo) for the named datasets, in one batch.
+    """M (annealed, as the demo), the exact M, and S (fixed grid, as the demo) for the named datasets.
 
     Each dataset's optimiser starts from the v drawn right after its cloud. The engine gives a cloud the
     same numbers alone or in a batch, so the batch is only a speed-up.
@@ -131,12 +152,14 @@ def demo_indices(names=DATASETS, seed: int = DEFAULT_SEED, num_points: int = NUM
     v0 = torch.as_tensor(np.stack([cloud.v0 for cloud in clouds]))
     mixture = mixture_index_batched(points, config=config, v0=v0)
     separability = separability_index_batched(points, config=DEMO_SEPARABILITY)
+    exacts = [mixture_index_exact(cloud.points, eps=config.eps) for cloud in clouds]
     return [
         DemoResult(
             name=cloud.name, points=cloud.points, m=float(mixture.m[i]), m_hard=float(mixture.m_hard[i]),
             v=mixture.v[i].to(torch.float64).numpy(), c=float(mixture.c[i]),
             s_bits=float(separability.s_bits[i]), s_angle=float(separability.angle[i]),
             mi_bits=separability.mi_bits[i].numpy(), angles=separability.angles.numpy(),
+            m_exact=exact.m, v_exact=exact.v, c_exact=exact.c,
         )
-        for i, cloud in enumerate(clouds)
+        for i, (cloud, exact) in enumerate(zip(clouds, exacts))
     ]
