@@ -277,25 +277,24 @@ def test_open_intervals_that_touch_do_not_overlap():
 def test_range_bound_is_above_every_angle_inside_and_tight_when_narrow():
     points = noisy_circle(300, 0.3, 12)
     y = (points - points.mean(0)) @ whitening(points)[1]
-    radius, phase = np.hypot(y[:, 0], y[:, 1]), np.arctan2(y[:, 1], y[:, 0])
     starts = np.linspace(0, np.pi, 7, endpoint=False)
-    widths = np.full(7, 1.2)  # wide ranges: each holds the peak or trough of many points' projections
-    bounds = bounds_on_ranges(radius, phase, starts, widths, EPS)
+    widths = np.full(7, 0.4)
+    bounds = bounds_on_ranges(y, starts, widths, EPS)
     for start, width, bound in zip(starts, widths, bounds):
-        inside, _ = counts_at_angles(radius, phase, np.linspace(start, start + width, 400), EPS)
+        inside, _ = counts_at_angles(y, np.linspace(start, start + width, 400), EPS)
         assert bound >= inside.max()
-    narrow = bounds_on_ranges(radius, phase, starts, np.full(7, 1e-12), EPS)
-    assert np.array_equal(narrow, counts_at_angles(radius, phase, starts, EPS)[0])
+    narrow = bounds_on_ranges(y, starts, np.full(7, 1e-12), EPS)
+    assert np.array_equal(narrow, counts_at_angles(y, starts, EPS)[0])
 
 
 @pytest.mark.unit
 def test_projection_range_is_the_extremes_over_the_range():
     rng = np.random.default_rng(4)
-    radius, phase = rng.uniform(0.1, 2.0, 50), rng.uniform(-np.pi, np.pi, 50)
-    starts, widths = rng.uniform(0, np.pi, 9), rng.uniform(0.01, 3.0, 9)
-    p_max, p_min = projection_range(radius, phase, starts, widths)
+    y = rng.normal(size=(50, 2))
+    starts, widths = rng.uniform(-np.pi, 2 * np.pi, 9), rng.uniform(0.01, 3.0, 9)
+    p_max, p_min = projection_range(y, starts, widths)
     for k in range(9):
         theta = np.linspace(starts[k], starts[k] + widths[k], 20001)
-        sampled = radius[None, :] * np.cos(theta[:, None] - phase[None, :])
+        sampled = y[None, :, 0] * np.cos(theta)[:, None] + y[None, :, 1] * np.sin(theta)[:, None]
         np.testing.assert_allclose(p_max[k], sampled.max(0), atol=1e-7)
         np.testing.assert_allclose(p_min[k], sampled.min(0), atol=1e-7)

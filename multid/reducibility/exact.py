@@ -20,6 +20,7 @@ Counts are integers, so the search ends with the exact maximum (tol = 0) or with
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,18 @@ def interval_ends(p: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     return (-p - half_width) / a, (-p + half_width) / a
 
 
+def lower_end(p: np.ndarray, eps: float) -> np.ndarray:
+    """lo(p) alone (see `interval_ends`)."""
+    a = 1.0 - eps * eps
+    return (-p - eps * np.sqrt(p * p + a)) / a
+
+
+def upper_end(p: np.ndarray, eps: float) -> np.ndarray:
+    """hi(p) alone (see `interval_ends`)."""
+    a = 1.0 - eps * eps
+    return (-p + eps * np.sqrt(p * p + a)) / a
+
+
 def deepest_point(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise maximum depth of open intervals (lo_i, hi_i) and a d strictly inside that many of them.
 
@@ -85,31 +98,57 @@ def deepest_point(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return depth[rows, best], 0.5 * (lo[rows, best] + right)
 
 
-def counts_at_angles(radius: np.ndarray, phase: np.ndarray, angles: np.ndarray, eps: float):
-    """Exact best count (and its offset d) of a whitened cloud for each slab angle (direction (cos, sin))."""
-    projections = radius[None, :] * np.cos(angles[:, None] - phase[None, :])
-    return deepest_point(*interval_ends(projections, eps))
+def projections(y: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """w(theta).y_i for w = (cos theta, sin theta): K x n."""
+    return np.cos(angles)[:, None] * y[None, :, 0] + np.sin(angles)[:, None] * y[None, :, 1]
 
 
-def projection_range(radius: np.ndarray, phase: np.ndarray, starts: np.ndarray, widths: np.ndarray):
-    """Largest and smallest projection r cos(theta - phi) of each point over theta in each range (K x n each)."""
-    at_start = radius[None, :] * np.cos(starts[:, None] - phase[None, :])
-    at_end = radius[None, :] * np.cos(starts[:, None] + widths[:, None] - phase[None, :])
-    # r cos(theta - phi) peaks at theta = phi and bottoms at theta = phi + pi; elsewhere the ends are extreme
-    peak_inside = np.mod(phase[None, :] - starts[:, None], 2 * np.pi) <= widths[:, None]
-    trough_inside = np.mod(phase[None, :] + np.pi - starts[:, None], 2 * np.pi) <= widths[:, None]
-    p_max = np.where(peak_inside, radius[None, :], np.maximum(at_start, at_end))
-    p_min = np.where(trough_inside, -radius[None, :], np.minimum(at_start, at_end))
+def counts_at_angles(y: np.ndarray, angles: np.ndarray, eps: float):
+    """Exact best count (and its offset d) of a whitened cloud y (n x 2) for each slab angle."""
+    return deepest_point(*interval_ends(projections(y, angles), eps))
+
+
+def projection_range(y: np.ndarray, starts: np.ndarray, widths: np.ndarray):
+    """Largest and smallest projection w(theta).y_i of each point over theta in each range (K x n each).
+
+    p(theta) = r cos(theta - phi) has slope r sin(phi - theta): on a range narrower than pi it peaks inside
+    iff the slope goes from >= 0 to <= 0, and bottoms inside iff it goes from <= 0 to >= 0; otherwise the
+    range's ends are its extremes.
+    """
+    ends = starts + widths
+    at_start, at_end = projections(y, starts), projections(y, ends)
+    y_perp = np.stack([y[:, 1], -y[:, 0]], axis=1)  # slope of w(theta).y is w(theta).(y1, -y0)
+    slope_start, slope_end = projections(y_perp, starts), projections(y_perp, ends)
+    radius = np.hypot(y[:, 0], y[:, 1])[None, :]
+    p_max = np.where((slope_start >= 0) & (slope_end <= 0), radius, np.maximum(at_start, at_end))
+    p_min = np.where((slope_start <= 0) & (slope_end >= 0), -radius, np.minimum(at_start, at_end))
     return p_max, p_min
 
 
-def bounds_on_ranges(radius: np.ndarray, phase: np.ndarray, starts: np.ndarray, widths: np.ndarray,
-                     eps: float) -> np.ndarray:
+def bounds_on_ranges(y: np.ndarray, starts: np.ndarray, widths: np.ndarray, eps: float) -> np.ndarray:
     """An upper bound on the best count over every angle in [start, start + width], per range (K)."""
-    p_max, p_min = projection_range(radius, phase, starts, widths)
-    lo, _ = interval_ends(p_max, eps)
-    _, hi = interval_ends(p_min, eps)
-    return deepest_point(lo, hi)[0]
+    p_max, p_min = projection_range(y, starts, widths)
+    return deepest_point(lower_end(p_max, eps), upper_end(p_min, eps))[0]
+
+
+def bound_and_relevant(y: np.ndarray, start: float, width: float, eps: float, threshold: int):
+    """The bound of one range and which points can matter to a count above `threshold` inside it.
+
+    Returns (bound, mask over y's rows or None when bound <= threshold). Any slab in the range holding more
+    than `threshold` points has its offset where the widened depth exceeds `threshold`; that region lies
+    between the first and just past the last widened start with depth above it, so a point whose widened
+    interval misses that span is in no such slab, and the range's sub-ranges can leave it out.
+    """
+    p_max, p_min = projection_range(y, np.array([start]), np.array([width]))
+    lo, hi = lower_end(p_max[0], eps), upper_end(p_min[0], eps)
+    lo_sorted, hi_sorted = np.sort(lo), np.sort(hi)
+    depth = np.arange(1, len(y) + 1) - np.searchsorted(hi_sorted, lo_sorted, side="right")
+    bound = int(depth.max())
+    if bound <= threshold:
+        return bound, None
+    above = np.flatnonzero(depth > threshold)
+    first, last = lo_sorted[above[0]], (lo_sorted[above[-1] + 1] if above[-1] + 1 < len(y) else np.inf)
+    return bound, (lo < last) & (hi > first)
 
 
 def batched(function, n: int, *arrays: np.ndarray):
@@ -121,46 +160,76 @@ def batched(function, n: int, *arrays: np.ndarray):
     return np.concatenate(parts)
 
 
-def search_angles(radius: np.ndarray, phase: np.ndarray, eps: float, slack: int):
-    """Branch and bound over slab angles in [0, pi) (w and -w give the same slabs).
+def count_at(y: np.ndarray, angle: float, offset: float, eps: float) -> int:
+    """Points of the whitened cloud inside the slab w(angle).y + offset, from the definition."""
+    q = y @ np.array([math.cos(angle), math.sin(angle)]) + offset
+    return int(np.count_nonzero(q * q < eps * eps * (1.0 + offset * offset)))
 
-    Returns (best count, its angle, its offset d, certified upper bound on the count, ranges bounded).
-    A range is dropped once its bound is <= best + slack (slack = 0: exact).
+
+@dataclass
+class AngleSearch:
+    """Branch and bound over slab angles in [0, pi) for a whitened cloud (w and -w give the same slabs).
+
+    Best-first: the range with the largest bound is split next. Each range carries the points that can still
+    matter inside it (`bound_and_relevant`), so deep ranges near the maximum work on few points. A range is
+    dropped once its bound is <= best + slack (slack = 0: exact); the certified upper bound on the count is
+    the largest of the best count, the dropped bounds, the bounds of ranges too narrow to split (tangencies)
+    and the thresholds the point selection used.
     """
-    n = len(radius)
-    width = np.pi / INITIAL_RANGES
-    starts = np.arange(INITIAL_RANGES) * width
-    widths = np.full(INITIAL_RANGES, width)
-    best_count, best_angle, best_offset = -1, 0.0, 0.0
-    dropped_bound, unresolved_bound, ranges = 0, 0, 0
 
-    def try_angles(angles: np.ndarray) -> None:
-        nonlocal best_count, best_angle, best_offset
-        counts, offsets = batched(lambda a: counts_at_angles(radius, phase, a, eps), n, angles)
+    y: np.ndarray
+    eps: float
+    slack: int
+    best_count: int = -1
+    best_angle: float = 0.0
+    best_offset: float = 0.0
+    upper: int = 0
+    ranges: int = 0
+
+    def offer(self, angle: float, y_sub: np.ndarray) -> None:
+        """Count the best slab at `angle` on a subset of points; a new best is recounted on every point."""
+        counts, offsets = counts_at_angles(y_sub, np.array([angle]), self.eps)
+        if counts[0] > self.best_count:
+            full = count_at(self.y, angle, float(offsets[0]), self.eps)
+            if full > self.best_count:
+                self.best_count, self.best_angle, self.best_offset = full, angle, float(offsets[0])
+
+    def run(self) -> "AngleSearch":
+        n = len(self.y)
+        width = np.pi / INITIAL_RANGES
+        starts = np.arange(INITIAL_RANGES) * width
+        counts, offsets = batched(lambda a: counts_at_angles(self.y, a, self.eps), n, starts + 0.5 * width)
         k = int(counts.argmax())
-        if counts[k] > best_count:
-            best_count, best_angle, best_offset = int(counts[k]), float(angles[k]), float(offsets[k])
+        self.best_count, self.best_angle, self.best_offset = int(counts[k]), float(starts[k] + 0.5 * width), float(offsets[k])
+        everyone = np.arange(n)
+        heap: list = []
+        for start in starts:
+            self.push(heap, float(start), width, everyone)
+        while heap:
+            negative_bound, _, start, width, members = heapq.heappop(heap)
+            if -negative_bound <= self.best_count + self.slack:
+                self.upper = max(self.upper, -negative_bound)
+                continue
+            if width < MIN_WIDTH:
+                self.upper = max(self.upper, -negative_bound)
+                continue
+            half = 0.5 * width
+            for child in (start, start + half):
+                self.offer(child + 0.5 * half, self.y[members])
+                self.push(heap, child, half, members)
+        self.upper = max(self.upper, self.best_count)
+        return self
 
-    try_angles(starts + 0.5 * widths)
-    while len(starts):
-        ranges += len(starts)
-        bounds = batched(lambda s, w: bounds_on_ranges(radius, phase, s, w, eps), n, starts, widths)
-        keep = bounds > best_count + slack
-        if (~keep).any():
-            dropped_bound = max(dropped_bound, int(bounds[~keep].max()))
-        starts, widths, bounds = starts[keep], widths[keep], bounds[keep]
-        too_narrow = widths < MIN_WIDTH
-        if too_narrow.any():
-            unresolved_bound = max(unresolved_bound, int(bounds[too_narrow].max()))
-            starts, widths = starts[~too_narrow], widths[~too_narrow]
-        if not len(starts):
-            break
-        half = 0.5 * widths
-        starts = np.concatenate([starts, starts + half])
-        widths = np.concatenate([half, half])
-        try_angles(starts + 0.5 * widths)
-    upper = max(best_count, dropped_bound, unresolved_bound)
-    return best_count, best_angle, best_offset, upper, ranges
+    def push(self, heap: list, start: float, width: float, members: np.ndarray) -> None:
+        """Bound a range; queue it with the points that matter there, or drop it."""
+        self.ranges += 1
+        threshold = self.best_count + self.slack
+        bound, relevant = bound_and_relevant(self.y[members], start, width, self.eps, threshold)
+        if relevant is None:
+            self.upper = max(self.upper, bound)
+            return
+        self.upper = max(self.upper, threshold)  # counts <= threshold may have lost points to the selection
+        heapq.heappush(heap, (-bound, self.ranges, start, width, members[relevant]))
 
 
 def whitening(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -207,13 +276,13 @@ def mixture_index_exact(points, eps: float = 0.1, tol: float = 0.0) -> ExactMixt
     y = (x - mean) @ w
     if rank == 1:
         # every slab not parallel to the line sees the same standardised coordinate; a parallel one sees none
-        counts, offsets = counts_at_angles(np.abs(y[:, 0]), np.where(y[:, 0] < 0, np.pi, 0.0),
-                                           np.zeros(1), eps)
+        counts, offsets = counts_at_angles(y, np.zeros(1), eps)
         count, angle, offset, upper, ranges = int(counts[0]), 0.0, float(offsets[0]), int(counts[0]), 1
     else:
         slack = int(math.floor(tol * n))
-        count, angle, offset, upper, ranges = search_angles(
-            np.hypot(y[:, 0], y[:, 1]), np.arctan2(y[:, 1], y[:, 0]), eps, slack)
+        search = AngleSearch(y, eps, slack).run()
+        count, angle, offset = search.best_count, search.best_angle, search.best_offset
+        upper, ranges = search.upper, search.ranges
     # slab w.y + d with y = (x - mean) W  ->  v = W w, c = d - v.mean, scaled to unit v
     v = w @ np.array([math.cos(angle), math.sin(angle)])
     c = offset - float(v @ mean)
