@@ -4,6 +4,8 @@ the reader, and the errors."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +184,98 @@ def test_changed_settings_rebuild_and_stale_shardings_go(setup, tiny_model, tmp_
     _, second = generate(setup, tiny_model, tmp_path, max_tokens=3 * CTX)
     assert (second.reused, second.num_contexts) == (False, 3)
     assert open_occurrences(run).num_tokens == 3 * CTX
+
+
+def all_triples(run: Path) -> tuple[np.ndarray, ...]:
+    return open_occurrences(run).triples()
+
+
+def generate_from(setup, tiny_model, base: Path, files, ctx_len: int, **options):
+    opts = GenerateOptions(ctx_len=ctx_len, batch_size=3, contexts_per_part=2, progress=False, **options)
+    run = run_dir(base, "tiny", 1, setup["sae"].tag)
+    return run, generate_occurrences(run=run, model_name="tiny", layer=1, sae=setup["sae"],
+                                     source=make_text_source(text_files=files), get_model=lambda: tiny_model,
+                                     model_info={"model": "tiny"}, options=opts)
+
+
+@pytest.mark.integration
+def test_a_failed_rerun_with_other_settings_keeps_the_finished_dataset(setup, tiny_model, tmp_path):
+    """Two shards at ctx_len 16 finish; the same command at ctx_len 12 over a .jsonl whose second line is not JSON
+    stops with an error. The finished dataset is still there, readable and unchanged, until a rerun finishes."""
+    for i in (0, 1):
+        run, _ = generate_from(setup, tiny_model, tmp_path, setup["files"], 16, num_shards=2, shard_index=i)
+    before = all_triples(run)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": setup["files"][0].read_text()}) + "\n{not json\n")
+    with pytest.raises(UserError, match="bad.jsonl"):
+        generate_from(setup, tiny_model, tmp_path, [*setup["files"][:3], bad], 12, num_shards=2, shard_index=0)
+    assert open_occurrences(run).ctx_len == 16
+    for x, y in zip(all_triples(run), before):
+        np.testing.assert_array_equal(x, y)
+    # the new settings finish: the new dataset replaces the old one, and nothing of the build is left beside it
+    _, first = generate_from(setup, tiny_model, tmp_path, setup["files"], 12, num_shards=2, shard_index=0)
+    assert first.path == run / "occurrences.next" / "shard-00000-of-00002"  # beside, until the last shard
+    assert open_occurrences(run).ctx_len == 16
+    _, last = generate_from(setup, tiny_model, tmp_path, setup["files"], 12, num_shards=2, shard_index=1)
+    assert last.path == run / "occurrences" / "shard-00001-of-00002" and last.path.is_dir()
+    assert open_occurrences(run).ctx_len == 12
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("occurrences")) == ["occurrences"]
+    assert json.loads((run / "run.json").read_text())["ctx_len"] == 12
+
+
+@pytest.mark.integration
+def test_another_sharding_is_built_beside_the_finished_one(setup, tiny_model, tmp_path):
+    """After --num_shards 2 (both shards), a --num_shards 3 --shard_index 2 run does not delete them."""
+    for i in (0, 1):
+        run, _ = generate(setup, tiny_model, tmp_path, num_shards=2, shard_index=i)
+    before = all_triples(run)
+    _, result = generate(setup, tiny_model, tmp_path, num_shards=3, shard_index=2)
+    assert result.path == run / "occurrences.next" / "shard-00002-of-00003"
+    assert sorted(p.name for p in (run / "occurrences").iterdir() if p.is_dir()) == [
+        "shard-00000-of-00002", "shard-00001-of-00002"]
+    for x, y in zip(all_triples(run), before):
+        np.testing.assert_array_equal(x, y)
+    # a third sharding while the second is half built: refused, naming both builds' settings
+    with pytest.raises(UserError, match=r"occurrences.next holds an unfinished .*num_shards: 3 vs 4"):
+        generate(setup, tiny_model, tmp_path, num_shards=4, shard_index=0)
+    for i in (1, 0):
+        _, result = generate(setup, tiny_model, tmp_path, num_shards=3, shard_index=i)
+    assert result.path == run / "occurrences" / "shard-00000-of-00003"
+    assert sorted(p.name for p in (run / "occurrences").iterdir() if p.is_dir()) == [
+        f"shard-0000{i}-of-00003" for i in range(3)]
+    for x, y in zip(all_triples(run), before):  # the same dataset, sharded three ways
+        np.testing.assert_array_equal(x, y)
+    assert not (run / "occurrences.next").exists()
+
+
+@pytest.mark.unit
+def test_a_swap_cut_short_is_finished_by_the_next_run(tmp_path):
+    """Crash points of the swap: after occurrences -> replaced, and after occurrences.next -> occurrences."""
+    from multid.sae.occurrences import finish_swap
+
+    old, *_ = random_run(tmp_path, seed=1)
+    new_run, *_ = random_run(tmp_path, seed=2)
+    expected = all_triples(new_run)
+    # crash 1: the old dataset moved aside, the new one complete in occurrences.next
+    run = tmp_path / "crash1"
+    shutil.copytree(old, run)
+    (run / "occurrences").rename(run / "occurrences.replaced-123")
+    shutil.copytree(new_run / "occurrences", run / "occurrences.next")
+    shutil.copy(new_run / "run.json", run / "occurrences.next" / "run.json")
+    finish_swap(run)
+    for x, y in zip(all_triples(run), expected):
+        np.testing.assert_array_equal(x, y)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("occurrences")) == ["occurrences"]
+    # crash 2: the new dataset in place, its run.json still inside it
+    run = tmp_path / "crash2"
+    shutil.copytree(old, run)
+    shutil.rmtree(run / "occurrences")
+    shutil.copytree(new_run / "occurrences", run / "occurrences")
+    shutil.copy(new_run / "run.json", run / "occurrences" / "run.json")
+    finish_swap(run)
+    for x, y in zip(all_triples(run), expected):
+        np.testing.assert_array_equal(x, y)
+    assert not (run / "occurrences" / "run.json").exists()
 
 
 # ----------------------------------------------------------------------------------------- reader

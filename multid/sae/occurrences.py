@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import shutil
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import atomic_path, load_json, save_json, write_text_atomic
-from multid.sae.paths import occurrences_dir, run_dir as make_run_dir, shard_dir
+from multid.sae.paths import next_occurrences_dir, occurrences_dir, run_dir as make_run_dir, shard_dir, shard_name
 from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
 
 FORMAT_VERSION = 1
@@ -330,15 +331,123 @@ def write_run_meta(run: Path, meta: dict[str, Any]) -> Path:
     return save_json(path, canonical)
 
 
-def remove_other_shardings(run: Path, num_shards: int) -> None:
-    """Shard folders of a different shard count belong to an older dataset in the same run folder: drop them."""
-    occ = occurrences_dir(run)
-    if not occ.is_dir():
+def remove_other_shardings(root: Path, num_shards: int) -> None:
+    """Drop shard folders of another shard count from a dataset folder whose run.json says `num_shards`:
+    leftovers of an unfinished build (a finished dataset of another sharding is never in the same folder)."""
+    if not root.is_dir():
         return
     suffix = f"-of-{num_shards:05d}"
-    for item in occ.iterdir():
+    for item in root.iterdir():
         if item.is_dir() and item.name.startswith("shard-") and not item.name.endswith(suffix):
             shutil.rmtree(item, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- building beside
+# A finished dataset is replaced only once its successor is finished: a dataset with other settings (another
+# sharding, ctx_len, SAE, text, ...) is built in occurrences.next/ (its run.json and decoder.npy inside) and
+# swapped into place when its last shard finishes (docs/sae_occurrences.md, "Replacing a dataset").
+
+REPLACED_PREFIX = "occurrences.replaced-"
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A run.json's content, or None when it is missing or unreadable."""
+    try:
+        return load_json(path) if path.is_file() else None
+    except UserError:
+        return None
+
+
+def finished_shards(root: Path) -> list[Path]:
+    """Shard folders under a dataset folder that hold a finished shard (a stage record)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("shard-") and (p / RECORD_NAME).is_file())
+
+
+def dataset_complete(root: Path, meta: dict[str, Any]) -> bool:
+    """Every shard of the dataset described by `meta` is finished under `root`, with meta's settings."""
+    n = int(meta.get("num_shards", 1))
+    return all(shard_is_current(root / shard_name(i, n), shard_settings(meta, i)) for i in range(n))
+
+
+def settings_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The run.json fields two datasets differ in, for messages."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {json.dumps(old.get(k))} vs {json.dumps(new.get(k))}"[:160] for k in keys) or "none"
+
+
+def finish_swap(run: Path) -> None:
+    """Complete a swap of occurrences.next into place that a crash interrupted; drop replaced datasets.
+
+    Steps of a swap: occurrences -> occurrences.replaced-<pid>; occurrences.next -> occurrences; the new
+    dataset's run.json and decoder.npy (which travelled inside it) -> the run folder; the replaced one deleted.
+    Each step is a rename, so a crash leaves a state this function recognises and finishes.
+    """
+    run = Path(run)
+    live, pending = occurrences_dir(run), next_occurrences_dir(run)
+    if not live.exists() and pending.is_dir():
+        meta = read_meta(pending / RUN_META)
+        if meta is not None and dataset_complete(pending, meta):
+            os.replace(pending, live)
+    from multid.sae.paths import decoder_path
+
+    for name in (decoder_path(run).name, decoder_path(run).name + ".stage.json"):
+        if (live / name).is_file():
+            os.replace(live / name, run / name)
+    if (live / RUN_META).is_file():
+        os.replace(live / RUN_META, run / RUN_META)  # last: the dataset is now the run's
+    for old in run.glob(REPLACED_PREFIX + "*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def dataset_root(run: Path, meta: dict[str, Any]) -> Path:
+    """The folder this dataset's shards are written into; writes its run.json there.
+
+    The run's own occurrences/ when it holds this dataset, or no finished shard of any other (an unfinished
+    build of other settings there is dropped); otherwise occurrences.next/, beside the finished dataset,
+    which stays readable. A pending build of yet other settings with finished shards is refused, naming both.
+    """
+    run = Path(run)
+    finish_swap(run)
+    canonical = json.loads(canonical_json(meta))
+    live, pending = occurrences_dir(run), next_occurrences_dir(run)
+    live_meta = read_meta(run / RUN_META)
+    if live_meta == canonical or not finished_shards(live):
+        if live_meta != canonical and live.exists():
+            shutil.rmtree(live)  # an unfinished build of other settings: nothing finished is lost
+        remove_other_shardings(live, int(canonical.get("num_shards", 1)))
+        write_run_meta(run, canonical)
+        return live
+    pending_meta = read_meta(pending / RUN_META)
+    if pending_meta is not None and pending_meta != canonical and pending.exists():
+        if finished_shards(pending):
+            raise UserError(
+                f"{pending} holds an unfinished occurrence dataset with other settings than this run's "
+                f"({settings_difference(pending_meta, canonical)}); the finished dataset in {live} stays as it is. "
+                f"Finish that build (rerun its command for its remaining shards), or delete {pending} to start "
+                f"this one")
+        shutil.rmtree(pending)
+    pending.mkdir(parents=True, exist_ok=True)
+    write_run_meta(pending, canonical)
+    return pending
+
+
+def promote_if_complete(run: Path, meta: dict[str, Any], root: Path) -> Path:
+    """Swap a finished occurrences.next into place (once all its shards are done); return the dataset folder
+    that now holds this dataset's shards."""
+    run, live = Path(run), occurrences_dir(run)
+    if Path(root) != next_occurrences_dir(run):
+        return live
+    with lock_for(next_occurrences_dir(run)):
+        pending = next_occurrences_dir(run)
+        if not pending.is_dir() or not dataset_complete(pending, meta):
+            return pending if pending.is_dir() else live
+        if live.exists():
+            os.replace(live, run / f"{REPLACED_PREFIX}{os.getpid()}")
+        os.replace(pending, live)
+        finish_swap(run)
+    return live
 
 
 def shard_settings(meta: dict[str, Any], shard_index: int) -> dict[str, Any]:
@@ -389,12 +498,12 @@ def write_occurrence_run(
         sel = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(cs) else np.zeros(0, np.int64)
         return token[sel], feature[sel], value[sel]
 
-    remove_other_shardings(run, num_shards)
-    write_run_meta(run, full_meta)
+    root = dataset_root(run, full_meta)
     for i in range(num_shards):
         contexts = ((c, ids[c]) for c in range(i, n_ctx, num_shards))
-        write_shard(shard_dir(run, i, num_shards), shard_settings(full_meta, i), contexts, encode,
+        write_shard(root / shard_name(i, num_shards), shard_settings(full_meta, i), contexts, encode,
                     ctx_len=ctx_len, contexts_per_part=contexts_per_part)
+    promote_if_complete(run, full_meta, root)
     if W_dec is not None:
         save_decoder(run, np.asarray(W_dec, np.float32))
     return run
@@ -725,13 +834,13 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
     run = Path(run)
     meta = dataset_meta(model_name=model_name, layer=layer, sae=sae, source=source, model_info=model_info,
                         options=options)
-    remove_other_shardings(run, options.num_shards)
-    write_run_meta(run, meta)
-    write_decoder_stage(run, sae)
-    folder = shard_dir(run, options.shard_index, options.num_shards)
+    root = dataset_root(run, meta)
+    write_decoder_stage(run if root == occurrences_dir(run) else root, sae)
+    name = shard_name(options.shard_index, options.num_shards)
     settings = shard_settings(meta, options.shard_index)
-    if shard_is_current(folder, settings):
-        rec = (read_record(folder, True) or {}).get("extra", {})
+    if shard_is_current(root / name, settings):
+        rec = (read_record(root / name, True) or {}).get("extra", {})
+        folder = promote_if_complete(run, meta, root) / name
         return ShardResult(folder, int(rec.get("num_contexts", 0)), int(rec.get("num_triples", 0)), True,
                            str(rec.get("stop_reason", "")))
     model = get_model()
@@ -755,11 +864,12 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
                                                   f"{options.shard_index + 1}/{options.num_shards}")
     try:
         encode = encoder or model_encoder(model, sae, options.ctx_len, options.threshold)
-        return write_shard(folder, settings, contexts, encode,
-                           ctx_len=options.ctx_len, contexts_per_part=options.contexts_per_part,
-                           batch_size=options.batch_size, max_pairs=options.shard_max_pairs, command=command,
-                           name=f"occurrences of {model_name} layer {layer} ({sae.tag})", progress=bar,
-                           fail_after_parts=fail_after_parts)
+        result = write_shard(root / name, settings, contexts, encode,
+                             ctx_len=options.ctx_len, contexts_per_part=options.contexts_per_part,
+                             batch_size=options.batch_size, max_pairs=options.shard_max_pairs, command=command,
+                             name=f"occurrences of {model_name} layer {layer} ({sae.tag})", progress=bar,
+                             fail_after_parts=fail_after_parts)
+        return dataclasses.replace(result, path=promote_if_complete(run, meta, root) / name)
     finally:
         if bar is not None:
             bar.close()

@@ -20,8 +20,17 @@ def occurrences_dir(run: Path) -> Path:
     return Path(run) / "occurrences"
 
 
+def next_occurrences_dir(run: Path) -> Path:
+    """Where a dataset with other settings is built while a finished one stays readable (docs/sae_occurrences.md)."""
+    return Path(run) / "occurrences.next"
+
+
+def shard_name(shard_index: int, num_shards: int) -> str:
+    return f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
 def shard_dir(run: Path, shard_index: int, num_shards: int) -> Path:
-    return occurrences_dir(run) / f"shard-{shard_index:05d}-of-{num_shards:05d}"
+    return occurrences_dir(run) / shard_name(shard_index, num_shards)
 
 
 def decoder_path(run: Path) -> Path:
