@@ -21,11 +21,12 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from multid.config import positive_int, resolve_base_dir
-from multid.sae.figure_cli import add_model_layer_args
+from multid.sae.figure_cli import add_model_layer_args, resolve_clusters_file
 from multid.errors import MissingArtifactError, cli_entry
 from multid.io import save_csv, save_figure, save_json
 from multid.sae import paths, scan
 from multid.sae.cluster_points import find_run_dir
+from multid.sae.scan_run import check_single_clustering, default_scan_dir
 from multid.stage import Stage, run_stage
 
 GPT2_NAMED = {138: "Weekdays cluster", 251: "Months cluster", 212: "Years cluster"}
@@ -47,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run_dir", default=None, help="SAE run folder (default: the one for model and layer)")
     parser.add_argument("--threshold", type=float, default=0.0, help="the scan's --threshold (default: 0.0)")
     parser.add_argument("--radius", type=float, default=0.0, help="the scan's --radius (default: 0.0)")
+    parser.add_argument("--clusters_file", default=None,
+                        help="the cluster file that was scanned (default: the model's, as the scan script); "
+                             "picks the default --scan_dir")
     parser.add_argument("--scan_dir", default=None,
-                        help="folder of per-cluster results (default: <run_dir>/scan/threshold<t>radius<r>)")
+                        help="folder of per-cluster results (default: <run_dir>/scan/<cluster file stem>/"
+                             "threshold<t>radius<r>)")
     parser.add_argument("--min_mixture", type=float, default=scan.MIN_MIXTURE,
                         help="drop planes with M below this (default: %(default)s)")
     parser.add_argument("--plain_mean", action="store_true",
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> Path:
         scan_dir = Path(args.scan_dir).expanduser().resolve()
     else:
         run = find_run_dir(resolve_base_dir(args.base_dir), model, args.layer, args.run_dir)
-        scan_dir = paths.scan_dir(run) / f"threshold{args.threshold}radius{args.radius}"
+        scan_dir = default_scan_dir(run, resolve_clusters_file(args, run), args.threshold, args.radius)
+    check_single_clustering(scan_dir)
     files = metric_files(scan_dir)
     if not files:
         raise MissingArtifactError("cluster reducibility metrics", scan_dir,

@@ -30,7 +30,8 @@ from multid.sae.cluster_points import (file_fingerprint, find_run_dir, generate_
                                        occurrences_fingerprint, open_run_occurrences)
 from multid.sae.clusters import CONVENTIONS, check_members, load_clusters, non_singleton, pick_cluster
 from multid.sae.figure_cli import add_model_layer_args, clustering_command, resolve_clusters_file
-from multid.sae.scan_run import ScanSettings, scan_clusters
+from multid.sae.scan_run import (ScanSettings, clusters_identity, default_scan_dir, prepare_scan_dir,
+                                  scan_clusters)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group_size", type=positive_int, default=64,
                         help="clusters per occurrence read and engine batch (default: %(default)s)")
     parser.add_argument("--save_dir", default=None,
-                        help="output folder (default: <run_dir>/scan/threshold<t>radius<r>)")
+                        help="output folder (default: <run_dir>/scan/<cluster file stem>/threshold<t>radius<r>)")
     parser.add_argument("--force", action="store_true", help="recompute clusters even if current")
     return parser
 
@@ -110,10 +111,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
                             epsilon=args.epsilon, sample_limit=args.sample_limit, seed=args.seed, steps=args.steps,
                             figures=not args.no_figures, device=resolve_device(args.device),
                             decoder_id=file_fingerprint(decoder_file),
-                            occurrences_id=occurrences_fingerprint(run))
+                            occurrences_id=occurrences_fingerprint(run),
+                            clusters_id=clusters_identity(clusters_file, file_fingerprint(clusters_file)))
     save_dir = ensure_writable_dir(
         Path(args.save_dir).expanduser().resolve() if args.save_dir
-        else paths.scan_dir(run) / f"threshold{args.threshold}radius{args.radius}", what="--save_dir")
+        else default_scan_dir(run, clusters_file, args.threshold, args.radius), what="--save_dir")
+    prepare_scan_dir(save_dir, settings.clusters_id)
     command = "python sae_multid_feature_discovery/gpt2_compute_reducibility.py " + \
         " ".join(sys.argv[1:] if argv is None else argv)
     if skipped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import numpy as np
@@ -174,7 +175,7 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
         err = capsys.readouterr().err.strip()
         assert phrase in err and "\n" not in err
 
-    out = analyze_reducibilities.main(["--base_dir", str(base), "--named", "0:Circle"])
+    out = analyze_reducibilities.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--named", "0:Circle"])
     rows = (out / "ranking.csv").read_text().splitlines()
     assert rows[0].startswith("rank,cluster,score")
     by_cluster = {int(r.split(",")[1]): r.split(",") for r in rows[1:]}
@@ -183,6 +184,44 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     assert float(by_cluster[0][2]) == pytest.approx(expected)
     assert (out / "reducibility_metrics_threshold0_radius0.pdf").is_file()
     assert "Circle (cluster 0): rank" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_scans_of_two_clusterings_never_mix(planted_run, capsys):
+    """Two cluster files of one run: default folders apart; one --save_dir for both is refused; a folder that
+    mixes them anyway is refused by the ranking; a re-made cluster file drops its stale cluster folders."""
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    other = clusters.with_name("other.json")
+    other.write_text(json.dumps([[2, 4, 5, 6], run.cluster]))
+    common = ["--base_dir", str(base), "--steps", "50", "--no_figures", "--clusters", "all"]
+    first = script.main(common + ["--clusters_file", str(clusters)])
+    second = script.main(common + ["--clusters_file", str(other)])
+    assert first[0].parent.parent != second[0].parent.parent
+    assert first[0].parent.parent.parent.name == "clusters" and second[0].parent.parent.parent.name == "other"
+    shared = base / "shared_scan"
+    script.main(common + ["--clusters_file", str(clusters), "--save_dir", str(shared)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        script.main(common + ["--clusters_file", str(other), "--save_dir", str(shared)])
+    err = capsys.readouterr().err
+    assert "holds the scan of another clustering (clusters.json: 4 clusters" in err and "other.json" in err
+    # a folder mixed by hand (or by an older version of the scan): the ranking refuses it
+    mixed = base / "mixed_scan"
+    shutil.copytree(first[0].parent.parent, mixed)
+    shutil.rmtree(mixed / "0")
+    shutil.copytree(second[0].parent, mixed / "0")
+    with pytest.raises(SystemExit):
+        analyze_reducibilities.main(["--scan_dir", str(mixed)])
+    err = capsys.readouterr().err
+    assert "holds scans of different clusterings" in err and "clusters.json: 3 clusters" in err
+    # the same cluster file re-made with fewer clusters: the folders scanned from its old version go, 0 and 1 are redone
+    clusters.write_text(json.dumps([run.cluster, [0, 1]]))
+    again = script.main(common + ["--clusters_file", str(clusters)])
+    assert [p.parent.name for p in again] == ["0", "1"]
+    assert sorted(p.name for p in again[0].parent.parent.iterdir() if p.is_dir()) == ["0", "1"]
+    assert "removed 4 cluster folder(s) scanned from an older version of clusters.json" in capsys.readouterr().out
 
 
 @pytest.mark.integration

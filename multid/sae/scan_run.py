@@ -16,12 +16,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from multid.io import save_figure, save_json
-from multid.sae import scan
-from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
-from multid.stage import Stage, is_current, run_stage
+import shutil
 
-VERSION = 1
+from multid.errors import UserError
+from multid.io import save_figure, save_json
+from multid.sae import paths, scan
+from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
+from multid.stage import Stage, is_current, read_record, run_stage
+
+# 2: each cluster's record names the cluster file it was scanned from ("clusters")
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ScanSettings:
     device: str = "cpu"  # where the engine runs; in the settings since M may round differently elsewhere
     decoder_id: str = ""
     occurrences_id: str = ""
+    clusters_id: str = ""  # "<cluster file name>#<its fingerprint>": which clustering the cluster ids refer to
 
     def stem(self, cluster: int) -> str:
         """Original file stem: gpt2-layer7-cluster138-threshold0.0-radius0.0."""
@@ -50,7 +55,58 @@ class ScanSettings:
         return {"threshold": float(self.threshold), "radius": float(self.radius), "epsilon": float(self.epsilon),
                 "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
                 "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
-                "version": VERSION}
+                "clusters": self.clusters_id, "version": VERSION}
+
+
+def default_scan_dir(run: Path, clusters_file: Path, threshold: float, radius: float) -> Path:
+    """<run>/scan/<cluster file stem>/threshold<t>radius<r>: scans of two clusterings never share folders."""
+    return paths.scan_dir(run) / Path(clusters_file).stem / f"threshold{threshold}radius{radius}"
+
+
+def clusters_identity(clusters_file: Path, fingerprint: str) -> str:
+    return f"{Path(clusters_file).name}#{fingerprint}"
+
+
+def scanned_clusterings(save_dir: Path) -> dict[str, list[int]]:
+    """Cluster-file identity -> the cluster ids scanned from it, from the records of a scan folder's clusters
+    ("" for folders written before records named their cluster file)."""
+    found: dict[str, list[int]] = {}
+    for folder in sorted(Path(save_dir).iterdir()) if Path(save_dir).is_dir() else []:
+        if folder.is_dir() and folder.name.isdigit():
+            record = read_record(folder, True) or {}
+            found.setdefault(str(record.get("settings", {}).get("clusters", "")), []).append(int(folder.name))
+    return found
+
+
+def describe_clusterings(found: dict[str, list[int]]) -> str:
+    return "; ".join(f"{(key.split('#')[0] or 'unnamed (older scan)')}: {len(ids)} clusters"
+                     + (f" (fingerprint {key.split('#')[1]})" if "#" in key else "") for key, ids in found.items())
+
+
+def check_single_clustering(save_dir: Path) -> None:
+    """Refuse a scan folder that holds clusters scanned from more than one cluster file (their ids clash)."""
+    found = {key: ids for key, ids in scanned_clusterings(save_dir).items() if key}
+    if len(found) > 1:
+        raise UserError(f"{save_dir} holds scans of different clusterings ({describe_clusterings(found)}); "
+                        f"cluster ids of two clusterings cannot be ranked together: rescan into separate folders "
+                        f"(gpt2_compute_reducibility.py keys its default --save_dir by the cluster file)")
+
+
+def prepare_scan_dir(save_dir: Path, clusters_id: str, log: Callable[[str], None] = print) -> None:
+    """Before scanning `clusters_id` into save_dir: refuse if it holds another cluster file's scan; drop the
+    folders of an older version of the same file (their ids now name other clusters)."""
+    name = clusters_id.split("#")[0]
+    found = scanned_clusterings(save_dir)
+    others = {key: ids for key, ids in found.items() if key and key.split("#")[0] != name}
+    if others:
+        raise UserError(f"{save_dir} holds the scan of another clustering ({describe_clusterings(others)}); this "
+                        f"scan is of {name}: pass another --save_dir, or leave it out (the default folder is "
+                        f"keyed by the cluster file)")
+    stale = [cid for key, ids in found.items() if key.split("#")[0] == name and key != clusters_id for cid in ids]
+    for cid in stale:
+        shutil.rmtree(Path(save_dir) / str(cid))
+    if stale:
+        log(f"removed {len(stale)} cluster folder(s) scanned from an older version of {name}")
 
 
 def metrics_path(save_dir: Path, cluster: int, settings: ScanSettings) -> Path:
