@@ -102,7 +102,17 @@ def main(argv: list[str] | None = None) -> Path:
                                                     sae_path=args.sae_path,
                                                     check_width=not (args.decoder_file and args.model_name is None))
     if args.include_only_first_k_sae_features:
+        if args.include_only_first_k_sae_features > W.shape[0]:
+            raise UserError(f"--include_only_first_k_sae_features {args.include_only_first_k_sae_features} is more "
+                            f"than the {W.shape[0]} features of {source}")
         W = np.ascontiguousarray(W[: args.include_only_first_k_sae_features])
+    if not -1.0 <= args.sim_cutoff <= 1.0:  # also catches NaN
+        raise UserError(f"--sim_cutoff is a cosine and must lie in [-1, 1], got {args.sim_cutoff}")
+    zero = np.flatnonzero(~np.any(W != 0, axis=1))
+    if len(zero):
+        raise UserError(f"{source} has {len(zero)} all-zero decoder row(s) (features {', '.join(map(str, zero[:5]))}"
+                        f"{' ...' if len(zero) > 5 else ''}); their cosine with any feature is undefined: drop them "
+                        f"from the decoder file before clustering")
     if args.method == "spectral" and args.n_clusters > W.shape[0]:
         raise UserError(f"--n_clusters {args.n_clusters} is more than the {W.shape[0]} features clustered")
     out = Path(args.out).expanduser().resolve() if args.out else \

@@ -14,7 +14,7 @@ import pytest
 from multid.config import REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
 from multid.sae import clustering, stability
-from multid.sae.clusters import (load_clusters, mean_pairwise_cosine, non_singleton, pick_cluster,
+from multid.sae.clusters import (check_members, load_clusters, mean_pairwise_cosine, non_singleton, pick_cluster,
                                  write_clusters)
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -108,6 +108,18 @@ def test_pick_cluster_conventions_and_bad_input():
         pick_cluster(clusters, 3, "all", size_limit=2)
     with pytest.raises(UserError, match="numbering"):
         pick_cluster(clusters, 0, "filtered")
+
+
+@pytest.mark.unit
+def test_repeated_features_in_a_cluster_are_refused(tmp_path):
+    """A repeated id would count its decoder row twice (mean pairwise cosine, reconstructions)."""
+    with pytest.raises(UserError, match="lists feature 4 more than once"):
+        check_members([1, 4, 2, 4], num_features=10, what="cluster 3")
+    check_members([1, 4, 2], num_features=10)
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps([[0, 1], [2, 3, 2]]))
+    with pytest.raises(UserError, match="cluster 1 lists feature 2 more than once"):
+        load_clusters(path)
 
 
 @pytest.mark.unit
@@ -241,13 +253,21 @@ def test_clustering_cli(tmp_path, capsys):
     assert load_clusters(tmp_path / "small.json") == [[i] for i in range(len(W)) if not any(i in t for t in truth)]
     np.save(tmp_path / "W3.npy", W[None])
     capsys.readouterr()
-    for bad in (["--decoder_file", str(tmp_path / "W3.npy")],
-                ["--decoder_file", str(tmp_path / "W.npz"), "--model_name", "gpt-2"]):
+    zero_rows = W.copy()
+    zero_rows[[3, 11]] = 0.0
+    np.save(tmp_path / "W0.npy", zero_rows)
+    for bad, phrase in ((["--decoder_file", str(tmp_path / "W3.npy")], "2-D"),
+                        (["--decoder_file", str(tmp_path / "W.npz"), "--model_name", "gpt-2"], "width"),
+                        (["--decoder_file", str(tmp_path / "W.npz"), "--sim_cutoff", "nan"], "[-1, 1], got nan"),
+                        (["--decoder_file", str(tmp_path / "W.npz"), "--sim_cutoff", "1.5"], "[-1, 1], got 1.5"),
+                        (["--decoder_file", str(tmp_path / "W.npz"), "--include_only_first_k_sae_features", "99"],
+                         f"more than the {len(W)} features"),
+                        (["--decoder_file", str(tmp_path / "W0.npy")], "2 all-zero decoder row(s) (features 3, 11)")):
         with pytest.raises(SystemExit) as exit_info:
             script.main(bad + ["--out", str(tmp_path / "x.json")])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error:") and "\n" not in err
+        assert err.startswith("error:") and "\n" not in err and phrase in err, err
     assert not (tmp_path / "x.json").exists()
 
 

@@ -564,3 +564,14 @@ def test_sorted_order_matches_lexsort():
     shuffled = rng.permutation(len(token))  # not our layout: falls back to a full sort
     np.testing.assert_array_equal(token[shuffled][sorted_order(token[shuffled], feature[shuffled], ctx_len)],
                                   token[ref])
+
+
+@pytest.mark.integration
+def test_text_without_a_whole_context_is_an_error_not_an_empty_dataset(setup, tiny_model, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Monday.")
+    with pytest.raises(UserError, match="gives no context of --ctx_len 12 tokens"):
+        generate_from(setup, tiny_model, tmp_path, [short], CTX)
+    run = run_dir(tmp_path, "tiny", 1, setup["sae"].tag)
+    with pytest.raises(MissingArtifactError):
+        open_occurrences(run)

@@ -225,6 +225,24 @@ def test_scans_of_two_clusterings_never_mix(planted_run, capsys):
 
 
 @pytest.mark.integration
+def test_a_decoder_file_of_another_shape_than_the_runs_is_refused(planted_run, capsys):
+    from sae_multid_feature_discovery import gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    own = np.load(run.run_dir / "decoder.npy")
+    np.save(base / "narrow.npy", own[:, :-1])
+    with pytest.raises(SystemExit):
+        script.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--cluster", "0",
+                     "--decoder_file", str(base / "narrow.npy")])
+    err = capsys.readouterr().err.strip()
+    assert f"is [{own.shape[0]}, {own.shape[1] - 1}] but the run's SAE decoder" in err and "\n" not in err
+    np.save(base / "same.npy", own)  # the same shape (a copy) is accepted
+    (path,) = script.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--cluster", "0", "--steps",
+                           "20", "--no_figures", "--decoder_file", str(base / "same.npy")])
+    assert path.is_file()
+
+
+@pytest.mark.integration
 def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
     from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
 

@@ -73,6 +73,13 @@ def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, c
         raise UserError(f"cannot read the decoder {path} ({err}); expected a .npy [F, d] or .npz with W_dec") from None
     if W.ndim != 2:
         raise UserError(f"decoder {path} has shape {W.shape}; expected [num_features, d_model]")
+    own = paths.decoder_path(run)
+    if decoder_file and own.is_file() and own.resolve() != path.resolve():
+        expected = np.load(own, mmap_mode="r", allow_pickle=False).shape
+        if tuple(W.shape) != tuple(expected):
+            raise UserError(f"--decoder_file {path} is [{W.shape[0]}, {W.shape[1]}] but the run's SAE decoder "
+                            f"({own}) is [{expected[0]}, {expected[1]}]: the occurrences were written with that SAE; "
+                            f"give its decoder (or leave --decoder_file out)")
     return np.asarray(W, dtype=np.float32)
 
 

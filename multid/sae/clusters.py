@@ -59,6 +59,10 @@ def normalise_clusters(raw: Any, source: str = "clusters") -> list[list[int]]:
         for m in members:
             if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
                 raise UserError(f"{source}: cluster {i} has member {m!r}; members must be non-negative integers")
+        repeated = duplicate_members(members)
+        if repeated:
+            raise UserError(f"{source}: cluster {i} lists feature {repeated[0]} more than once; each feature may "
+                            f"appear once per cluster (a repeat would count its decoder row twice)")
         clusters.append([int(m) for m in members])
     return clusters
 
@@ -110,13 +114,27 @@ def pick_cluster(
     return members
 
 
+def duplicate_members(members: Sequence[int]) -> list[int]:
+    """Feature ids that appear more than once in a cluster, in first-repeat order."""
+    seen: set[int] = set()
+    repeated = []
+    for m in members:
+        if int(m) in seen and int(m) not in repeated:
+            repeated.append(int(m))
+        seen.add(int(m))
+    return repeated
+
+
 def check_members(members: Sequence[int], num_features: int, what: str = "cluster") -> None:
-    """UserError when a member is not a valid feature index of a decoder with `num_features` rows."""
+    """UserError when a member is not a valid feature index of a decoder with `num_features` rows, or repeats."""
     bad = [m for m in members if not 0 <= int(m) < num_features]
     if bad:
         raise UserError(
             f"{what} has feature index {bad[0]} but the decoder has {num_features} features (allowed 0..{num_features - 1})"
         )
+    repeated = duplicate_members(members)
+    if repeated:
+        raise UserError(f"{what} lists feature {repeated[0]} more than once; give each feature once")
 
 
 def cosine_matrix(W_dec: np.ndarray, members: Sequence[int]) -> np.ndarray:

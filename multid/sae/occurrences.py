@@ -864,6 +864,9 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
                                                   f"{options.shard_index + 1}/{options.num_shards}")
     try:
         encode = encoder or model_encoder(model, sae, options.ctx_len, options.threshold)
+        if options.shard_index == 0:  # shard 0 holds the first context, if the text gives any
+            contexts = require_one(contexts, f"the text ({source.describe()}) gives no context of --ctx_len "
+                                             f"{options.ctx_len} tokens: give more text or a shorter --ctx_len")
         result = write_shard(root / name, settings, contexts, encode,
                              ctx_len=options.ctx_len, contexts_per_part=options.contexts_per_part,
                              batch_size=options.batch_size, max_pairs=options.shard_max_pairs, command=command,
@@ -873,6 +876,16 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
     finally:
         if bar is not None:
             bar.close()
+
+
+def require_one(items: Iterable[Any], message: str) -> Iterator[Any]:
+    """`items` unchanged, but a UserError(message) before anything is written when it yields nothing."""
+    iterator = iter(items)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise UserError(message) from None
+    return itertools.chain([first], iterator)
 
 
 def write_decoder_stage(run: Path, sae: Any) -> Path:
