@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text_files", nargs="+", default=None, help=".txt / .jsonl files or folders of them")
     text.add_argument("--text_split", default="file", choices=("file", "paragraph", "line"),
                       help="with --text_files: one document per file, paragraph or line (default: %(default)s)")
-    parser.add_argument("--ctx_len", type=positive_int, default=128, help="tokens per context incl. BOS "
+    parser.add_argument("--ctx_len", type=positive_int, default=T.DEFAULT_CTX_LEN, help="tokens per context incl. BOS "
                                                                           "(default: %(default)s)")
     parser.add_argument("--max_tokens", type=positive_int, default=None, help="use at most this many tokens of text")
     parser.add_argument("--architecture", choices=T.ARCHITECTURES, default=d.architecture,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> Path:
                                                  tokenizer_name=model)
         source = make_text_source(dataset_path=folder / "dataset")
         if args.max_tokens is None:  # the whole local corpus: no text suffix in the SAE's name (as make discover)
-            out = out or T.sae_folder(base_dir, model, args.layer, settings)
+            out = out or T.sae_folder(base_dir, model, args.layer, settings, hook=args.hook, ctx_len=args.ctx_len)
     from multid.sae.occurrences import portable_model_fingerprint
 
     get_model = lazy_loader(model, device=resolve_device(args.device), model_path=args.model_path, base_dir=base_dir)

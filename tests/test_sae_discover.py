@@ -234,6 +234,31 @@ def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
         T.TrainSettings(architecture="gated").check()
     with pytest.raises(UserError, match="less than one batch"):
         T.TrainSettings(training_tokens=100, batch_size=4096).check()
+    with pytest.raises(UserError, match="--lr must be a positive number, got nan"):
+        T.TrainSettings(lr=float("nan")).check()
+    with pytest.raises(UserError, match="--k 1000 is more than the SAE's 128 features"):
+        T.TrainSettings(k=1000, expansion=2).check_width(64)
+    T.TrainSettings(k=128, expansion=2).check_width(64)
+
+
+@pytest.mark.unit
+def test_sae_folder_names_every_setting_that_changes_the_weights(tmp_path):
+    from multid.sae import train as T
+
+    default = T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings())
+    assert default.name == "x8_topk32_1500k_seed0"  # make discover's folder keeps its name
+    variants = [T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(lr=1e-3)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(batch_size=2048)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(eval_contexts=32)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(lr_warm_up_steps=5)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), hook="blocks.8.hook_resid_post"),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), ctx_len=64),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), text_tag="oanc")]
+    assert [v.name for v in variants] == [
+        "x8_topk32_1500k_seed0_lr0.001", "x8_topk32_1500k_seed0_bs2048", "x8_topk32_1500k_seed0_eval32",
+        "x8_topk32_1500k_seed0_warmup5", "x8_topk32_1500k_seed0_8-hook_resid_post", "x8_topk32_1500k_seed0_ctx64",
+        "x8_topk32_1500k_seed0_oanc"]
+    assert T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), hook="blocks.8.hook_resid_pre") == default
 
 
 @pytest.mark.unit

@@ -162,14 +162,30 @@ class TrainSettings:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.training_tokens < self.batch_size:
             raise UserError(f"--training_tokens {self.training_tokens} is less than one batch ({self.batch_size})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
+            raise UserError(f"--l1_coefficient must be a non-negative number, got {self.l1_coefficient}")
+
+    def check_width(self, d_in: int) -> None:
+        """Settings that need the activations' width: TopK's k must not exceed the SAE's features."""
+        if self.architecture == "topk" and self.k > self.expansion * d_in:
+            raise UserError(f"--k {self.k} is more than the SAE's {self.expansion * d_in} features "
+                            f"(--expansion {self.expansion} x width {d_in}); lower --k or raise --expansion")
 
     @property
     def steps(self) -> int:
         return self.training_tokens // self.batch_size
 
     def tag(self) -> str:
+        """x<expansion>_<kind>_<tokens>k_seed<s>, then every other setting that changes the weights and differs
+        from its default (so two trainings that differ in any of them never share a folder)."""
         kind = f"topk{self.k}" if self.architecture == "topk" else f"l1-{self.l1_coefficient:g}"
-        return f"x{self.expansion}_{kind}_{self.training_tokens // 1000}k_seed{self.seed}"
+        default = TrainSettings()
+        extra = "".join(f"_{short}{getattr(self, name):g}" for name, short in (
+            ("batch_size", "bs"), ("lr", "lr"), ("lr_warm_up_steps", "warmup"), ("l1_warm_up_steps", "l1warmup"),
+            ("eval_contexts", "eval")) if getattr(self, name) != getattr(default, name))
+        return f"x{self.expansion}_{kind}_{self.training_tokens // 1000}k_seed{self.seed}{extra}"
 
 
 def split_contexts(num_contexts: int, eval_contexts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +219,7 @@ def training_sae(d_in: int, settings: TrainSettings, hook: str, model_name: str)
     from sae_lens import TrainingSAE
     from sae_lens.saes.sae import SAEMetadata
 
+    settings.check_width(d_in)
     torch.manual_seed(settings.seed)
     metadata = SAEMetadata(hook_name=hook, model_name=model_name, prepend_bos=True)
     d_sae = settings.expansion * d_in
@@ -370,11 +387,22 @@ def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, sourc
     return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}"
 
 
-def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings, text_tag: str = "") -> Path:
-    """<base>/saes/<model>_layer<L>/<tag>[_<text_tag>]: its name is the SAE's tag in the SAE run folders, so SAEs
-    trained on different text (text_tag) or with other settings never share a folder."""
-    name = settings.tag() + (f"_{text_tag}" if text_tag else "")
-    return Path(base_dir) / "saes" / f"{model_name}_layer{layer}" / name
+DEFAULT_CTX_LEN = 128
+
+
+def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings, text_tag: str = "",
+               hook: str | None = None, ctx_len: int = DEFAULT_CTX_LEN) -> Path:
+    """<base>/saes/<model>_layer<L>/<tag>[_<hook>][_ctx<n>][_<text_tag>]: its name is the SAE's tag in the SAE run
+    folders, so SAEs trained at another hook, context length, on different text (text_tag) or with other
+    settings never share a folder (the hook and ctx_len appear only when they are not the defaults)."""
+    parts = [settings.tag()]
+    if hook is not None and hook != default_hook(layer):
+        parts.append(hook.replace("blocks.", "").replace(".", "-"))
+    if ctx_len != DEFAULT_CTX_LEN:
+        parts.append(f"ctx{ctx_len}")
+    if text_tag:
+        parts.append(text_tag)
+    return Path(base_dir) / "saes" / f"{model_name}_layer{layer}" / "_".join(parts)
 
 
 def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: str | None, source: Any,
@@ -388,6 +416,7 @@ def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: st
                                    model_info=model_info, hook=hook, source=source, ctx_len=ctx_len,
                                    max_contexts=max_contexts, batch_size=batch_size, command=command,
                                    progress=progress)
-    folder = out or sae_folder(base_dir, model_name, layer, settings, source_slug(source)[:8])
+    folder = out or sae_folder(base_dir, model_name, layer, settings, source_slug(source)[:8], hook=hook,
+                               ctx_len=ctx_len)
     path = sae_stage(folder, cache, settings, hook=hook, model_name=model_name, get_model=get_model, command=command)
     return path, cache
