@@ -129,6 +129,7 @@ def run_stage(stage: Stage, build: Callable[[Path], None], *, force: bool = Fals
     with its record; on any exception the temporary output is removed and the old artifact stays.
     """
     with lock_for(stage.path):
+        sweep_orphan_builds(stage.path)
         recover_interrupted_swap(stage.path)
         if not force and is_current(stage):
             return stage.path
@@ -143,6 +144,19 @@ def run_stage(stage: Stage, build: Callable[[Path], None], *, force: bool = Fals
         finally:
             remove(tmp)
     return stage.path
+
+
+def sweep_orphan_builds(path: Path) -> None:
+    """Remove temporary outputs of builds of `path` that died (call with its lock held: a live build holds
+    the same lock for its whole run, so any temporary sibling found now belongs to a dead process)."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for orphan in path.parent.glob(f".{glob_escape(path.name)}.building-*"):
+            remove(orphan)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
 def temp_sibling(path: Path) -> Path:

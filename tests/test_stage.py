@@ -138,3 +138,21 @@ def test_save_pt_gives_the_same_bytes_for_the_same_tensors(tmp_path):
     save_pt(tmp_path / "a.pt", {"x": torch.arange(5.0)})
     save_pt(tmp_path / "b.pt", {"x": torch.arange(5.0)})
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+@pytest.mark.unit
+def test_temporary_outputs_of_dead_builds_are_swept(tmp_path):
+    """A build killed hard (SIGKILL, power loss) leaves .<name>.building-<pid>; the next build of it removes it."""
+    target = tmp_path / "folder"
+    orphan_dir = tmp_path / ".folder.building-999999"
+    orphan_dir.mkdir()
+    (orphan_dir / "part.bin").write_bytes(b"x" * 100)
+    other = tmp_path / ".other.building-999999"  # another stage's temporary: not ours to touch
+    other.mkdir()
+    run_stage(Stage("folder", target, {"a": 1}, is_dir=True), lambda tmp: (tmp / "f.txt").write_text("ok"))
+    assert not orphan_dir.exists() and other.exists() and (target / "f.txt").read_text() == "ok"
+    file_target = tmp_path / "x.json"
+    orphan_file = tmp_path / ".x.json.building-999998"
+    orphan_file.write_text("{")
+    run_stage(Stage("file", file_target, {"a": 1}), lambda tmp: tmp.write_text("{}"))
+    assert not orphan_file.exists()

@@ -22,7 +22,7 @@ from multid.errors import UserError
 from multid.io import save_figure, save_json
 from multid.sae import paths, scan
 from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
-from multid.stage import Stage, is_current, read_record, run_stage
+from multid.stage import Stage, is_current, lock_for, read_record, run_stage
 
 # 2: each cluster's record names the cluster file it was scanned from ("clusters")
 VERSION = 2
@@ -146,6 +146,14 @@ def scan_clusters(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[int]], s
     """Scan `clusters` (id -> members), `group_size` clusters per occurrence read and engine batch.
 
     Returns the metrics JSON paths of every requested cluster (reused or rebuilt)."""
+    with lock_for(Path(save_dir)):  # a second identical scan waits, then finds every cluster current
+        return _scan_clusters_locked(occ, W_dec, clusters, save_dir, settings, command=command, group_size=group_size,
+                                     progress=progress, force=force)
+
+
+def _scan_clusters_locked(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[int]], save_dir: Path,
+                          settings: ScanSettings, *, command: str | None, group_size: int,
+                          progress: Callable[[int], None] | None, force: bool) -> list[Path]:
     ids = list(clusters)
     pending = [c for c in ids if force or not is_current(cluster_stage(save_dir, c, clusters[c], settings, command))]
     if progress is not None and len(ids) > len(pending):
