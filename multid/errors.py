@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -28,8 +29,19 @@ class MissingArtifactError(UserError):
         self.command = command
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(err: OSError) -> str:
+    """One line for a write that ran out of space: which file, and what to do."""
+    where = f" while writing {err.filename}" if err.filename else ""
+    return (f"no space left on the device{where} ({err.strerror}); free some space or give another --base_dir, "
+            f"then rerun: finished artifacts are kept and the partial one was removed")
+
+
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a script's main(): UserError -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
+    """Wrap a script's main(): UserError -> one line on stderr and exit 2; a full disk -> one line and exit 2;
+    Ctrl-C -> exit 130."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -37,6 +49,11 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
             return main(*args, **kwargs)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            print(f"error: {disk_full_message(err)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted: finished artifacts are kept, partial ones were not written", file=sys.stderr)

@@ -287,3 +287,51 @@ def test_circle_report_finds_the_circle_in_a_later_plane_and_in_the_class_points
     assert report["circle_by_plane"]["1-2"]["adjacent_fraction"] == 1.0
     assert report["circle"]["adjacent_fraction"] < 1.0  # PCs 0-1 see the circle edge-on
     assert report["circle_class_pca"]["adjacent_fraction"] == 1.0 and report["circle_class_pca"]["cyclic_order"]
+
+
+@pytest.mark.integration
+def test_training_hooks_are_checked_against_the_model(tiny_model):
+    from multid.errors import UserError
+    from multid.sae import train as T
+
+    assert T.residual_hook_width(tiny_model, "blocks.1.hook_resid_pre") == tiny_model.cfg.d_model
+    with pytest.raises(UserError, match=r"no hook 'blocks.99.hook_resid_pre' \(it has 3 layers"):
+        T.residual_hook_width(tiny_model, "blocks.99.hook_resid_pre")
+    with pytest.raises(UserError, match="is not one of those"):
+        T.residual_hook_width(tiny_model, "blocks.0.attn.hook_z")
+
+
+@pytest.mark.unit
+def test_a_full_disk_is_one_line_not_a_traceback_or_a_sigbus(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    from multid.errors import UserError, cli_entry
+    from multid.sae import train as T
+
+    path = tmp_path / "activations.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1000, 64))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(UserError, match=r"not enough disk space for the residual cache .*activations.npy: it needs"):
+        T.reserve_space(path)
+
+    @cli_entry
+    def writer():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "triples-00003.parquet"))
+
+    with pytest.raises(SystemExit) as exit_info:
+        writer()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.startswith("error: no space left on the device while writing") and "triples-00003.parquet" in err
+
+    @cli_entry
+    def other():
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):  # other OS errors are not disguised
+        other()

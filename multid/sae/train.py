@@ -70,6 +70,40 @@ def cache_contexts(source: Any, model: Any, ctx_len: int, max_contexts: int | No
     return [tokens for _c, tokens in iter_contexts(source.documents(), tl_tokenizer(model), ctx_len, max_contexts)]
 
 
+def residual_hook_width(model: Any, hook: str) -> int:
+    """The width of the activations at `hook`, which must be one [batch, pos, d] hook of the model."""
+    from multid.sae.loading import hook_width
+
+    if hook not in model.hook_dict:
+        resid = [name for name in model.hook_dict if name.endswith("hook_resid_pre")]
+        raise UserError(f"the model has no hook {hook!r} (it has {model.cfg.n_layers} layers; residual hooks: "
+                        f"{resid[0]} .. {resid[-1]})" if resid else f"the model has no hook {hook!r}")
+    width = hook_width(model, hook)
+    if width is None or hook.endswith("hook_z"):
+        raise UserError(f"an SAE here is trained on [batch, position, d] activations (hook_resid_pre/mid/post, "
+                        f"hook_mlp_out, hook_attn_out); {hook!r} is not one of those")
+    return width
+
+
+def reserve_space(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: a full disk is then an error here, not a SIGBUS mid-write."""
+    import errno
+    import os
+    import shutil
+
+    size = os.path.getsize(path)
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(Path(path).parent).free
+            raise UserError(f"not enough disk space for the residual cache {path}: it needs {size / 2**30:.2f} GiB, "
+                            f"{free / 2**30:.2f} GiB are free; free some space or give another --base_dir") from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without fallocate: write as before
+            raise
+
+
 def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[list[int]], batch_size: int,
                            progress: bool = True) -> None:
     """Run the model up to `hook` over the contexts, batch by batch, into folder/activations.npy."""
@@ -81,8 +115,9 @@ def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[l
     if not contexts:
         raise UserError("the text gave no context long enough; give more text or a smaller --ctx_len")
     ids = np.asarray(contexts, dtype=np.int32)
-    d = int(model.cfg.d_model)
+    d = residual_hook_width(model, hook)
     acts = np.lib.format.open_memmap(folder / ACTS_FILE, mode="w+", dtype=np.float32, shape=(*ids.shape, d))
+    reserve_space(folder / ACTS_FILE)
     device = getattr(model.cfg, "device", None) or "cpu"
     with tqdm(total=len(ids), unit="ctx", desc=f"residuals at {hook}", disable=not progress) as bar:
         for start in range(0, len(ids), batch_size):
