@@ -2,8 +2,9 @@
 
 A stage's artifact is a file or a folder. Next to it (a file) or inside it (a folder) lives a record
 `stage.json` with the stage's settings, the fingerprints of its inputs, and the size of every file it
-wrote. The artifact is reused only when the record's settings equal the requested ones and every file
-still has its recorded size (a truncated or deleted file means "rebuild", never "trust"). A build writes
+wrote and its sha1. The artifact is reused only when the record's settings equal the requested ones and every
+file still has its recorded size and checksum (a truncated, edited or deleted file means "rebuild", never
+"trust"). A build writes
 into a temporary sibling and is swapped in only when complete, so a failure or Ctrl-C never removes a
 complete artifact. A file lock makes a second process on the same stage wait and then reuse the result.
 
@@ -76,6 +77,21 @@ def file_sizes(path: Path, is_dir: bool) -> dict[str, int]:
     return sizes
 
 
+def file_checksum(path: Path) -> str:
+    """sha1 of a file's bytes (read in 8 MiB blocks)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 23), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_checksums(path: Path, is_dir: bool) -> dict[str, str]:
+    """Relative path -> sha1 of every file of the artifact (the same files as `file_sizes`)."""
+    base = Path(path) if is_dir else Path(path).parent
+    return {rel: file_checksum(base / rel) for rel in file_sizes(path, is_dir)}
+
+
 def read_record(path: Path, is_dir: bool) -> dict[str, Any] | None:
     rec = record_path(path, is_dir)
     try:
@@ -85,7 +101,9 @@ def read_record(path: Path, is_dir: bool) -> dict[str, Any] | None:
 
 
 def damage(path: Path, is_dir: bool) -> str | None:
-    """None when every recorded file exists with its recorded size, else what is wrong (one phrase)."""
+    """None when every recorded file exists with its recorded size and checksum, else what is wrong (one phrase).
+
+    Records written before checksums were recorded are checked by size only."""
     record = read_record(path, is_dir)
     if record is None:
         return "no stage record"
@@ -96,6 +114,9 @@ def damage(path: Path, is_dir: bool) -> str | None:
             return f"{rel} is missing"
         if item.stat().st_size != size:
             return f"{rel} has {item.stat().st_size} bytes, {size} were written"
+    for rel, checksum in record.get("checksums", {}).items():
+        if file_checksum(base / rel) != checksum:
+            return f"{rel} was changed after it was written (checksum mismatch)"
     return None
 
 
@@ -175,6 +196,7 @@ def install(stage: Stage, tmp: Path) -> None:
         "stage": stage.name,
         "settings": json.loads(canonical_json(stage.settings)),
         "files": file_sizes_renamed(tmp, stage),
+        "checksums": renamed(file_checksums(tmp, stage.is_dir), tmp, stage),
         "command": stage.command,
         **({"extra": json.loads(canonical_json(stage.extra))} if stage.extra else {}),
     }
@@ -199,10 +221,14 @@ def install(stage: Stage, tmp: Path) -> None:
 
 
 def file_sizes_renamed(tmp: Path, stage: Stage) -> dict[str, int]:
-    sizes = file_sizes(tmp, stage.is_dir)
+    return renamed(file_sizes(tmp, stage.is_dir), tmp, stage)
+
+
+def renamed(per_file: dict[str, Any], tmp: Path, stage: Stage) -> dict[str, Any]:
+    """A per-file table of the temporary output under the names the artifact will have."""
     if stage.is_dir:
-        return sizes
-    return {Path(stage.path).name: sizes[tmp.name]}
+        return per_file
+    return {Path(stage.path).name: per_file[tmp.name]}
 
 
 def recover_interrupted_swap(path: Path) -> None:

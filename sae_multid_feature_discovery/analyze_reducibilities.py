@@ -22,12 +22,12 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.config import positive_int, resolve_base_dir
 from multid.sae.figure_cli import add_model_layer_args, resolve_clusters_file
-from multid.errors import MissingArtifactError, cli_entry
+from multid.errors import MissingArtifactError, UserError, cli_entry
 from multid.io import save_csv, save_figure, save_json
 from multid.sae import paths, scan
 from multid.sae.cluster_points import find_run_dir
 from multid.sae.scan_run import check_single_clustering, default_scan_dir
-from multid.stage import Stage, run_stage
+from multid.stage import RECORD_NAME, Stage, damage, run_stage
 
 GPT2_NAMED = {138: "Weekdays cluster", 251: "Months cluster", 212: "Years cluster"}
 SCAN_SCRIPT = "python sae_multid_feature_discovery/gpt2_compute_reducibility.py --clusters all"
@@ -68,12 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def metric_files(scan_dir: Path) -> dict[int, Path]:
-    """cluster id -> its metrics JSON (folders named by an integer, one *-metrics.json inside)."""
+    """cluster id -> its metrics JSON (folders named by an integer, one *-metrics.json inside).
+
+    A cluster folder whose files no longer match its stage record (edited, truncated) is an error."""
     found = {}
     for folder in sorted(scan_dir.iterdir()) if scan_dir.is_dir() else []:
         if folder.is_dir() and folder.name.isdigit():
             files = sorted(folder.glob("*-metrics.json"))
             if files:
+                problem = damage(folder, True) if (folder / RECORD_NAME).is_file() else None
+                if problem is not None:
+                    raise UserError(f"the scan result of cluster {folder.name} ({folder}) does not match what the "
+                                    f"scan wrote ({problem}); rerun the scan ({SCAN_SCRIPT}) to rebuild it")
                 found[int(folder.name)] = files[0]
     return found
 

@@ -243,6 +243,32 @@ def test_a_decoder_file_of_another_shape_than_the_runs_is_refused(planted_run, c
 
 
 @pytest.mark.integration
+def test_same_size_edits_of_the_decoder_or_a_metrics_file_are_refused(planted_run, capsys):
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    common = ["--base_dir", str(base), "--clusters_file", str(clusters), "--steps", "20", "--no_figures"]
+    written = script.main(common + ["--clusters", "all", "--size_limit", "10"])
+    metrics = written[1]
+    text = metrics.read_text()
+    digit = next(i for i, ch in enumerate(text) if ch.isdigit() and ch != "0")
+    metrics.write_text(text[:digit] + ("1" if text[digit] != "1" else "2") + text[digit + 1:])  # same size
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        analyze_reducibilities.main(["--base_dir", str(base), "--clusters_file", str(clusters)])
+    err = capsys.readouterr().err
+    assert "the scan result of cluster 1" in err and "checksum mismatch" in err
+    decoder = run.run_dir / "decoder.npy"
+    data = bytearray(decoder.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last float
+    decoder.write_bytes(bytes(data))
+    with pytest.raises(SystemExit):
+        script.main(common + ["--cluster", "0"])
+    err = capsys.readouterr().err
+    assert "does not match what was written (decoder.npy was changed after it was written" in err
+
+
+@pytest.mark.integration
 def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
     from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
 

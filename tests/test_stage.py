@@ -156,3 +156,20 @@ def test_temporary_outputs_of_dead_builds_are_swept(tmp_path):
     orphan_file.write_text("{")
     run_stage(Stage("file", file_target, {"a": 1}), lambda tmp: tmp.write_text("{}"))
     assert not orphan_file.exists()
+
+
+@pytest.mark.unit
+def test_a_same_size_edit_is_caught_by_the_checksum(tmp_path):
+    target = tmp_path / "numbers.txt"
+    stage = Stage("numbers", target, {"n": 1})
+    run_stage(stage, lambda tmp: tmp.write_text("0123456789"))
+    assert is_current(stage)
+    target.write_text("0123456780")  # same size, one byte changed
+    assert not is_current(stage) and "checksum mismatch" in describe(stage)
+    run_stage(stage, lambda tmp: tmp.write_text("0123456789"))
+    assert target.read_text() == "0123456789" and is_current(stage)
+    folder = tmp_path / "folder"
+    folder_stage = Stage("folder", folder, {"n": 1}, is_dir=True)
+    run_stage(folder_stage, lambda tmp: (tmp / "a.json").write_text('{"m": 0.25}'))
+    (folder / "a.json").write_text('{"m": 0.75}')
+    assert not is_current(folder_stage)

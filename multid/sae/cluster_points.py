@@ -23,7 +23,7 @@ from multid.io import load_npz
 from multid.sae import paths
 from multid.sae.reconstruct import (Pca, check_sample_limit, cluster_feature_ids, cluster_reconstructions,
                                     reconstruction_pca, save_sae_pca)
-from multid.stage import RECORD_NAME, Stage, run_stage, settings_id
+from multid.stage import RECORD_NAME, Stage, damage, record_path, run_stage, settings_id
 
 CONTEXT_BEFORE = 10
 GENERATE_SCRIPT = "python sae_multid_feature_discovery/generate_feature_occurence_data.py"
@@ -61,6 +61,11 @@ def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, c
     path = Path(decoder_file).expanduser() if decoder_file else paths.decoder_path(run)
     if not path.is_file():
         raise MissingArtifactError("SAE decoder", path, command or GENERATE_SCRIPT)
+    if record_path(path, False).is_file():
+        problem = damage(path, False)
+        if problem is not None:
+            raise UserError(f"the decoder {path} does not match what was written ({problem}); rerun "
+                            f"{command or GENERATE_SCRIPT} to rewrite it")
     try:
         if path.suffix == ".npz":
             data = load_npz(path)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
-from multid.io import atomic_path, load_json, save_json, write_text_atomic
+from multid.io import load_json, save_json, write_text_atomic
 from multid.sae.paths import next_occurrences_dir, occurrences_dir, run_dir as make_run_dir, shard_dir, shard_name
 from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
 
@@ -510,14 +510,20 @@ def write_occurrence_run(
 
 
 def save_decoder(run: Path, W_dec: np.ndarray) -> Path:
-    """decoder.npy [F, d] float32, written atomically."""
-    from multid.sae.paths import decoder_path
+    """decoder.npy [F, d] float32 through multid.stage (its record keeps the checksum readers verify)."""
+    import hashlib
 
-    path = decoder_path(run)
-    with atomic_path(path) as tmp:
+    from multid.sae.paths import decoder_path
+    from multid.stage import Stage, run_stage
+
+    W = np.ascontiguousarray(W_dec, dtype=np.float32)
+
+    def build(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(W_dec, dtype=np.float32), allow_pickle=False)
-    return path
+            np.save(handle, W, allow_pickle=False)
+
+    return run_stage(Stage("decoder (given)", decoder_path(run), {"decoder_sha1": hashlib.sha1(W.tobytes()).hexdigest()}),
+                     build)
 
 
 # ----------------------------------------------------------------------------------------- reading
