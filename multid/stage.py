@@ -138,8 +138,18 @@ def artifact_id(path: Path, is_dir: bool = False) -> str:
 
 def lock_for(path: Path) -> FileLock:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder `path` goes in; a UserError when a regular file stands where a folder must be."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [*reversed(Path(path).parents)] if p.exists() and not p.is_dir()), None)
+        raise UserError(f"cannot write {path}: {blocker or Path(path).parent} is a file, not a folder; "
+                        f"choose another output path") from None
 
 
 def run_stage(stage: Stage, build: Callable[[Path], None], *, force: bool = False) -> Path:

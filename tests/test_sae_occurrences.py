@@ -340,7 +340,7 @@ def test_missing_dataset_names_the_command(tmp_path):
     import shutil
 
     shutil.rmtree(shard_dir(run2, 1, 2))
-    with pytest.raises(MissingArtifactError, match=r"shard\(s\) 1 of 2 unfinished.*--num_shards 2 --shard_index <i>"):
+    with pytest.raises(MissingArtifactError, match=r"shard\(s\) 1 of 2: not written.*--num_shards 2 --shard_index <i>"):
         open_occurrences(run2)
 
 
@@ -348,8 +348,10 @@ def test_missing_dataset_names_the_command(tmp_path):
 def test_damaged_part_is_not_trusted(tmp_path):
     run, *_ = random_run(tmp_path)
     part = shard_dir(run, 0, 1) / "triples-00001.parquet"
-    part.write_bytes(part.read_bytes()[:-10])
-    with pytest.raises(MissingArtifactError, match="unfinished or made with other settings"):
+    data = part.read_bytes()
+    part.write_bytes(data[:-10])
+    with pytest.raises(UserError, match=r"is damaged: .*shard-00000-of-00001/triples-00001.parquet has \d+ bytes, "
+                                        r"\d+ were written; rebuild it with"):
         open_occurrences(run)
 
 
@@ -436,6 +438,10 @@ def test_text_sources(tmp_path):
         make_text_source(text_files=[tmp_path / "nope.txt"])
     with pytest.raises(UserError, match="only one text source"):
         make_text_source(text_files=both, dataset="x/y")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "ok"}\n{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.jsonl line 2 is not UTF-8 \(byte 0xe9 at column 14\)"):
+        list(make_text_source(text_files=[latin]).documents())
 
 
 @pytest.mark.unit
@@ -575,3 +581,16 @@ def test_text_without_a_whole_context_is_an_error_not_an_empty_dataset(setup, ti
     run = run_dir(tmp_path, "tiny", 1, setup["sae"].tag)
     with pytest.raises(MissingArtifactError):
         open_occurrences(run)
+
+
+@pytest.mark.unit
+def test_a_same_size_byte_flip_in_a_parquet_part_is_caught_on_read(tmp_path):
+    """Sizes alone miss it (the record still matches); the pages' CRC checksums do not."""
+    run, *_ = random_run(tmp_path, n_ctx=30, F=60)
+    part = shard_dir(run, 0, 1) / "triples-00000.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    part.write_bytes(bytes(data))
+    occ = open_occurrences(run)  # sizes match: the dataset opens
+    with pytest.raises(UserError, match=r"is damaged: a Parquet page failed its checksum"):
+        occ.triples()

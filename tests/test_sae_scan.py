@@ -236,6 +236,14 @@ def test_a_decoder_file_of_another_shape_than_the_runs_is_refused(planted_run, c
                      "--decoder_file", str(base / "narrow.npy")])
     err = capsys.readouterr().err.strip()
     assert f"is [{own.shape[0]}, {own.shape[1] - 1}] but the run's SAE decoder" in err and "\n" not in err
+    with_nan = own.copy()
+    with_nan[[4, 7]] = np.nan
+    np.save(base / "nan.npy", with_nan)
+    with pytest.raises(SystemExit):
+        script.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--cluster", "0",
+                     "--decoder_file", str(base / "nan.npy")])
+    err = capsys.readouterr().err.strip()
+    assert "has NaN or infinite values in 2 row(s) (features 4, 7)" in err and "\n" not in err
     np.save(base / "same.npy", own)  # the same shape (a copy) is accepted
     (path,) = script.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--cluster", "0", "--steps",
                            "20", "--no_figures", "--decoder_file", str(base / "same.npy")])

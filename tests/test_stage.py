@@ -173,3 +173,10 @@ def test_a_same_size_edit_is_caught_by_the_checksum(tmp_path):
     run_stage(folder_stage, lambda tmp: (tmp / "a.json").write_text('{"m": 0.25}'))
     (folder / "a.json").write_text('{"m": 0.75}')
     assert not is_current(folder_stage)
+
+
+@pytest.mark.unit
+def test_an_output_under_a_regular_file_is_one_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(UserError, match=r"cannot write .*taken/sub/out.json: .*taken is a file, not a folder"):
+        run_stage(Stage("x", tmp_path / "taken" / "sub" / "out.json", {}), lambda tmp: tmp.write_text("{}"))

@@ -85,6 +85,11 @@ def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, c
             raise UserError(f"--decoder_file {path} is [{W.shape[0]}, {W.shape[1]}] but the run's SAE decoder "
                             f"({own}) is [{expected[0]}, {expected[1]}]: the occurrences were written with that SAE; "
                             f"give its decoder (or leave --decoder_file out)")
+    bad_rows = np.flatnonzero(~np.isfinite(W).all(axis=1))
+    if len(bad_rows):
+        raise UserError(f"the decoder {path} has NaN or infinite values in {len(bad_rows)} row(s) (features "
+                        f"{', '.join(map(str, bad_rows[:5]))}{' ...' if len(bad_rows) > 5 else ''}); "
+                        f"reconstructions and their PCA would be undefined: fix or regenerate the decoder")
     return np.asarray(W, dtype=np.float32)
 
 

@@ -121,8 +121,13 @@ def iter_file_documents(files: Sequence[str], text_split: str, text_field: str) 
     for name in files:
         path = Path(name)
         if path.suffix.lower() in JSON_SUFFIXES:
-            with open(path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
+            with open(path, "rb") as handle:
+                for number, raw in enumerate(handle, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise UserError(f"{path} line {number} is not UTF-8 (byte {raw[err.start]:#04x} at column "
+                                        f"{err.start + 1}); JSON lines must be UTF-8: re-encode the file") from None
                     if not line.strip():
                         continue
                     try:

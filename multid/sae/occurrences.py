@@ -97,7 +97,7 @@ class _PartWriter:
         names = part_names(k)
         self.final = [folder / names[0], folder / names[1]]
         self.tmp = [folder / f".{name}.writing-{os.getpid()}" for name in names]
-        self._triples = pq.ParquetWriter(self.tmp[0], triples_schema(), compression="zstd")
+        self._triples = pq.ParquetWriter(self.tmp[0], triples_schema(), compression="zstd", write_page_checksum=True)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
         self._token_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -145,7 +145,7 @@ class _PartWriter:
             [pa.array(c.astype(t)) for c, t in zip(cols, (np.int64, np.int32, np.int64, np.int32))],
             schema=tokens_schema(),
         )
-        pq.write_table(table, self.tmp[1], compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(table, self.tmp[1], compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
         os.replace(self.tmp[1], self.final[1])
         os.replace(self.tmp[0], self.final[0])
 
@@ -171,6 +171,14 @@ class ShardResult:
     num_triples: int
     reused: bool
     stop_reason: str
+
+
+def verified_parquet() -> Any:
+    """The Parquet format of the reader: every page with a CRC (all pages we write) is verified on read."""
+    import pyarrow.dataset as pads
+
+    return pads.ParquetFileFormat(
+        default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
 
 
 def finished_parts(folder: Path) -> list[int]:
@@ -545,10 +553,29 @@ class Occurrences:
 
     @property
     def dataset(self):
-        """The triples as a pyarrow.dataset.Dataset (for scans too large for memory)."""
+        """The triples as a pyarrow.dataset.Dataset (for scans too large for memory); pages are checked against
+        their CRC checksums as they are read."""
         import pyarrow.dataset as pads
 
-        return pads.dataset([str(p) for p in self.triple_files], format="parquet", schema=triples_schema())
+        return pads.dataset([str(p) for p in self.triple_files], format=verified_parquet(), schema=triples_schema())
+
+    def read_table(self, dataset: Any, **options: Any) -> Any:
+        """dataset.to_table(**options), with a page that fails its checksum reported as a damaged dataset."""
+        try:
+            return dataset.to_table(**options)
+        except OSError as err:
+            if "checksum" not in str(err).lower():
+                raise
+            raise UserError(f"the SAE occurrence dataset in {occurrences_dir(self.run_dir)} is damaged: a Parquet "
+                            f"page failed its checksum ({err}); rebuild it with: {self.recorded_command()}") from None
+
+    def recorded_command(self) -> str:
+        """The command that wrote the dataset, from a shard's stage record (else a generic one)."""
+        for path in self.triple_files[:1]:
+            record = read_record(path.parent, True) or {}
+            if record.get("command"):
+                return str(record["command"])
+        return self.command()
 
     @property
     def num_tokens(self) -> int:
@@ -571,7 +598,7 @@ class Occurrences:
         if features is not None:
             ids = np.unique(np.asarray(features, dtype=np.int64))
             flt = pc.field("feature").isin(ids.astype(np.int32))
-        table = self.dataset.to_table(columns=list(TRIPLE_COLUMNS), filter=flt)
+        table = self.read_table(self.dataset, columns=list(TRIPLE_COLUMNS), filter=flt)
         del pads
         token = table.column("token").to_numpy()
         feature = table.column("feature").to_numpy()
@@ -586,8 +613,8 @@ class Occurrences:
         if self._dense_ids is None:
             import pyarrow.dataset as pads
 
-            table = pads.dataset([str(p) for p in self.token_files], format="parquet",
-                                 schema=tokens_schema()).to_table(columns=["token", "token_id"])
+            table = self.read_table(pads.dataset([str(p) for p in self.token_files], format=verified_parquet(),
+                                                 schema=tokens_schema()), columns=["token", "token_id"])
             token = table.column("token").to_numpy()
             size = int(token.max()) + 1 if len(token) else 0
             dense = np.full(size, -1, dtype=np.int32)
@@ -693,10 +720,17 @@ def open_occurrences(run: str | os.PathLike, command: str | None = None) -> Occu
     triple_files: list[Path] = []
     token_files: list[Path] = []
     missing = []
+    problems: list[str] = []
+    damaged: list[tuple[str, str | None]] = []  # (what is wrong, the command its record holds)
     for i in range(num_shards):
         folder = shard_dir(run, i, num_shards)
+        record = read_record(folder, True)
         if not shard_is_current(folder, shard_settings(meta, i)):
             missing.append(i)
+            problem = shard_problem(folder, record, shard_settings(meta, i))
+            problems.append(problem)
+            if problem.startswith(str(folder)):
+                damaged.append((problem, (record or {}).get("command")))
             continue
         done = finished_parts(folder)
         triple_files += [folder / part_names(k)[0] for k in done]
@@ -704,8 +738,13 @@ def open_occurrences(run: str | os.PathLike, command: str | None = None) -> Occu
     if missing:
         shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
         extra = f" --num_shards {num_shards} --shard_index <i>" if num_shards > 1 else ""
+        if damaged:
+            problem, recorded = damaged[0]
+            raise UserError(f"the SAE occurrence dataset in {occurrences_dir(run)} is damaged: {problem}"
+                            f"{f' (and {len(damaged) - 1} more shard(s))' if len(damaged) > 1 else ''}; rebuild "
+                            f"it with: {recorded or cmd + extra}")
         raise MissingArtifactError(
-            f"SAE occurrence dataset (shard(s) {shown} of {num_shards} unfinished or made with other settings)",
+            f"SAE occurrence dataset (shard(s) {shown} of {num_shards}: {problems[0]})",
             occurrences_dir(run), cmd + extra)
     return Occurrences(run, meta, triple_files, token_files)
 
@@ -906,6 +945,19 @@ def write_decoder_stage(run: Path, sae: Any) -> Path:
             np.save(handle, np.ascontiguousarray(sae.decoder_numpy(), dtype=np.float32), allow_pickle=False)
 
     return run_stage(Stage(f"decoder of {sae.tag}", path, {"sae": sae.identity()}), build)
+
+
+def shard_problem(folder: Path, record: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+    """Why a shard folder is not usable: missing, unfinished, other settings, or the damage (path first)."""
+    from multid.stage import damage
+
+    if not folder.exists():
+        return "not written"
+    if record is None:
+        return "unfinished"
+    if record.get("settings") != json.loads(canonical_json(settings)):
+        return "made with other settings"
+    return f"{folder}/{damage(folder, True)}"
 
 
 def shards_status(run: Path) -> tuple[int, list[int]]:
