@@ -46,6 +46,9 @@ TOP_INTERACTIVE = 4
 SCRIPTS = REPO_ROOT / "sae_multid_feature_discovery"
 
 
+MIXTURE = "exact"  # clusters are ranked by the exact M, the maximum the paper defines (docs/reducibility.md)
+
+
 @dataclass
 class Clustering:
     method: str
@@ -188,7 +191,7 @@ class Discovery:
                 if files:
                     c.metrics[int(folder.name)] = read_metrics(files[0])
             run_script("analyze_reducibilities.py", *self.common_args(), "--run_dir", self.run, "--scan_dir",
-                       c.scan_dir, "--top", 10)
+                       c.scan_dir, "--top", 10, "--mixture", MIXTURE)
 
     # -------------------------------------------------------------------------------- steps 7-8
 
@@ -234,7 +237,7 @@ class Discovery:
         found: dict[str, dict[str, dict]] = {}
         for c in clusterings:
             counts = CC.cluster_counts(token, feature, c.clusters, W_dec.shape[0], classes)
-            summaries = summarise(c.metrics)
+            summaries = summarise(c.metrics, mixture=MIXTURE)
             ranked = [s.cluster for s in ranking(summaries)]
             by_id = {s.cluster: s for s in summaries}
             found[c.method] = {}
@@ -301,7 +304,7 @@ class Discovery:
             entries = found.get(c.method, {})
             if all(cat in entries for cat in CC.CATEGORIES):
                 written.append(self.calendar_figure(c, entries, figs))
-            top = [s.cluster for s in ranking(summarise(c.metrics))][:TOP_INTERACTIVE]
+            top = [s.cluster for s in ranking(summarise(c.metrics, mixture=MIXTURE))][:TOP_INTERACTIVE]
             chosen = list(dict.fromkeys([e["cluster"] for e in entries.values()] + top))
             for index in chosen:
                 save = figs / c.path.stem

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "threshold<t>radius<r>)")
     parser.add_argument("--min_mixture", type=float, default=scan.MIN_MIXTURE,
                         help="drop planes with M below this (default: %(default)s)")
+    parser.add_argument("--mixture", choices=sorted(scan.MIXTURE_KEYS), default="gradient",
+                        help="which M ranks the clusters: gradient = the original optimiser's value (the published "
+                             "ranking; default) or exact = the maximum over every slab (docs/reducibility.md)")
     parser.add_argument("--plain_mean", action="store_true",
                         help="ranking score = plain mean of (1 - M) * S over kept planes (default: the original's "
                              "mean with a leading 0)")
@@ -105,11 +108,14 @@ def main(argv: list[str] | None = None) -> Path:
     for cid, path in files.items():
         digest.update(f"{cid}:{path.name}:".encode() + path.read_bytes())
     settings = {"metrics": digest.hexdigest(), "min_mixture": args.min_mixture, "leading_zero": not args.plain_mean,
+                "mixture": args.mixture,
                 "named": {str(k): v for k, v in sorted(named.items())}, "model": model,
                 "threshold": args.threshold, "radius": args.radius}
-    summaries = scan.summarise({cid: scan.read_metrics(path) for cid, path in files.items()},
-                               args.min_mixture, leading_zero=not args.plain_mean)
+    metrics = {cid: scan.read_metrics(path) for cid, path in files.items()}
+    summaries = scan.summarise(metrics, args.min_mixture, leading_zero=not args.plain_mean, mixture=args.mixture)
     ranked = scan.ranking(summaries)
+    other = "gradient" if args.mixture == "exact" else "exact"
+    has_both = all(scan.MIXTURE_KEYS[other] in plane for planes in metrics.values() for plane in planes.values())
     stem = f"reducibility_metrics_threshold{args.threshold:g}_radius{args.radius:g}"
     label = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}.get(model, model)
 
@@ -130,7 +136,12 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"{len(files)} clusters read from {scan_dir}")
     for cid, name in sorted(named.items()):
         print(f"{name} (cluster {cid}): rank {rank_of[cid]}" if cid in rank_of else f"{name} (cluster {cid}): not scanned")
-    print(f"top {min(args.top, len(ranked))}: " + " ".join(str(s.cluster) for s in ranked[:args.top]))
+    print(f"top {min(args.top, len(ranked))} ({args.mixture} M): " + " ".join(str(s.cluster) for s in ranked[:args.top]))
+    if has_both and len(summaries) > 1:
+        rho, moves = scan.rank_comparison(
+            summaries, scan.summarise(metrics, args.min_mixture, leading_zero=not args.plain_mean, mixture=other))
+        print(f"against the ranking by the {other} M: Spearman {rho:.3f}; largest moves (cluster: rank {args.mixture} "
+              f"-> {other}): " + ", ".join(f"{c}: {a} -> {b}" for c, a, b in moves))
     print("wrote:")
     print(f"  {out}")
     return out

@@ -178,7 +178,9 @@ def test_scan_m_and_s_of_one_fixed_cluster():
     # measured once (10,000 steps, the scan's variants): M = 43 / 300, S in bits
     assert result.m == pytest.approx(43 / 300, abs=1e-6)
     assert result.s_bits == pytest.approx(0.7791088721235477, abs=1e-9)
-    assert scan.metrics_json([result]) == {"0-1": {"mixture_index": result.m, "separability_index": result.s_bits}}
+    assert result.m_exact == 60 / 300  # the exact maximum, well above the optimiser's 43
+    assert scan.metrics_json([result]) == {"0-1": {"mixture_index": result.m, "mixture_index_exact": result.m_exact,
+                                                   "separability_index": result.s_bits}}
 
 
 # ----------------------------------------------------------------------------------------- cluster file hand-off

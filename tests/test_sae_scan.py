@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from multid.errors import UserError
+from multid.reducibility import mixture_index_exact
 from multid.sae import scan
 
 STEPS = 100  # M's optimiser steps in these tests (10,000 in a real scan; the cost is linear in the steps)
@@ -121,8 +123,12 @@ def test_scan_figure_content():
     assert len(fig.axes[0].collections[0].get_offsets()) == 200
     assert np.allclose(fig.axes[2].lines[0].get_ydata(), results[0].mi_bits)
     assert scan.metrics_json(results) == {
-        "0-1": {"mixture_index": results[0].m, "separability_index": results[0].s_bits},
-        "1-2": {"mixture_index": results[1].m, "separability_index": results[1].s_bits}}
+        "0-1": {"mixture_index": results[0].m, "mixture_index_exact": results[0].m_exact,
+                "separability_index": results[0].s_bits},
+        "1-2": {"mixture_index": results[1].m, "mixture_index_exact": results[1].m_exact,
+                "separability_index": results[1].s_bits}}
+    for result in results:  # the exact M is the maximum itself: never below the optimiser's share
+        assert result.m_exact == mixture_index_exact(result.points).m >= result.m_hard
 
 
 # ----------------------------------------------------------------------------------------- the scripts
@@ -183,7 +189,14 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     expected = scan.ranking_score(metrics)
     assert float(by_cluster[0][2]) == pytest.approx(expected)
     assert (out / "reducibility_metrics_threshold0_radius0.pdf").is_file()
-    assert "Circle (cluster 0): rank" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Circle (cluster 0): rank" in printed and "against the ranking by the exact M: Spearman" in printed
+    out = analyze_reducibilities.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--mixture", "exact"])
+    rows = (out / "ranking.csv").read_text().splitlines()
+    by_cluster = {int(r.split(",")[1]): r.split(",") for r in rows[1:]}
+    assert float(by_cluster[0][2]) == pytest.approx(scan.ranking_score(metrics, mixture="exact"))
+    assert float(by_cluster[0][3]) == pytest.approx(metrics["0-1"]["mixture_index_exact"])
+    assert "top 3 (exact M)" in capsys.readouterr().out
 
 
 @pytest.mark.integration
@@ -303,3 +316,17 @@ def test_planes_beyond_the_numerical_rank_are_not_scanned():
     coords = cluster_coords(token, feature, value, [0, 1, 2], W, ScanSettings(model="gpt2", layer=7))
     assert coords.shape == (50, 2)
     assert cluster_coords(token[:2], feature[:2], value[:2], [0, 1, 2], W, ScanSettings("gpt2", 7)) is None
+
+
+@pytest.mark.unit
+def test_rank_comparison_of_two_rankings():
+    def summaries(scores):
+        return [scan.ClusterSummary(cid, 0.5, 1.0, 1, score) for cid, score in enumerate(scores)]
+
+    rho, moves = scan.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 0.6]))
+    assert rho == pytest.approx(1.0) and all(a == b for _, a, b in moves)
+    # cluster 3 goes from last to first, the others move down one
+    rho, moves = scan.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 1.0]), top=2)
+    assert rho == pytest.approx(1 - 6 * (1 + 1 + 1 + 9) / (4 * 15)) and moves[0] == (3, 4, 1)
+    with pytest.raises(UserError, match="no 'mixture_index_exact'"):
+        scan.kept_planes({"0-1": {"mixture_index": 0.2, "separability_index": 1.0}}, mixture="exact")

@@ -3,7 +3,8 @@
 Per cluster: reconstructions (multid.sae.reconstruct; the first `sample_limit` firing tokens in corpus
 order) -> PCA(min(5, cluster size)) -> for each consecutive pair of components (planes "0-1", "1-2", ...)
 the 2-D cloud of PCA coordinates (points with plane norm <= radius dropped, as the original `--radius`) ->
-the mixture index M (scan variant: T = 1, hard fraction, eps = --epsilon) and the separability index S
+the mixture index M (scan variant: T = 1, hard fraction, eps = --epsilon; and beside it the exact maximum,
+`multid.reducibility.mixture_index_exact`, as "mixture_index_exact") and the separability index S
 (10 x 10 data-range histograms over 100 angles, bits). All planes of many clusters go through the batched
 engine `multid.reducibility.engine.reducibility_batched` as one padded stack (sorted by size so little
 padding is wasted); the engine gives every cloud the same numbers alone or in any batch.
@@ -36,7 +37,7 @@ from matplotlib.figure import Figure
 
 from multid.errors import UserError
 from multid.io import load_json
-from multid.reducibility import plots
+from multid.reducibility import mixture_index_exact, plots
 from multid.reducibility.engine import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
                                          separability_index_batched)
@@ -84,9 +85,11 @@ def plane_clouds(coords: np.ndarray, radius: float = 0.0) -> list[tuple[int, np.
 
 @dataclass
 class PlaneResult(CloudIndices):
-    """M and S of one plane, with what its figure row needs."""
+    """M and S of one plane, with what its figure row needs; m is the gradient M (the original's), m_exact the
+    maximum itself (`multid.reducibility.mixture_index_exact`)."""
 
     plane: int = 0
+    m_exact: float = math.nan
 
     @property
     def key(self) -> str:
@@ -128,10 +131,13 @@ def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: flo
     sep = separability_index_batched(points, mask, config=SCAN_SEPARABILITY)
     s_bits, angle, mi_bits, angles = (t.detach().cpu() for t in (sep.s_bits, sep.angle, sep.mi_bits, sep.angles))
     add_time(timings, "separability", start)
+    start = time.perf_counter()
+    exact = [mixture_index_exact(cloud, eps=eps).m for cloud in clouds]
+    add_time(timings, "mixture_exact", start)
     return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(m[b]),
                         m_hard=float(m_hard[b]), v=v[b].double().numpy(), c=float(c[b]),
                         s_bits=float(s_bits[b]), s_angle=float(angle[b]),
-                        mi_bits=mi_bits[b].numpy(), angles=angles.numpy())
+                        mi_bits=mi_bits[b].numpy(), angles=angles.numpy(), m_exact=exact[b])
             for b, (p, cloud) in enumerate(zip(planes, clouds))]
 
 
@@ -147,10 +153,11 @@ def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps
         start = time.perf_counter()
         sep = separability_index(np.asarray(cloud, dtype=np.float64), config=SCAN_SEPARABILITY)
         add_time(timings, "separability", start)
+        exact = mixture_index_exact(np.asarray(cloud, dtype=np.float64), eps=eps).m
         out.append(PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(mix.m),
                                m_hard=float(mix.m_hard), v=mix.v.double().numpy(), c=float(mix.c),
                                s_bits=float(sep.s_bits), s_angle=float(sep.angle), mi_bits=sep.mi_bits.numpy(),
-                               angles=sep.angles.numpy()))
+                               angles=sep.angles.numpy(), m_exact=exact))
     return out
 
 
@@ -184,8 +191,10 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
 
 
 def metrics_json(results: Iterable[PlaneResult]) -> dict[str, dict[str, float]]:
-    """The original's per-cluster JSON: {"0-1": {"mixture_index": M, "separability_index": S_bits}, ...}."""
-    return {r.key: {"mixture_index": r.m, "separability_index": r.s_bits} for r in results}
+    """The original's per-cluster JSON, {"0-1": {"mixture_index": M, "separability_index": S_bits}, ...}, with the
+    exact M beside the gradient one ("mixture_index_exact")."""
+    return {r.key: {"mixture_index": r.m, "mixture_index_exact": r.m_exact, "separability_index": r.s_bits}
+            for r in results}
 
 
 def scan_figure(results: Sequence[PlaneResult], eps: float, title: str = "") -> Figure:
@@ -223,17 +232,32 @@ def read_metrics(path: str | Path) -> dict[str, dict[str, float]]:
     return data
 
 
-def kept_planes(planes: Mapping[str, Mapping[str, float]], min_mixture: float = MIN_MIXTURE) -> list[tuple[float, float]]:
-    """(M, S) of the planes with M >= min_mixture (the original drops M < 0.01), in plane order."""
-    keys = sorted(planes, key=lambda k: int(k.split("-")[0]))
-    return [(float(planes[k]["mixture_index"]), float(planes[k]["separability_index"])) for k in keys
-            if float(planes[k]["mixture_index"]) >= min_mixture]
+MIXTURE_KEYS = {"gradient": "mixture_index", "exact": "mixture_index_exact"}
+
+
+def mixture_key(mixture: str) -> str:
+    if mixture not in MIXTURE_KEYS:
+        raise UserError(f"unknown mixture index {mixture!r}; choose from {', '.join(MIXTURE_KEYS)}")
+    return MIXTURE_KEYS[mixture]
+
+
+def kept_planes(planes: Mapping[str, Mapping[str, float]], min_mixture: float = MIN_MIXTURE,
+                mixture: str = "gradient") -> list[tuple[float, float]]:
+    """(M, S) of the planes with M >= min_mixture (the original drops M < 0.01), in plane order; M is the
+    gradient value (the original's) or the exact maximum."""
+    key = mixture_key(mixture)
+    if any(key not in values for values in planes.values()):
+        raise UserError(f"these scan results have no {key!r} (scanned before the exact M was recorded); rerun "
+                        f"the scan, or rank by the gradient M")
+    order = sorted(planes, key=lambda k: int(k.split("-")[0]))
+    return [(float(planes[k][key]), float(planes[k]["separability_index"])) for k in order
+            if float(planes[k][key]) >= min_mixture]
 
 
 def ranking_score(planes: Mapping[str, Mapping[str, float]], min_mixture: float = MIN_MIXTURE,
-                  leading_zero: bool = True) -> float:
+                  leading_zero: bool = True, mixture: str = "gradient") -> float:
     """mean([0] + [(1 - M) * S for kept planes]) (original), or the plain mean of the kept terms (0 if none)."""
-    terms = [(1.0 - m) * s for m, s in kept_planes(planes, min_mixture)]
+    terms = [(1.0 - m) * s for m, s in kept_planes(planes, min_mixture, mixture)]
     if leading_zero:
         terms = [0.0] + terms
     return float(np.mean(terms)) if terms else 0.0
@@ -249,16 +273,30 @@ class ClusterSummary:
 
 
 def summarise(metrics: Mapping[int, Mapping[str, Mapping[str, float]]], min_mixture: float = MIN_MIXTURE,
-              leading_zero: bool = True) -> list[ClusterSummary]:
+              leading_zero: bool = True, mixture: str = "gradient") -> list[ClusterSummary]:
     """Per cluster: mean M, mean S over kept planes, number kept, ranking score; sorted by cluster id."""
     out = []
     for cid in sorted(metrics):
-        kept = kept_planes(metrics[cid], min_mixture)
+        kept = kept_planes(metrics[cid], min_mixture, mixture)
         mean_m = float(np.mean([m for m, _ in kept])) if kept else math.nan
         mean_s = float(np.mean([s for _, s in kept])) if kept else math.nan
         out.append(ClusterSummary(int(cid), mean_m, mean_s, len(kept),
-                                  ranking_score(metrics[cid], min_mixture, leading_zero)))
+                                  ranking_score(metrics[cid], min_mixture, leading_zero, mixture)))
     return out
+
+
+def rank_comparison(first: Sequence[ClusterSummary], second: Sequence[ClusterSummary], top: int = 5
+                    ) -> tuple[float, list[tuple[int, int, int]]]:
+    """Spearman correlation of two rankings of the same clusters, and the `top` clusters whose rank moves most
+    as (cluster, rank in first, rank in second), ranks from 1."""
+    from scipy.stats import spearmanr
+
+    rank_a = {s.cluster: i + 1 for i, s in enumerate(ranking(first))}
+    rank_b = {s.cluster: i + 1 for i, s in enumerate(ranking(second))}
+    ids = sorted(rank_a)
+    rho = float(spearmanr([rank_a[c] for c in ids], [rank_b[c] for c in ids]).statistic) if len(ids) > 1 else 1.0
+    moves = sorted(((c, rank_a[c], rank_b[c]) for c in ids), key=lambda t: (-abs(t[1] - t[2]), t[0]))
+    return rho, moves[:top]
 
 
 def ranking(summaries: Sequence[ClusterSummary]) -> list[ClusterSummary]:

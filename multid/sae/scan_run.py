@@ -25,7 +25,8 @@ from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
 from multid.stage import Stage, is_current, lock_for, read_record, run_stage
 
 # 2: each cluster's record names the cluster file it was scanned from ("clusters")
-VERSION = 2
+# 3: the exact M beside the gradient one in every metrics JSON
+VERSION = 3
 
 
 @dataclass(frozen=True)
