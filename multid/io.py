@@ -147,8 +147,16 @@ def save_figure(fig: Any, path: str | os.PathLike, close: bool = False, **kwargs
     fmt = kwargs.setdefault("format", final.suffix.lstrip(".") or "png")
     if fmt in FIXED_FIGURE_METADATA:
         kwargs.setdefault("metadata", FIXED_FIGURE_METADATA[fmt])
+    # render in memory, then write the bytes: a full disk is then an OSError naming the file, not an error
+    # from inside a matplotlib backend (the PDF backend hides ENOSPC behind an AttributeError)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, **kwargs)
     with atomic_path(final) as tmp:
-        fig.savefig(tmp, **kwargs)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getvalue())
+        except OSError as err:  # name the artifact, not the temporary file (the temporary is removed)
+            raise OSError(err.errno, err.strerror, str(final)) from None
     if close:
         import matplotlib.pyplot as plt
 

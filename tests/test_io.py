@@ -84,3 +84,38 @@ def test_save_figure_writes_the_same_pdf_bytes_twice_and_can_close(tmp_path):
         paths.append(save_figure(fig, tmp_path / name, close=True))
         assert not plt.fignum_exists(fig.number)
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+@pytest.mark.unit
+def test_a_figure_on_a_full_disk_names_the_figure_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import builtins
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from multid.errors import cli_entry
+    from multid.io import save_figure
+
+    fig = Figure()
+    fig.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith(".tmp"):
+            def no_space(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            handle.write = no_space
+        return handle
+
+    monkeypatch.setattr(builtins, "open", full_open)
+
+    @cli_entry
+    def draw():
+        save_figure(fig, tmp_path / "figure.pdf")
+
+    with pytest.raises(SystemExit):
+        draw()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on the device while writing") and "figure.pdf" in err
+    assert list(tmp_path.iterdir()) == []

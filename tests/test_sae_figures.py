@@ -191,6 +191,8 @@ def test_mistral_interactive_script_numbering(calendar, tmp_path, capsys):
     assert "numbered 'non_singleton'" in out and str(cal_mod.DAYS) in out
     html, pca_file = written
     assert html.name == "tiny-layer1-cluster0.html" and html.stat().st_size > 3_000_000
+    # with --save_dir elsewhere the reconstruction cache goes there too, never over the run's own
+    assert pca_file.parent == tmp_path / "reconstructions"
     text = html.read_text()
     assert "<b> Monday</b>" in unescape(text) and " the" in unescape(text)
     # the same cluster under the full numbering is index 1; index 0 there is a singleton

@@ -324,3 +324,15 @@ def test_decoder_files(tmp_path):
         load_decoder_file(tmp_path / "obj.npy")
     with pytest.raises(UserError, match="does not exist"):
         load_decoder_file(tmp_path / "missing.npy")
+
+
+@pytest.mark.integration
+def test_a_damaged_safetensors_file_is_one_clear_error(tmp_path):
+    from multid.errors import UserError
+    from tests.sae_helpers import make_tiny_sae
+
+    folder = make_tiny_sae(tmp_path / "sae")
+    weights = folder / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # cut short, as an interrupted copy leaves it
+    with pytest.raises(UserError, match=r"cannot load the SAELens SAE in .*sae \(SafetensorError: .*damaged or incomplete"):
+        load_sae("tiny", 1, sae_path=folder)

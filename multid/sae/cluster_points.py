@@ -182,11 +182,12 @@ def compute_cluster_points(occ: Any, features: Sequence[int], W_dec: np.ndarray,
 
 def cluster_points_stage(run: Path, name: str, features: Sequence[int], W_dec: np.ndarray, *, k: int,
                          sample_limit: int | None, threshold: float = 0.0, decoder_id: str,
-                         command: str | None = None, occ: Any = None) -> ClusterPoints:
-    """compute_cluster_points as a stage: `<run>/reconstructions/<name>-pca.npz`, reused when nothing changed."""
+                         command: str | None = None, occ: Any = None, folder: Path | None = None) -> ClusterPoints:
+    """compute_cluster_points as a stage: `<folder>/<name>-pca.npz` (default folder `<run>/reconstructions`),
+    reused when nothing changed."""
     ids = cluster_feature_ids(features, W_dec.shape[0])
     check_sample_limit(sample_limit)
-    path = paths.reconstructions_dir(run) / f"{name}-pca.npz"
+    path = Path(folder or paths.reconstructions_dir(run)) / f"{name}-pca.npz"
     settings = {"features": ids.tolist(), "k": int(k), "sample_limit": sample_limit, "threshold": float(threshold),
                 "decoder": decoder_id, "occurrences": occurrences_fingerprint(run), "context_before": CONTEXT_BEFORE,
                 "version": 1}

@@ -77,7 +77,9 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
                         help="refuse clusters with more features than this (default: %(default)s)")
     parser.add_argument("--sample_limit", type=positive_int, default=defaults.sample_limit,
                         help="use the first N reconstructions in corpus order (default: %(default)s)")
-    parser.add_argument("--save_dir", default=None, help="folder for the figures (default: <run_dir>/figs)")
+    parser.add_argument("--save_dir", default=None,
+                        help="folder for the figures (default: <run_dir>/figs); when given, the cluster's "
+                             "reconstructions and PCA are cached in <save_dir>/reconstructions instead of the run's")
 
 
 @dataclass
@@ -101,8 +103,10 @@ class RunContext:
 
         check_members(members, self.W_dec.shape[0], what=f"cluster {index} of {self.clusters_file.name}")
         name = f"{self.clusters_file.stem}-{self.args.cluster_convention}-cluster{index}"
+        # with --save_dir elsewhere, the reconstructions are cached there too: the run's own cache is left as it is
+        folder = self.save_dir / "reconstructions" if self.args.save_dir else None
         return cluster_points_stage(self.run, name, members, self.W_dec, k=k, sample_limit=self.args.sample_limit,
-                                    decoder_id=self.decoder_id, command=command)
+                                    decoder_id=self.decoder_id, command=command, folder=folder)
 
     def tokenizer(self) -> Any:
         from multid.sae.text import load_tokenizer

@@ -348,10 +348,13 @@ def load_disk_sae(folder: Path, device: str = "cpu", tag: str | None = None, sca
     if folder.is_file() or not (folder / "cfg.json").is_file():
         raise UserError(f"--sae_path {folder} is not a SAELens SAE folder (no cfg.json); give a folder written by "
                         f"SAE.save_model, or a paper-format .pt file")
+    from safetensors import SafetensorError
+
     try:
         sae = SAE.load_from_disk(str(folder), device=device)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"cannot load the SAELens SAE in {folder} ({type(err).__name__}: {err})") from None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise UserError(f"cannot load the SAELens SAE in {folder} ({type(err).__name__}: {err}); its files are "
+                        f"damaged or incomplete: save or download it again") from None
     paper_export = scaling is None and is_paper_mistral_export(sae)
     if paper_export:
         print(f"note: {folder} is the paper's Mistral SAE export (mistral-7b-res-wg); its inputs are rescaled to "
