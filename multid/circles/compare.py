@@ -8,7 +8,6 @@ when the cache, the SAE file or any setting changes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,7 @@ from multid.circles.sweep import SweepParams, fit_layer_probe
 from multid.config import figure_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz, load_pt, save_figure, save_npz
+from multid.stage import file_checksum
 from multid.plotting import answer_colors, answer_legend_handles
 from multid.stage import Stage, run_stage
 
@@ -68,11 +68,6 @@ def load_sae_components(path: Path | None, pcs: Sequence[int], d_model: int) -> 
         raise UserError(f"{path}: components have {rows.shape[1]} columns, expected d_model = {d_model} for this model")
     q, _ = np.linalg.qr(rows.T)  # orthonormalise (a no-op up to sign for PCA rows)
     return q.T
-
-
-def file_sha1(path: Path) -> str:
-    """Hex SHA-1 of a file's bytes (so a replaced SAE file is noticed)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def sae_plane(cache: TaskCache, components: np.ndarray, probe_layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +154,7 @@ def run_comparison(
     for method in methods:
         # the SAE file's SHA-1 is in the settings, so a replaced file is recomputed
         meta = {"cache_id": cache.cache_id, "method": method, "layers": list(layers), "probe_layer": probe_layer, "pca_k": k,
-                "sae_sha1": file_sha1(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
+                "sae_sha1": file_checksum(sae_path) if method == "sae_subspace" else None, "sae_pcs": list(sae_pcs),
                 "upstream_basis_pairing": upstream_basis_pairing, "centered": centered, "version": COMPARE_VERSION}
         stage = Stage(f"{method} comparison of {cache.model} / {cache.task}", comparison_dir(base_dir, cache) / f"{method}.npz",
                       {**meta, "cache": cache.artifact_id})

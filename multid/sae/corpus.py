@@ -10,7 +10,6 @@ paragraph or line; `.jsonl` files give one document per record's "text") or a `d
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from multid.errors import UserError
+from multid.stage import file_checksum
 
 DEFAULT_DATASET = "monology/pile-uncopyrighted"
 TEXT_SPLITS = ("file", "paragraph", "line")
@@ -44,12 +44,12 @@ class TextSource:
         if self.kind == "hub":
             info["dataset"] = self.dataset
         elif self.kind == "files":
-            info["files"] = [[Path(f).name, file_sha1(Path(f))] for f in self.files]
+            info["files"] = [[Path(f).name, file_checksum(Path(f))] for f in self.files]
             info["text_split"] = self.text_split
         else:
             folder = Path(self.dataset_path or "")
             info["dataset_path"] = folder.name
-            info["state"] = [[p.relative_to(folder).as_posix(), file_sha1(p)]
+            info["state"] = [[p.relative_to(folder).as_posix(), file_checksum(p)]
                              for p in sorted(folder.rglob("*.json"))]
         return info
 
@@ -67,14 +67,6 @@ class TextSource:
         if self.kind == "disk":
             return iter_disk_documents(Path(self.dataset_path or ""), self.split, self.text_field)
         return iter_hub_documents(self.dataset or DEFAULT_DATASET, self.split, self.text_field)
-
-
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_text_source(*, dataset: str | None = None, text_files: Sequence[str | os.PathLike] | None = None,

@@ -313,12 +313,12 @@ def local_corpus_stage(base_dir: Path, *, tokenizer: object | None = None, token
     """Build (or reuse) the local corpus folder: the `datasets` folder plus corpus_stats.json (token counts
     with `tokenizer`, a Hugging Face tokenizer, when given)."""
     from multid.io import save_json
-    from multid.sae.corpus import file_sha1
+    from multid.stage import file_checksum
     from multid.stage import Stage, run_stage
 
     data = gensim_test_data(test_data)
-    inputs = [[name, file_sha1(data / name)] for name in (ENWIKI_FILE, *NEWS_FILES)]
-    inputs += [[Path(p).name, file_sha1(Path(p))] for p in extra_files]
+    inputs = [[name, file_checksum(data / name)] for name in (ENWIKI_FILE, *NEWS_FILES)]
+    inputs += [[Path(p).name, file_checksum(Path(p))] for p in extra_files]
     settings = {"inputs": inputs, "passage_words": passage_words, "tokenizer": tokenizer_name,
                 "version": CORPUS_VERSION}
 
