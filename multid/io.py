@@ -138,6 +138,14 @@ def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequ
 FIXED_FIGURE_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}  # same figure -> same bytes
 
 
+class NamedBuffer(io.BytesIO):
+    """An in-memory file that knows the path its bytes are for (figure checks in the tests key on it)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+
 def save_figure(fig: Any, path: str | os.PathLike, close: bool = False, **kwargs: Any) -> Path:
     """Save a matplotlib figure atomically in the format of the final suffix (then close it if asked).
 
@@ -149,7 +157,7 @@ def save_figure(fig: Any, path: str | os.PathLike, close: bool = False, **kwargs
         kwargs.setdefault("metadata", FIXED_FIGURE_METADATA[fmt])
     # render in memory, then write the bytes: a full disk is then an OSError naming the file, not an error
     # from inside a matplotlib backend (the PDF backend hides ENOSPC behind an AttributeError)
-    buffer = io.BytesIO()
+    buffer = NamedBuffer(str(final))
     fig.savefig(buffer, **kwargs)
     with atomic_path(final) as tmp:
         try:

@@ -160,8 +160,9 @@ def drawn_figures(monkeypatch) -> dict:
     real_savefig = Figure.savefig
 
     def savefig(self, fname, *args, **kwargs):
-        if isinstance(fname, (str, os.PathLike)):
-            final = Path(fname).with_name(final_name(Path(fname).name))
+        target = fname if isinstance(fname, (str, os.PathLike)) else getattr(fname, "name", None)  # NamedBuffer
+        if isinstance(target, (str, os.PathLike)):
+            final = Path(target).with_name(final_name(Path(target).name))
             figures[final.name] = figures[str(final)] = self  # by name, and by full path where names repeat
         return real_savefig(self, fname, *args, **kwargs)
 
