@@ -12,7 +12,7 @@ from numpy.polynomial import polynomial as poly
 
 from multid.reducibility import mixture_index_exact
 from multid.reducibility.engine import MixtureConfig, mixture_index
-from multid.reducibility.exact import bounds_on_ranges, counts_at_angles, deepest_point, projection_range, slab_share, whitening
+from multid.reducibility.exact import bound_and_relevant, counts_at_angles, deepest_point, projection_range, slab_share, whitening
 
 EPS = 0.1
 
@@ -279,12 +279,29 @@ def test_range_bound_is_above_every_angle_inside_and_tight_when_narrow():
     y = (points - points.mean(0)) @ whitening(points)[1]
     starts = np.linspace(0, np.pi, 7, endpoint=False)
     widths = np.full(7, 0.4)
-    bounds = bounds_on_ranges(y, starts, widths, EPS)
-    for start, width, bound in zip(starts, widths, bounds):
+    for start, width in zip(starts, widths):
+        bound, _ = bound_and_relevant(y, start, width, EPS, threshold=len(y))
         inside, _ = counts_at_angles(y, np.linspace(start, start + width, 400), EPS)
         assert bound >= inside.max()
-    narrow = bounds_on_ranges(y, starts, np.full(7, 1e-12), EPS)
+    narrow = [bound_and_relevant(y, start, 1e-12, EPS, threshold=len(y))[0] for start in starts]
     assert np.array_equal(narrow, counts_at_angles(y, starts, EPS)[0])
+
+
+@pytest.mark.unit
+def test_points_left_out_of_a_range_cannot_reach_a_count_above_the_threshold():
+    """Every slab inside the range that beats the threshold is held entirely by the points kept."""
+    points = noisy_circle(400, 0.2, 5)
+    y = (points - points.mean(0)) @ whitening(points)[1]
+    start, width = 0.3, 0.05
+    inside, _ = counts_at_angles(y, np.linspace(start, start + width, 50), EPS)
+    threshold = int(inside.max()) - 3
+    bound, kept = bound_and_relevant(y, start, width, EPS, threshold)
+    assert kept is not None and 0 < kept.sum() < len(y)
+    for angle in np.linspace(start, start + width, 50):
+        full, _ = counts_at_angles(y, np.array([angle]), EPS)
+        sub, _ = counts_at_angles(y[kept], np.array([angle]), EPS)
+        if full[0] > threshold:
+            assert sub[0] == full[0]
 
 
 @pytest.mark.unit

@@ -125,14 +125,9 @@ def projection_range(y: np.ndarray, starts: np.ndarray, widths: np.ndarray):
     return p_max, p_min
 
 
-def bounds_on_ranges(y: np.ndarray, starts: np.ndarray, widths: np.ndarray, eps: float) -> np.ndarray:
-    """An upper bound on the best count over every angle in [start, start + width], per range (K)."""
-    p_max, p_min = projection_range(y, starts, widths)
-    return deepest_point(lower_end(p_max, eps), upper_end(p_min, eps))[0]
-
-
 def bound_and_relevant(y: np.ndarray, start: float, width: float, eps: float, threshold: int):
-    """The bound of one range and which points can matter to a count above `threshold` inside it.
+    """An upper bound on the best count over every angle in [start, start + width], and which points can
+    matter to a count above `threshold` inside it.
 
     Returns (bound, mask over y's rows or None when bound <= threshold). Any slab in the range holding more
     than `threshold` points has its offset where the widened depth exceeds `threshold`; that region lies
