@@ -594,3 +594,17 @@ def test_a_same_size_byte_flip_in_a_parquet_part_is_caught_on_read(tmp_path):
     occ = open_occurrences(run)  # sizes match: the dataset opens
     with pytest.raises(UserError, match=r"is damaged: a Parquet page failed its checksum"):
         occ.triples()
+
+
+@pytest.mark.integration
+def test_the_generator_rebuilds_a_shard_whose_pages_fail_their_checksum(setup, tiny_model, tmp_path, unsharded):
+    run, _ = generate(setup, tiny_model, tmp_path)
+    expected = all_triples(unsharded)
+    part = shard_dir(run, 0, 1) / "triples-00001.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0x01  # same size: the stage record still matches
+    part.write_bytes(bytes(data))
+    _, result = generate(setup, tiny_model, tmp_path)
+    assert not result.reused  # not "reused": the damaged shard was rebuilt
+    for x, y in zip(all_triples(run), expected):
+        np.testing.assert_array_equal(x, y)

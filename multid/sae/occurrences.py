@@ -198,6 +198,21 @@ def parquet_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def parquet_pages_intact(folder: Path) -> bool:
+    """Every page of the shard's Parquet parts passes its CRC check (read one row group at a time). Only the
+    generator asks this before reusing a shard; readers verify pages as they read them."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(Path(folder).glob("*.parquet")):
+        try:
+            handle = pq.ParquetFile(path, page_checksum_verification=True)
+            for group in range(handle.num_row_groups):
+                handle.read_row_group(group)
+        except OSError:
+            return False
+    return True
+
+
 def shard_is_current(folder: Path, settings: dict[str, Any]) -> bool:
     from multid.stage import damage
 
@@ -233,7 +248,7 @@ def write_shard(
     folder = Path(folder)
     canonical = json.loads(canonical_json(settings))
     with lock_for(folder):
-        if shard_is_current(folder, settings):
+        if shard_is_current(folder, settings) and parquet_pages_intact(folder):
             rec = read_record(folder, True) or {}
             extra = rec.get("extra", {})
             return ShardResult(folder, int(extra.get("num_contexts", 0)), int(extra.get("num_triples", 0)), True,
@@ -883,7 +898,7 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
     write_decoder_stage(run if root == occurrences_dir(run) else root, sae)
     name = shard_name(options.shard_index, options.num_shards)
     settings = shard_settings(meta, options.shard_index)
-    if shard_is_current(root / name, settings):
+    if shard_is_current(root / name, settings) and parquet_pages_intact(root / name):
         rec = (read_record(root / name, True) or {}).get("extra", {})
         folder = promote_if_complete(run, meta, root) / name
         return ShardResult(folder, int(rec.get("num_contexts", 0)), int(rec.get("num_triples", 0)), True,
