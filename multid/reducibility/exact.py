@@ -58,23 +58,16 @@ class ExactMixtureResult:
     ranges: int
 
 
+def interval_end(p: np.ndarray, eps: float, side: float) -> np.ndarray:
+    """lo(p) (side -1) or hi(p) (side +1) of the open interval of offsets d with (p + d)^2 < eps^2 (1 + d^2),
+    for unit-variance p: (-p -/+ eps sqrt(p^2 + a)) / a with a = 1 - eps^2."""
+    a = 1.0 - eps * eps
+    return (-p + side * eps * np.sqrt(p * p + a)) / a
+
+
 def interval_ends(p: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """lo(p), hi(p): the open interval of offsets d with (p + d)^2 < eps^2 (1 + d^2), for unit-variance p."""
-    a = 1.0 - eps * eps
-    half_width = eps * np.sqrt(p * p + a)
-    return (-p - half_width) / a, (-p + half_width) / a
-
-
-def lower_end(p: np.ndarray, eps: float) -> np.ndarray:
-    """lo(p) alone (see `interval_ends`)."""
-    a = 1.0 - eps * eps
-    return (-p - eps * np.sqrt(p * p + a)) / a
-
-
-def upper_end(p: np.ndarray, eps: float) -> np.ndarray:
-    """hi(p) alone (see `interval_ends`)."""
-    a = 1.0 - eps * eps
-    return (-p + eps * np.sqrt(p * p + a)) / a
+    """(lo(p), hi(p)), see `interval_end`."""
+    return interval_end(p, eps, -1.0), interval_end(p, eps, 1.0)
 
 
 def deepest_point(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +128,7 @@ def bound_and_relevant(y: np.ndarray, start: float, width: float, eps: float, th
     interval misses that span is in no such slab, and the range's sub-ranges can leave it out.
     """
     p_max, p_min = projection_range(y, np.array([start]), np.array([width]))
-    lo, hi = lower_end(p_max[0], eps), upper_end(p_min[0], eps)
+    lo, hi = interval_end(p_max[0], eps, -1.0), interval_end(p_min[0], eps, 1.0)
     lo_sorted, hi_sorted = np.sort(lo), np.sort(hi)
     depth = np.arange(1, len(y) + 1) - np.searchsorted(hi_sorted, lo_sorted, side="right")
     bound = int(depth.max())
@@ -146,13 +139,11 @@ def bound_and_relevant(y: np.ndarray, start: float, width: float, eps: float, th
     return bound, (lo < last) & (hi > first)
 
 
-def batched(function, n: int, *arrays: np.ndarray):
-    """Apply `function` to row blocks of the arrays so that a block holds about BATCH_ELEMENTS points."""
-    rows = max(1, BATCH_ELEMENTS // max(n, 1))
-    parts = [function(*(a[i : i + rows] for a in arrays)) for i in range(0, len(arrays[0]), rows)]
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate(field) for field in zip(*parts))
-    return np.concatenate(parts)
+def counts_in_blocks(y: np.ndarray, angles: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """`counts_at_angles` over blocks of angles, so that a block holds about BATCH_ELEMENTS projections."""
+    rows = max(1, BATCH_ELEMENTS // max(len(y), 1))
+    parts = [counts_at_angles(y, angles[i : i + rows], eps) for i in range(0, len(angles), rows)]
+    return np.concatenate([c for c, _ in parts]), np.concatenate([d for _, d in parts])
 
 
 def count_at(y: np.ndarray, angle: float, offset: float, eps: float) -> int:
@@ -190,16 +181,15 @@ class AngleSearch:
                 self.best_count, self.best_angle, self.best_offset = full, angle, float(offsets[0])
 
     def run(self) -> "AngleSearch":
-        n = len(self.y)
         width = np.pi / INITIAL_RANGES
         starts = np.arange(INITIAL_RANGES) * width
-        counts, offsets = batched(lambda a: counts_at_angles(self.y, a, self.eps), n, starts + 0.5 * width)
+        counts, offsets = counts_in_blocks(self.y, starts + 0.5 * width, self.eps)
         k = int(counts.argmax())
         self.best_count, self.best_angle, self.best_offset = int(counts[k]), float(starts[k] + 0.5 * width), float(offsets[k])
-        everyone = np.arange(n)
+        everyone = np.arange(len(self.y))
         heap: list = []
         for start in starts:
-            self.push(heap, float(start), width, everyone)
+            self.push(heap, float(start), width, everyone, self.y)
         while heap:
             negative_bound, _, start, width, members = heapq.heappop(heap)
             if -negative_bound <= self.best_count + self.slack:
@@ -209,17 +199,19 @@ class AngleSearch:
                 self.upper = max(self.upper, -negative_bound)
                 continue
             half = 0.5 * width
+            y_sub = self.y[members]
             for child in (start, start + half):
-                self.offer(child + 0.5 * half, self.y[members])
-                self.push(heap, child, half, members)
+                self.offer(child + 0.5 * half, y_sub)
+                self.push(heap, child, half, members, y_sub)
         self.upper = max(self.upper, self.best_count)
         return self
 
-    def push(self, heap: list, start: float, width: float, members: np.ndarray) -> None:
-        """Bound a range; queue it with the points that matter there, or drop it."""
+    def push(self, heap: list, start: float, width: float, members: np.ndarray, y_sub: np.ndarray) -> None:
+        """Bound a range (members: its points' rows, y_sub = y[members]); queue it with the points that matter
+        there, or drop it."""
         self.ranges += 1
         threshold = self.best_count + self.slack
-        bound, relevant = bound_and_relevant(self.y[members], start, width, self.eps, threshold)
+        bound, relevant = bound_and_relevant(y_sub, start, width, self.eps, threshold)
         if relevant is None:
             self.upper = max(self.upper, bound)
             return

@@ -32,7 +32,7 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, save_json, write_text_atomic
-from multid.sae.paths import next_occurrences_dir, occurrences_dir, run_dir as make_run_dir, shard_dir, shard_name
+from multid.sae.paths import next_occurrences_dir, occurrences_dir, shard_dir, shard_name
 from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
 
 FORMAT_VERSION = 1
