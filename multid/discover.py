@@ -1,41 +1,58 @@
 """`make discover`: the paper's SAE discovery pipeline (section 4) end to end on SmolLM2-135M, offline, on a CPU.
 
 Does unsupervised clustering of an SAE's decoder directions find SmolLM2's day, month and year features on its
-own, as the paper found them in GPT-2 and Mistral? Steps (each a stage: a second run reuses all of them):
+own, as the paper found them in GPT-2 and Mistral? Each step is a stage runner of multid.sae.runners, called in
+this process with the results of the steps before it; before each, the command that runs the same stage by
+hand is printed ($ python sae_multid_feature_discovery/...). A second run reuses every stage.
   1. the local English corpus (multid.sae.local_corpus): Wikipedia sample + ABC news from gensim's wheel;
-  2. residuals of SmolLM2 at the SAE's hook over the corpus, cached once (multid.sae.train);
-  3. an SAE trained on them with SAELens' trainer (train_sae.py does the same); its L0, explained variance,
-     dead features and CE loss recovered are printed and saved;
-  4. the feature occurrence dataset (generate_feature_occurence_data.py's format) from the cached residuals;
-  5. clustering of the decoder directions, graph and spectral (clustering.py, run as a subprocess);
-  6. the reducibility scan of every cluster of both clusterings (gpt2_compute_reducibility.py) and its
-     ranking (analyze_reducibilities.py);
-  7. the clusters holding days, months and years (multid.sae.calendar_clusters), their sizes, decoder
+  2. residuals of SmolLM2 at the SAE's hook over the corpus, cached once, and an SAE trained on them with
+     SAELens' trainer (run_train_sae, train_sae.py); its L0, explained variance, dead features and CE loss
+     recovered are printed and saved;
+  3. the feature occurrence dataset from the cached residuals (run_occurrences,
+     generate_feature_occurence_data.py);
+  4. clustering of the decoder directions, graph and spectral (run_clustering, clustering.py);
+  5. the reducibility scan of every cluster of both clusterings (run_scan, gpt2_compute_reducibility.py) and
+     its ranking (run_ranking, analyze_reducibilities.py);
+  6. the clusters holding days, months and years (multid.sae.calendar_clusters), their sizes, decoder
      cosines, M, S, rank, and whether their top-2 PCA is a circle in calendar order; a Figure 1 style figure;
-  8. interactive figures of those clusters and the top-ranked ones (gpt2_interactive_figure.py).
+  7. interactive figures of those clusters and the top-ranked ones (run_interactive, gpt2_interactive_figure.py).
 Everything goes under <base_dir>/sae/smollm2_layer<L>_<sae>/ (the report: discover_report.json there).
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from multid.config import REPO_ROOT, add_base_dir_arg, positive_int, resolve_base_dir
-from multid.errors import UserError, cli_entry
-from multid.io import load_json, save_json
+from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
+from multid.errors import cli_entry
+from multid.io import load_json, save_figure, save_json
 from multid.models import lazy_loader
 from multid.sae import calendar_clusters as CC
 from multid.sae import local_corpus, paths
+from multid.sae import paper_figures as P
 from multid.sae import train as T
+from multid.sae.cluster_points import cluster_points_stage, file_fingerprint, occurrences_fingerprint
+from multid.sae.clusters import mean_pairwise_cosine
 from multid.sae.labels import OTHER
+from multid.sae.occurrences import open_occurrences
+from multid.sae.runners.decoder_clustering import run_clustering
+from multid.sae.runners.interactive_figure import run_interactive
+from multid.sae.runners.occurrence_data import run_occurrences
+from multid.sae.runners.reducibility_scan import run_scan
+from multid.sae.runners.sae_training import TrainResult, run_train_sae
+from multid.sae.runners.scan_ranking import run_ranking
+from multid.sae.scan import ranking, summarise
+from multid.sae.text import load_tokenizer
+from multid.stage import Stage, run_stage, settings_id
+from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, OccurrencesConfig, RankingConfig, ScanConfig,
+                                     TrainConfig)
 
 MODEL = "smollm2"
 LAYER = 8
@@ -43,7 +60,6 @@ CTX_LEN = 128
 SPECTRAL_CLUSTERS = 200  # about 23 features per cluster for 4,608 features (the paper: 24,576 / 1,000)
 SCAN_SAMPLE_LIMIT = 4000  # reconstructions per cluster scanned (the Mistral scan's limit; GPT-2's was 20,000)
 TOP_INTERACTIVE = 4
-SCRIPTS = REPO_ROOT / "sae_multid_feature_discovery"
 
 
 MIXTURE = "exact"  # clusters are ranked by the exact M, the maximum the paper defines (docs/reducibility.md)
@@ -51,6 +67,8 @@ MIXTURE = "exact"  # clusters are ranked by the exact M, the maximum the paper d
 
 @dataclass
 class Clustering:
+    """One clustering of the decoder, and its scan results once scanned."""
+
     method: str
     path: Path
     clusters: list[list[int]]
@@ -58,16 +76,29 @@ class Clustering:
     metrics: dict[int, dict] = field(default_factory=dict)
 
 
-def run_script(name: str, *args: Any) -> None:
-    """Run one of the upstream-named scripts (the same code a user runs by hand), its output shown live."""
-    command = [sys.executable, str(SCRIPTS / name), *[str(a) for a in args]]
-    print("$ python sae_multid_feature_discovery/" + " ".join([name, *[str(a) for a in args]]), flush=True)
-    result = subprocess.run(command, cwd=REPO_ROOT)
-    if result.returncode != 0:
-        raise UserError(f"{name} failed (exit {result.returncode}); its message is above")
+@dataclass(frozen=True)
+class Corpus:
+    folder: Path
+    tag: str  # names the extra text in the SAE's folder ("" for the default corpus)
+
+
+@dataclass(frozen=True)
+class RunClasses:
+    """The run's occurrences and decoder, and the day / month / year class of every token (read once)."""
+
+    occ: Any
+    W_dec: np.ndarray
+    classes: CC.TokenClasses
+
+
+def echo(command: str) -> None:
+    """Shows the command that runs the same stage by hand."""
+    print("$ " + command, flush=True)
 
 
 class Discovery:
+    """The steps of `make discover`; each takes what the steps before it returned."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.base_dir = resolve_base_dir(args.base_dir)
@@ -77,137 +108,111 @@ class Discovery:
                                         training_tokens=args.training_tokens, seed=args.seed)
         self.get_model = lazy_loader(MODEL, base_dir=self.base_dir)
         self.report: dict[str, Any] = {"model": MODEL, "layer": self.layer}
-        self.run: Path | None = None
-        self._classes: tuple[Any, np.ndarray, CC.TokenClasses] | None = None
         self.max_contexts = None if args.max_tokens is None else max(1, args.max_tokens // CTX_LEN)
+        self._classes: dict[Path, RunClasses] = {}
 
-    # -------------------------------------------------------------------------------- steps 1-4
+    # -------------------------------------------------------------------------------- steps 1-3
 
-    def corpus(self) -> Path:
-        from multid.sae.text import load_tokenizer
-
+    def corpus(self) -> Corpus:
         tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
         extra = [Path(p) for p in self.args.extra_text]
         if self.args.with_oanc:
             extra.append(local_corpus.fetch_oanc(self.base_dir))
         folder = local_corpus.local_corpus_stage(self.base_dir, tokenizer=tokenizer, tokenizer_name=MODEL,
                                                  extra_files=extra, command="make discover")
-        self.corpus_tag = local_corpus.corpus_tag(extra)
         stats = load_json(folder / local_corpus.STATS_FILE)
         print(local_corpus.format_stats(stats))
         self.report["corpus"] = {"folder": str(folder), **stats}
-        return folder
+        return Corpus(folder, local_corpus.corpus_tag(extra))
 
-    def train(self, corpus: Path) -> tuple[Path, T.ActivationCache]:
-        from multid.sae.corpus import make_text_source
-        from multid.sae.occurrences import portable_model_fingerprint
+    def train_config(self, corpus: Corpus) -> TrainConfig:
+        s = self.settings
+        max_tokens = None if self.max_contexts is None else self.max_contexts * CTX_LEN
+        return TrainConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
+                           dataset_path=str(corpus.folder / "dataset"), ctx_len=CTX_LEN, max_tokens=max_tokens,
+                           architecture=s.architecture, expansion=s.expansion, l1_coefficient=s.l1_coefficient,
+                           k=s.k, training_tokens=s.training_tokens, seed=s.seed,
+                           out=str(T.sae_folder(self.base_dir, MODEL, self.layer, s, self.text_tag(corpus.tag))),
+                           get_model=self.get_model)
 
-        self.source = make_text_source(dataset_path=corpus / "dataset")
-        self.model_info = portable_model_fingerprint(MODEL, None, "float32")
-        sae_path, cache = T.train_sae_for_model(
-            base_dir=self.base_dir, model_name=MODEL, layer=self.layer, hook=None, source=self.source,
-            ctx_len=CTX_LEN, settings=self.settings, get_model=self.get_model, model_info=self.model_info,
-            max_contexts=self.max_contexts, command=self.train_command(corpus),
-            out=T.sae_folder(self.base_dir, MODEL, self.layer, self.settings, self.text_tag()))
-        metrics = T.read_metrics(sae_path)
-        print(f"SAE {sae_path}: {metrics['d_sae']} features, trained on {metrics['training_tokens']:,} tokens "
+    def train(self, corpus: Corpus) -> TrainResult:
+        result = run_train_sae(self.train_config(corpus))
+        metrics = result.metrics
+        print(f"SAE {result.path}: {metrics['d_sae']} features, trained on {metrics['training_tokens']:,} tokens "
               f"({metrics['training_seconds']} s)")
         print("  " + T.format_metrics(metrics))
-        self.report["sae"] = {"path": str(sae_path), **metrics}
-        return sae_path, cache
+        self.report["sae"] = {"path": str(result.path), **metrics}
+        return result
 
-    def text_tag(self) -> str:
+    def text_tag(self, corpus_tag: str) -> str:
         """Names the text in the SAE's folder (and so its run folder): "" for the whole default corpus."""
         first = f"first{self.max_contexts * CTX_LEN}" if self.max_contexts else ""
-        return "_".join(t for t in (self.corpus_tag, first) if t)
+        return "_".join(t for t in (corpus_tag, first) if t)
 
-    def train_command(self, corpus: Path) -> str:
-        s = self.settings
-        return (f"python sae_multid_feature_discovery/train_sae.py --model_name {MODEL} --layer {self.layer} "
-                f"--dataset_path {corpus / 'dataset'} --ctx_len {CTX_LEN} --architecture {s.architecture} "
-                f"--expansion {s.expansion} --l1_coefficient {s.l1_coefficient:g} --k {s.k} "
-                f"--training_tokens {s.training_tokens} --seed {s.seed}"
-                + ("" if self.max_contexts is None else f" --max_tokens {self.max_contexts * CTX_LEN}"))
-
-    def occurrences(self, sae_path: Path, cache: T.ActivationCache) -> Path:
-        from multid.sae.loading import load_sae
-        from multid.sae.occurrences import GenerateOptions, generate_occurrences
-
-        sae = load_sae(MODEL, self.layer, sae_path=sae_path)
-        self.run = paths.run_dir(self.base_dir, MODEL, self.layer, sae.tag)
-        options = GenerateOptions(ctx_len=CTX_LEN, batch_size=32,
-                                  max_tokens=None if self.max_contexts is None else self.max_contexts * CTX_LEN)
-        command = (f"python sae_multid_feature_discovery/generate_feature_occurence_data.py --model_name {MODEL} "
-                   f"--layers {self.layer} --sae_path {sae_path} --dataset_path {self.source.dataset_path} "
-                   f"--ctx_len {CTX_LEN} --batch_size 32"
-                   + ("" if options.max_tokens is None else f" --max_tokens {options.max_tokens}"))
-        result = generate_occurrences(run=self.run, model_name=MODEL, layer=self.layer, sae=sae, source=self.source,
-                                      get_model=self.get_model, model_info=self.model_info, options=options,
-                                      command=command, encoder=T.cached_encoder(cache, sae, options.threshold))
+    def occurrences(self, sae: TrainResult) -> Path:
+        """The occurrence dataset, encoded from the residuals cached for training; returns the run folder."""
+        config = OccurrencesConfig(model_name=MODEL, layers=(self.layer,), sae_path=str(sae.path), device="cpu",
+                                   base_dir=str(self.base_dir), dataset_path=str(sae.source.dataset_path),
+                                   ctx_len=CTX_LEN, batch_size=32,
+                                   max_tokens=None if self.max_contexts is None else self.max_contexts * CTX_LEN,
+                                   get_model=self.get_model, residual_cache=sae.cache)
+        (done,) = run_occurrences(config)
+        result, run = done.shard, done.run
         print(f"{result.num_contexts:,} contexts, {result.num_triples:,} (token, feature) pairs "
-              f"({'reused' if result.reused else 'written'}) in {paths.occurrences_dir(self.run)}")
-        self.sae_path = sae_path
+              f"({'reused' if result.reused else 'written'}) in {paths.occurrences_dir(run)}")
         self.report["occurrences"] = {"contexts": result.num_contexts, "pairs": result.num_triples,
-                                      "run_dir": str(self.run)}
-        return self.run
+                                      "run_dir": str(run)}
+        return run
 
-    # -------------------------------------------------------------------------------- steps 5-6
+    # -------------------------------------------------------------------------------- steps 4-5
 
-    def common_args(self) -> list[Any]:
-        return ["--base_dir", self.base_dir, "--model_name", MODEL, "--layer", self.layer]
+    def clustering_configs(self, sae_path: Path) -> list[ClusteringConfig]:
+        """Graph (the paper's Mistral settings: top 2 neighbours, cosine > 0.5, diagonal kept) and spectral."""
+        common = {"base_dir": str(self.base_dir), "model_name": MODEL, "layer": self.layer,
+                  "sae_path": str(sae_path)}
+        return [ClusteringConfig(**common, method="graph", top_k=2, sim_cutoff=0.5, diagonal="kept"),
+                ClusteringConfig(**common, method="spectral", n_clusters=self.args.n_clusters, seed=self.args.seed)]
 
-    def cluster(self) -> list[Clustering]:
-        from multid.sae.clusters import load_clusters
-
+    def cluster(self, run: Path, sae_path: Path) -> list[Clustering]:
         out = []
-        folder = paths.clusters_dir(self.run)
-        for method, flags, name in (
-                ("graph", ["--top_k", 2, "--sim_cutoff", 0.5, "--diagonal", "kept"],
-                 "graph_topk2_cutoff0.5_diagkept.json"),
-                ("spectral", ["--n_clusters", self.args.n_clusters, "--seed", self.args.seed],
-                 f"spectral_n{self.args.n_clusters}_seed{self.args.seed}_diagkept.json")):
-            run_script("clustering.py", *self.common_args(), "--sae_path", self.sae_path, "--method", method, *flags)
-            path = folder / name
-            clusters = load_clusters(path)
-            sizes = np.array([len(c) for c in clusters])
-            print(f"  {method}: {len(clusters)} clusters, {int((sizes > 1).sum())} with 2+ features, largest "
-                  f"{int(sizes.max())}")
-            out.append(Clustering(method, path, clusters, paths.scan_dir(self.run) / path.stem))
+        for config in self.clustering_configs(sae_path):
+            echo(config.command())
+            result = run_clustering(config)
+            sizes = result.sizes()
+            print(f"  {result.method}: {len(result.clusters)} clusters, {int((sizes > 1).sum())} with 2+ features, "
+                  f"largest {int(sizes.max())}")
+            out.append(Clustering(result.method, result.path, result.clusters,
+                                  paths.scan_dir(run) / result.path.stem))
         return out
 
-    def scan(self, clusterings: list[Clustering]) -> None:
-        from multid.sae.scan import read_metrics
-
+    def scan(self, run: Path, clusterings: list[Clustering]) -> None:
+        """Scans every cluster of each clustering and ranks them; fills each clustering's metrics."""
         for c in clusterings:
             if not any(2 <= len(members) <= 1000 for members in c.clusters):
                 print(f"  {c.method}: no cluster with 2..1000 features, nothing to scan")
                 continue
-            run_script("gpt2_compute_reducibility.py", *self.common_args(), "--run_dir", self.run,
-                       "--clusters_file", c.path,
-                       "--clusters", "all", "--cluster_convention", "all", "--sample_limit", self.args.sample_limit,
-                       "--save_dir", c.scan_dir)
-            for folder in sorted(p for p in c.scan_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-                files = list(folder.glob("*-metrics.json"))
-                if files:
-                    c.metrics[int(folder.name)] = read_metrics(files[0])
-            run_script("analyze_reducibilities.py", *self.common_args(), "--run_dir", self.run, "--scan_dir",
-                       c.scan_dir, "--top", 10, "--mixture", MIXTURE)
+            config = ScanConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer, run_dir=str(run),
+                                clusters_file=str(c.path), clusters="all", cluster_convention="all",
+                                sample_limit=self.args.sample_limit, save_dir=str(c.scan_dir))
+            echo(config.command())
+            c.metrics = run_scan(config).metrics()
+            ranking_config = RankingConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
+                                           run_dir=str(run), scan_dir=str(c.scan_dir), top=10, mixture=MIXTURE)
+            echo(ranking_config.command())
+            run_ranking(ranking_config)
 
-    # -------------------------------------------------------------------------------- steps 7-8
+    # -------------------------------------------------------------------------------- steps 6-7
 
-    def named_clusters(self, clusterings: list[Clustering]) -> dict[str, dict[str, dict]]:
+    def named_clusters(self, run: Path, clusterings: list[Clustering]) -> dict[str, dict[str, dict]]:
         """The days / months / years clusters of each clustering with their numbers (a stage:
         <run>/calendar_clusters.json, rebuilt when the occurrences, clusters or scan results change)."""
-        from multid.sae.cluster_points import occurrences_fingerprint
-        from multid.stage import Stage, run_stage, settings_id
-
-        settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.args.sample_limit,
+        settings = {"occurrences": occurrences_fingerprint(run), "sample_limit": self.args.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
                                     for c in clusterings], "version": 3}
-        path = self.run / "calendar_clusters.json"
+        path = run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
-                  lambda tmp: save_json(tmp, self.find_named(clusterings)))
+                  lambda tmp: save_json(tmp, self.find_named(run, clusterings)))
         saved = load_json(path)
         self.report["class_tokens_in_occurrences"] = saved["class_tokens"]
         found = saved["found"]
@@ -215,25 +220,23 @@ class Discovery:
         self.print_named(found)
         return found
 
-    def run_classes(self) -> tuple[Any, np.ndarray, CC.TokenClasses]:
-        """(occurrences, decoder, day / month / year class of every token) of the run, read once."""
-        if self._classes is None:
-            from multid.sae.occurrences import open_occurrences
-            from multid.sae.text import load_tokenizer
+    def run_classes(self, run: Path) -> RunClasses:
+        """The run's occurrences, decoder and token classes (read once per run)."""
+        if run not in self._classes:
+            self._classes[run] = self.read_classes(run)
+        return self._classes[run]
 
-            occ = open_occurrences(self.run)
-            tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
-            strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-            ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
-            self._classes = (occ, occ.decoder(), CC.token_classes(ids, occ.ctx_len, strings))
-        return self._classes
+    def read_classes(self, run: Path) -> RunClasses:
+        occ = open_occurrences(run)
+        tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
+        strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
+        return RunClasses(occ, occ.decoder(), CC.token_classes(ids, occ.ctx_len, strings))
 
-    def find_named(self, clusterings: list[Clustering]) -> dict[str, Any]:
-        from multid.sae.clusters import mean_pairwise_cosine
-        from multid.sae.scan import ranking, summarise
-
-        occ, W_dec, classes = self.run_classes()
-        token, feature, _value = occ.triples()
+    def find_named(self, run: Path, clusterings: list[Clustering]) -> dict[str, Any]:
+        data = self.run_classes(run)
+        W_dec, classes = data.W_dec, data.classes
+        token, feature, _value = data.occ.triples()
         found: dict[str, dict[str, dict]] = {}
         for c in clusterings:
             counts = CC.cluster_counts(token, feature, c.clusters, W_dec.shape[0], classes)
@@ -254,14 +257,14 @@ class Discovery:
                     s = by_id[best.cluster]
                     entry.update({"mean_M": s.mean_m, "mean_S": s.mean_s, "score": s.score,
                                   "rank": ranked.index(best.cluster) + 1, "ranked_clusters": len(ranked)})
-                entry.update(self.circle_check(c, best.cluster, category, classes, W_dec))
+                entry.update(self.circle_check(run, c, best.cluster, category, classes, W_dec))
                 found[c.method][category] = entry
         return {"class_tokens": classes.totals(), "found": found}
 
-    def circle_check(self, c: Clustering, index: int, category: str, classes: CC.TokenClasses,
+    def circle_check(self, run: Path, c: Clustering, index: int, category: str, classes: CC.TokenClasses,
                      W_dec: np.ndarray) -> dict[str, Any]:
         """PCA of the cluster's reconstructions (the figure scripts' stage) and its calendar order."""
-        points = self.cluster_points(c, index, W_dec)
+        points = self.cluster_points(run, c, index, W_dec)
         labels = classes.of(category)[points.tokens]
         entry: dict[str, Any] = {"pca_points": int(len(points.tokens)), "pca_file": str(points.path),
                                  "explained_variance_top2": round(float(points.pca.explained_variance_ratio[:2].sum()), 4)}
@@ -269,13 +272,10 @@ class Discovery:
             entry.update(CC.circle_report(points.pca.coords, labels, CC.PERIODS[category]))
         return entry
 
-    def cluster_points(self, c: Clustering, index: int, W_dec: np.ndarray):
-        from multid.sae.cluster_points import cluster_points_stage, file_fingerprint
-
+    def cluster_points(self, run: Path, c: Clustering, index: int, W_dec: np.ndarray):
         name = f"{c.path.stem}-all-cluster{index}-everypoint"  # the figure scripts' stage is sample-limited
-        return cluster_points_stage(self.run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
-                                    sample_limit=None,
-                                    decoder_id=file_fingerprint(paths.decoder_path(self.run)))
+        return cluster_points_stage(run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
+                                    sample_limit=None, decoder_id=file_fingerprint(paths.decoder_path(run)))
 
     def print_named(self, found: dict[str, dict[str, dict]]) -> None:
         print(f"{'clustering':<11}{'class':<8}{'cluster':>8}{'size':>6}{'cos':>7}{'points':>8}{'purity':>8}"
@@ -295,39 +295,33 @@ class Discovery:
         print("adj = share of calendar neighbours that are neighbours in angle (1 = calendar order; random order: "
               "about 0.33 for 7 days, 0.18 for 12 months); own PCA = top-2 PCs of the class's points alone")
 
-    def figures(self, clusterings: list[Clustering], found: dict[str, dict[str, dict]]) -> None:
-        from multid.sae.scan import ranking, summarise
-
-        figs = paths.sae_figs_dir(self.run)
+    def figures(self, run: Path, clusterings: list[Clustering], found: dict[str, dict[str, dict]]) -> None:
+        figs = paths.sae_figs_dir(run)
         written = []
         for c in clusterings:
             entries = found.get(c.method, {})
             if all(cat in entries for cat in CC.CATEGORIES):
-                written.append(self.calendar_figure(c, entries, figs))
+                written.append(self.calendar_figure(run, c, entries, figs))
             top = [s.cluster for s in ranking(summarise(c.metrics, mixture=MIXTURE))][:TOP_INTERACTIVE]
             chosen = list(dict.fromkeys([e["cluster"] for e in entries.values()] + top))
             for index in chosen:
-                save = figs / c.path.stem
-                run_script("gpt2_interactive_figure.py", *self.common_args(), "--run_dir", self.run,
-                           "--clusters_file", c.path,
-                           "--cluster_convention", "all", "--cluster", index, "--sample_limit",
-                           self.args.sample_limit, "--save_dir", save)
-                written.append(save / f"{MODEL}-layer{self.layer}-cluster{index}.html")
+                config = InteractiveConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
+                                           run_dir=str(run), clusters_file=str(c.path), cluster_convention="all",
+                                           cluster=index, sample_limit=self.args.sample_limit,
+                                           save_dir=str(figs / c.path.stem))
+                echo(config.command())
+                written.append(run_interactive(config).html)
         self.report["figures"] = [str(p) for p in written]
 
-    def calendar_figure(self, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
+    def calendar_figure(self, run: Path, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
         """Figure 1 style: the days, months and years clusters' reconstructions (all of them), coloured by class,
         in the paper's PC planes where the cluster has that many PCs, else in PCs 1-2."""
-        import matplotlib.pyplot as plt
-
-        from multid.io import save_figure
-        from multid.sae import paper_figures as P
-        _occ, W_dec, classes = self.run_classes()
+        data = self.run_classes(run)
         panels, planes, titles = {}, [], []
         for category, paper_plane in zip(CC.CATEGORIES, P.FIGURE1_PLANES):
             entry = entries[category]
-            points = self.cluster_points(c, entry["cluster"], W_dec)
-            labels = classes.of(category)[points.tokens].copy()
+            points = self.cluster_points(run, c, entry["cluster"], data.W_dec)
+            labels = data.classes.of(category)[points.tokens].copy()
             if category == "years":
                 labels = np.where((labels >= 1900) & (labels <= 1999), labels - 1900, OTHER)
             panels[category] = P.Panel(points.pca.coords, labels)
@@ -382,19 +376,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step(0)
     corpus = d.corpus()
     step(1)
-    sae_path, cache = d.train(corpus)
+    sae = d.train(corpus)
     step(2)
-    d.occurrences(sae_path, cache)
+    run = d.occurrences(sae)
     step(3)
-    clusterings = d.cluster()
+    clusterings = d.cluster(run, sae.path)
     step(4)
-    d.scan(clusterings)
+    d.scan(run, clusterings)
     step(5)
-    found = d.named_clusters(clusterings)
+    found = d.named_clusters(run, clusterings)
     step(6)
-    d.figures(clusterings, found)
+    d.figures(run, clusterings, found)
     d.report["seconds"] = round(time.time() - started, 1)
-    report = save_json(d.run / "discover_report.json", d.report)
+    report = save_json(run / "discover_report.json", d.report)
     print(f"\nreport: {report}")
     for path in d.report.get("figures", []):
         print(f"  {path}")

@@ -20,33 +20,32 @@ layer, GPT-2 small layers 0-11 with the gpt2-small-res-jb SAEs, Mistral-7B layer
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from multid.commands import config_from_args
 from multid.config import (add_base_dir_arg, add_device_arg, add_dtype_arg, add_seed_arg, positive_int,
-                           print_written, resolve_base_dir, resolve_device)
-from multid.errors import UserError, cli_entry
-from multid.models import MODEL_NAMES, lazy_loader
+                           print_written)
+from multid.errors import cli_entry
+from multid.models import MODEL_NAMES
 from multid.sae import paths
-from multid.sae.corpus import DEFAULT_DATASET, TEXT_SPLITS, make_text_source
-from multid.sae.loading import layer_of_hook, load_sae, resolve_sae_source
-from multid.sae.occurrences import (DEFAULT_CONTEXTS_PER_PART, DEFAULT_MAX_PAIRS, GenerateOptions,
-                                    generate_occurrences, portable_model_fingerprint, shards_status)
+from multid.sae.corpus import DEFAULT_DATASET, TEXT_SPLITS
+from multid.sae.occurrences import shards_status
+from multid.sae.runners.occurrence_data import pick_layers, run_occurrences, text_source
+from multid.sae.stage_configs import OccurrencesConfig
 
-UPSTREAM_LAYERS = {"gpt2": list(range(12)), "mistral": [8, 16, 24]}
-UPSTREAM_BATCH = {"gpt2": 64, "mistral": 16}
 MODEL_CHOICES = ("gpt-2",) + MODEL_NAMES
+D = OccurrencesConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name", default="mistral", choices=MODEL_CHOICES,
+    parser.add_argument("--model_name", default=D.model_name, choices=MODEL_CHOICES,
                         help="model (gpt-2 = gpt2, upstream's name; default: %(default)s)")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layers to run, one run folder each (default: upstream's, gpt2 0-11, mistral 8 16 24; "
@@ -77,16 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text_split", default="file", choices=TEXT_SPLITS,
                       help="how a .txt file is cut into documents (default: %(default)s, one document per file)")
     size = parser.add_argument_group("size")
-    size.add_argument("--ctx_len", type=positive_int, default=256, help="tokens per context, BOS included "
+    size.add_argument("--ctx_len", type=positive_int, default=D.ctx_len, help="tokens per context, BOS included "
                                                                         "(default: %(default)s)")
     size.add_argument("--batch_size", type=positive_int, default=None,
                       help="contexts per forward pass (default: upstream's, 64 for gpt2, 16 for mistral, else 32)")
     size.add_argument("--max_tokens", type=positive_int, default=None,
                       help="stop after this many tokens (whole contexts; over all shards together)")
-    size.add_argument("--max_pairs", type=positive_int, default=DEFAULT_MAX_PAIRS,
+    size.add_argument("--max_pairs", type=positive_int, default=D.max_pairs,
                       help="stop before exceeding this many (token, feature) pairs per layer; each of N shards "
                            "takes 1/N of it (default: %(default)s, upstream's capacity)")
-    size.add_argument("--contexts_per_part", type=positive_int, default=DEFAULT_CONTEXTS_PER_PART,
+    size.add_argument("--contexts_per_part", type=positive_int, default=D.contexts_per_part,
                       help="contexts per Parquet part file, the unit of resuming (default: %(default)s)")
     shard = parser.add_argument_group("sharding (e.g. a SLURM array: --num_shards 8 --shard_index $SLURM_ARRAY_TASK_ID)")
     shard.add_argument("--num_shards", type=positive_int, default=1, help="total number of shards (default: 1)")
@@ -95,67 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pick_layers(args: argparse.Namespace, model: str) -> list[int]:
-    if args.layers:
-        return list(dict.fromkeys(args.layers))
-    if args.sae_path is not None and "{layer}" not in args.sae_path:
-        hook_layer = layer_of_hook(load_sae(model, None, sae_path=args.sae_path).hook_name)
-        if hook_layer is None:
-            raise UserError(f"cannot tell the layer of the SAE at {args.sae_path}; pass --layers")
-        return [hook_layer]
-    if model in UPSTREAM_LAYERS and args.sae_path is None:
-        return UPSTREAM_LAYERS[model]
-    raise UserError(f"pass --layers for model {model!r} (upstream defaults exist only for gpt2 and mistral)")
-
-
-def command_line(argv: list[str] | None) -> str:
-    args = sys.argv[1:] if argv is None else argv
-    return " ".join(shlex.quote(a) for a in ["python", "sae_multid_feature_discovery/generate_feature_occurence_data.py",
-                                            *args])
+def config_from_argv(argv: list[str] | None = None) -> OccurrencesConfig:
+    return config_from_args(OccurrencesConfig, build_parser().parse_args(argv))
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
-    args = build_parser().parse_args(argv)
-    model = paths.canonical_model(args.model_name)
-    if not 0 <= args.shard_index < args.num_shards:
-        raise UserError(f"--shard_index must be in [0, {args.num_shards}) for --num_shards {args.num_shards}, "
-                        f"got {args.shard_index}")
-    if args.sae_path is not None and args.release is not None:
-        raise UserError("give --sae_path or --release, not both")
-    import torch
-
-    torch.manual_seed(args.seed)  # nothing here is random (stream order as upstream); seeded all the same
-    source = make_text_source(dataset=args.dataset, text_files=args.text_files, dataset_path=args.dataset_path,
-                              text_field=args.text_field, split=args.split, text_split=args.text_split)
-    layers = pick_layers(args, model)
-    if args.sae_path is not None and "{layer}" not in args.sae_path and len(layers) > 1:
-        raise UserError(f"--sae_path {args.sae_path} is one SAE (one layer) but --layers gives {len(layers)}; put "
-                        f"{{layer}} in the path (e.g. saes/layer_{{layer}}) or run one layer at a time")
-    for layer in layers:  # check every layer's SAE source before any long work
-        resolve_sae_source(model, layer, sae_path=args.sae_path, release=args.release)
-    base_dir = resolve_base_dir(args.base_dir)
-    device = resolve_device(args.device)
-    get_model = lazy_loader(model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=base_dir,
-                            n_devices=args.n_devices)
-    model_info = portable_model_fingerprint(model, args.model_path, args.dtype)
-    options = GenerateOptions(ctx_len=args.ctx_len, batch_size=args.batch_size or UPSTREAM_BATCH.get(model, 32),
-                              max_tokens=args.max_tokens, max_pairs=args.max_pairs, num_shards=args.num_shards,
-                              shard_index=args.shard_index, contexts_per_part=args.contexts_per_part,
-                              progress=not args.no_progress)
-    options.check()
-    print(f"text: {source.describe()}; layers {', '.join(map(str, layers))}; shard {args.shard_index + 1} of "
-          f"{args.num_shards}")
+    config = config_from_argv(argv)
+    print(f"text: {text_source(config).describe()}; layers {', '.join(map(str, pick_layers(config)))}; shard {config.shard_index + 1} of "
+          f"{config.num_shards}")
     written = []
-    for layer in layers:
-        sae = load_sae(model, layer, sae_path=args.sae_path, release=args.release, device=device,
-                       input_scaling=args.sae_input_scaling)
-        run = paths.run_dir(base_dir, model, layer, sae.tag)
-        result = generate_occurrences(run=run, model_name=model, layer=layer, sae=sae, source=source,
-                                      get_model=get_model, model_info=model_info, options=options,
-                                      command=command_line(argv))
+    for done in run_occurrences(config):
+        result, run = done.shard, done.run
         state = "reused" if result.reused else f"stopped at {result.stop_reason}"
-        print(f"layer {layer}: {result.num_contexts} contexts, {result.num_triples} pairs ({state}) in {result.path}")
+        print(f"layer {done.layer}: {result.num_contexts} contexts, {result.num_triples} pairs ({state}) in "
+              f"{result.path}")
         num_shards, unfinished = shards_status(run)
         if unfinished:
             print(f"  {num_shards - len(unfinished)} of {num_shards} shards finished; still to run: shard index(es) "
@@ -164,7 +117,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
             print(f"  dataset complete: {paths.occurrences_dir(run)} (read with multid.sae.occurrences."
                   f"open_occurrences, or DuckDB: SELECT * FROM '{paths.occurrences_dir(run)}/**/triples-*.parquet')")
         written += [result.path, paths.decoder_path(run), run / "run.json"]
-        del sae
     print_written(written)
     return written
 

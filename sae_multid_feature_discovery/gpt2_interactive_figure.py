@@ -18,17 +18,25 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import GPT2_DEFAULTS, interactive_parser, run_interactive
+from multid.sae.figure_cli import GPT2_DEFAULTS, interactive_parser
+from multid.sae.runners.interactive_figure import run_interactive
+from multid.sae.stage_configs import InteractiveConfig
 
 
 def build_parser():
     return interactive_parser(GPT2_DEFAULTS, __doc__.split("\n\n")[0])
 
 
+def config_from_argv(argv: list[str] | None = None) -> InteractiveConfig:
+    return config_from_args(InteractiveConfig, build_parser().parse_args(argv))
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
-    return run_interactive(build_parser().parse_args(argv), GPT2_DEFAULTS, "gpt2_interactive_figure.py")
+    result = run_interactive(config_from_argv(argv))
+    return [result.html, result.pca]
 
 
 if __name__ == "__main__":

@@ -187,28 +187,25 @@ def test_scan_m_and_s_of_one_fixed_cluster():
 
 
 @pytest.mark.integration
-def test_discover_reads_the_cluster_files_the_clustering_writes(tmp_path, monkeypatch):
-    """`make discover`'s clustering step runs the clustering script, then reads its output: run both here."""
+def test_discover_reads_the_cluster_files_the_clustering_writes(tmp_path):
+    """`make discover`'s clustering step calls the clustering runner and keeps the file it wrote; the command it
+    prints, run as the script, names the same file."""
     import sae_multid_feature_discovery.clustering as clustering_script
     from multid import discover
+    from multid.commands import command_args
     from multid.sae import paths
     from multid.sae.clustering import cluster_decoder, load_decoder_source
     from multid.sae.loading import load_sae
     from tests.sae_helpers import make_tiny_sae
 
     sae_folder = make_tiny_sae(tmp_path / "sae", d_sae=48, hook="blocks.8.hook_resid_pre", d_in=576)
-    written: list[Path] = []
-
-    def in_process(name: str, *args) -> None:
-        assert name == "clustering.py"
-        written.append(clustering_script.main([str(a) for a in args]))
-
-    monkeypatch.setattr(discover, "run_script", in_process)
     d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path), "--n_clusters", "5"]))
     sae = load_sae(discover.MODEL, d.layer, sae_path=sae_folder)
-    d.sae_path, d.run = sae_folder, paths.run_dir(d.base_dir, discover.MODEL, d.layer, sae.tag)
-    clusterings = d.cluster()
-    assert [c.path for c in clusterings] == written
+    run = paths.run_dir(d.base_dir, discover.MODEL, d.layer, sae.tag)
+    clusterings = d.cluster(run, sae_folder)
+    by_script = [clustering_script.main(command_args(config)).path for config in d.clustering_configs(sae_folder)]
+    assert [c.path for c in clusterings] == by_script
+    assert all(c.path.parent == paths.clusters_dir(run) for c in clusterings)
     W, _tag, _source = load_decoder_source(discover.MODEL, d.layer, sae_path=sae_folder)
     graph, spectral = clusterings
     assert sorted(map(sorted, graph.clusters)) == sorted(map(sorted, cluster_decoder(

@@ -298,7 +298,7 @@ def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
     assert "generate_feature_occurence_data.py" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         analyze_reducibilities.main(["--scan_dir", str(tmp_path / "nothing")])
-    assert "gpt2_compute_reducibility.py --clusters all" in capsys.readouterr().err
+    assert "gpt2_compute_reducibility.py --model_name gpt2 --layer 7 --clusters all" in capsys.readouterr().err
 
 
 @pytest.mark.unit

@@ -21,18 +21,12 @@ import numpy as np
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz
 from multid.sae import paths
+from multid.sae.occurrences import generate_command
 from multid.sae.reconstruct import (Pca, check_sample_limit, cluster_feature_ids, cluster_reconstructions,
                                     reconstruction_pca, save_sae_pca)
 from multid.stage import RECORD_NAME, Stage, damage, record_path, run_stage, settings_id
 
 CONTEXT_BEFORE = 10
-GENERATE_SCRIPT = "python sae_multid_feature_discovery/generate_feature_occurence_data.py"
-
-
-def generate_command(model: str, layer: int) -> str:
-    return f"{GENERATE_SCRIPT} --model_name {model} --layers {layer}"
-
-
 # ----------------------------------------------------------------------------------------- run folder
 
 
@@ -59,13 +53,14 @@ def find_run_dir(base_dir: Path, model: str, layer: int, run_dir: str | os.PathL
 def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, command: str | None = None) -> np.ndarray:
     """W_dec [F, d] float32 of a run (its decoder.npy), or `decoder_file` (.npy, or .npz with key W_dec)."""
     path = Path(decoder_file).expanduser() if decoder_file else paths.decoder_path(run)
+    command = command or generate_command("<model>", "<L>")
     if not path.is_file():
-        raise MissingArtifactError("SAE decoder", path, command or GENERATE_SCRIPT)
+        raise MissingArtifactError("SAE decoder", path, command)
     if record_path(path, False).is_file():
         problem = damage(path, False)
         if problem is not None:
             raise UserError(f"the decoder {path} does not match what was written ({problem}); rerun "
-                            f"{command or GENERATE_SCRIPT} to rewrite it")
+                            f"{command} to rewrite it")
     try:
         if path.suffix == ".npz":
             data = load_npz(path)

@@ -21,9 +21,9 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, load_plain_pickle, write_text_atomic
+from multid.sae.stage_configs import ClusteringConfig
 
 CONVENTIONS = ("non_singleton", "all")
-CLUSTERING_COMMAND = "python sae_multid_feature_discovery/clustering.py --model_name <model> --layer <L> --out <file>"
 
 
 def load_clusters(path: str | os.PathLike, command: str | None = None) -> list[list[int]]:
@@ -34,7 +34,7 @@ def load_clusters(path: str | os.PathLike, command: str | None = None) -> list[l
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingArtifactError("cluster file", path, command or CLUSTERING_COMMAND)
+        raise MissingArtifactError("cluster file", path, command or ClusteringConfig(model_name="<model>", layer="<L>", out="<file>").command())
     if path.suffix.lower() == ".json":
         raw = load_json(path)
     else:

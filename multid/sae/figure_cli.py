@@ -1,7 +1,8 @@
 """Command-line front ends of the SAE figure scripts (the scripts in sae_multid_feature_discovery/ are thin
 wrappers over these): argument parsers with the original flags and defaults, and the runs they start.
 
-- interactive figure (GPT-2 and Mistral, one implementation): `interactive_parser` + `run_interactive`;
+- interactive figure (GPT-2 and Mistral, one implementation): `interactive_parser` (the run:
+  multid.sae.runners.interactive_figure);
 - Figures 1 and 12 (GPT-2 days / months / years): `dmy_parser` + `run_days_months_years`;
 - Figure 13 (Mistral days / months): `mistral_dm_parser` + `run_mistral_days_months`.
 """
@@ -21,8 +22,10 @@ from multid.io import save_figure
 from multid.sae import labels as L
 from multid.sae import paths
 from multid.sae.cluster_points import (ClusterPoints, cluster_points_stage, file_fingerprint, find_run_dir,
-                                       generate_command, load_run_decoder)
+                                       load_run_decoder)
 from multid.sae.clusters import CONVENTIONS, load_clusters, pick_cluster
+from multid.sae.occurrences import generate_command
+from multid.sae.stage_configs import ClusteringConfig
 
 PAPER_CLUSTER_FILES = {"gpt2": "gpt-2_layer_7_clusters_spectral_n1000.pkl",
                        "mistral": "mistral_layer_8_clusters_cutoff_0.5.pkl"}
@@ -135,9 +138,9 @@ def resolve_clusters_file(args: argparse.Namespace, run: Path) -> Path:
     raise MissingArtifactError(f"cluster file {name}", " or ".join(map(str, candidates)), clustering_command(args))
 
 
-def clustering_command(args: argparse.Namespace) -> str:
-    return (f"python sae_multid_feature_discovery/clustering.py --model_name {args.model_name} --layer {args.layer} "
-            f"--out <file>.json")
+def clustering_command(args: Any) -> str:
+    """The clustering that makes the cluster file a figure or scan of (model, layer) reads."""
+    return ClusteringConfig(model_name=args.model_name, layer=args.layer, out="<file>.json").command()
 
 
 def open_context(args: argparse.Namespace) -> RunContext:
@@ -171,32 +174,6 @@ def interactive_parser(defaults: Defaults, description: str) -> argparse.Argumen
     parser.add_argument("--cluster", type=int, default=defaults.cluster,
                         help="cluster index, numbered by --cluster_convention (default: %(default)s)")
     return parser
-
-
-def run_interactive(args: argparse.Namespace, defaults: Defaults, script: str) -> list[Path]:
-    """Reconstructions + PCA of one cluster (saved for --sae_pca), and its interactive html figure."""
-    from multid.sae import interactive
-    from multid.sae.text import hover_texts
-
-    ctx = open_context(args)
-    members = ctx.pick(args.cluster)
-    print(f"cluster {args.cluster} of {ctx.clusters_file.name}, numbered {args.cluster_convention!r} "
-          f"({CONVENTION_HELP[args.cluster_convention]}): {len(members)} features {members}")
-    k = interactive.num_pcs(len(members))
-    points = ctx.points(args.cluster, members, k, command_line(script, args) + f" --cluster {args.cluster}")
-    hover = hover_texts(ctx.tokenizer(), points.context_lists())
-    rows = ctx.W_dec[np.asarray(members, dtype=np.int64)]
-    label = defaults.label if paths.canonical_model(args.model_name) == defaults.model else args.model_name
-    title = interactive.figure_title(label, args.layer, args.cluster, len(members), len(points.tokens))
-    fig = interactive.build_interactive_figure(rows, points.pca, hover, title)
-    stem = f"{paths.canonical_model(args.model_name)}-layer{args.layer}-cluster{args.cluster}"
-    html = interactive.write_html(fig, ctx.save_dir / f"{stem}.html")
-    print(f"{len(points.tokens)} reconstructions; explained variance of PCs 0..{points.pca.k - 1}: "
-          + ", ".join(f"{r:.3f}" for r in points.pca.explained_variance_ratio))
-    print(f"SAE PCA for compare_circle_intervention_types.py --sae_pca: {points.path}")
-    written = [html, points.path]
-    print_written(written)
-    return written
 
 
 # ----------------------------------------------------------------------------------------- Figures 1 / 12 / 13

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shlex
 import shutil
 import dataclasses
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, save_json, write_text_atomic
 from multid.sae.paths import next_occurrences_dir, occurrences_dir, shard_dir, shard_name
+from multid.sae.stage_configs import OccurrencesConfig
 from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
 
 FORMAT_VERSION = 1
@@ -42,7 +42,6 @@ DEFAULT_CONTEXTS_PER_PART = 512
 DEFAULT_MAX_PAIRS = 10**9  # upstream's per-layer capacity
 RUN_META = "run.json"
 PROGRESS_NAME = ".progress.json"
-GENERATE_SCRIPT = "sae_multid_feature_discovery/generate_feature_occurence_data.py"
 
 TRIPLE_COLUMNS = ("token", "feature", "value")
 TOKEN_COLUMNS = ("token", "token_id", "context", "position")
@@ -67,15 +66,10 @@ def part_names(k: int) -> tuple[str, str]:
 
 
 def generate_command(model: str, layer: int | str, *, sae_path: str | os.PathLike | None = None,
-                     base_dir: str | os.PathLike | None = None, extra: Sequence[str] = ()) -> str:
+                     base_dir: str | os.PathLike | None = None) -> str:
     """The command line that makes the occurrence dataset of (model, layer), for messages."""
-    parts = ["python", GENERATE_SCRIPT, "--model_name", str(model), "--layers", str(layer)]
-    if sae_path is not None:
-        parts += ["--sae_path", str(sae_path)]
-    if base_dir is not None:
-        parts += ["--base_dir", str(base_dir)]
-    parts += list(extra)
-    return " ".join(shlex.quote(p) for p in parts)
+    return OccurrencesConfig(model_name=str(model), layers=(layer,), sae_path=None if sae_path is None else str(sae_path),
+                             base_dir=None if base_dir is None else str(base_dir)).command()
 
 
 # ----------------------------------------------------------------------------------------- writing
