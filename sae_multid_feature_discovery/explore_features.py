@@ -16,17 +16,24 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import explore_parser, run_explore
+from multid.sae.figure_cli import explore_parser
+from multid.sae.runners.calendar_figures import run_explore
+from multid.sae.stage_configs import ExploreConfig
 
 
 def build_parser():
     return explore_parser(__doc__.split("\n\n")[0])
 
 
+def config_from_argv(argv: list[str] | None = None) -> ExploreConfig:
+    return config_from_args(ExploreConfig, build_parser().parse_args(argv))
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
-    return run_explore(build_parser().parse_args(argv), Path(__file__).name)
+    return run_explore(config_from_argv(argv))
 
 
 if __name__ == "__main__":

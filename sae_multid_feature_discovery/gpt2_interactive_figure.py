@@ -20,13 +20,13 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import GPT2_DEFAULTS, interactive_parser
+from multid.sae.figure_cli import interactive_parser
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.stage_configs import InteractiveConfig
 
 
 def build_parser():
-    return interactive_parser(GPT2_DEFAULTS, __doc__.split("\n\n")[0])
+    return interactive_parser(InteractiveConfig(), __doc__.split("\n\n")[0])
 
 
 def config_from_argv(argv: list[str] | None = None) -> InteractiveConfig:

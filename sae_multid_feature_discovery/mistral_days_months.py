@@ -16,17 +16,24 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import mistral_dm_parser, run_mistral_days_months
+from multid.sae.figure_cli import mistral_dm_parser
+from multid.sae.runners.calendar_figures import run_mistral_days_months
+from multid.sae.stage_configs import MistralDaysMonthsConfig
 
 
 def build_parser():
     return mistral_dm_parser(__doc__.split("\n\n")[0])
 
 
+def config_from_argv(argv: list[str] | None = None) -> MistralDaysMonthsConfig:
+    return config_from_args(MistralDaysMonthsConfig, build_parser().parse_args(argv))
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
-    return run_mistral_days_months(build_parser().parse_args(argv), Path(__file__).name)
+    return run_mistral_days_months(config_from_argv(argv))
 
 
 if __name__ == "__main__":

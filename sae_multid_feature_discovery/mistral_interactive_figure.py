@@ -19,13 +19,13 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import MISTRAL_DEFAULTS, interactive_parser
+from multid.sae.figure_cli import interactive_parser
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.stage_configs import MistralInteractiveConfig
 
 
 def build_parser():
-    return interactive_parser(MISTRAL_DEFAULTS, __doc__.split("\n\n")[0])
+    return interactive_parser(MistralInteractiveConfig(), __doc__.split("\n\n")[0])
 
 
 def config_from_argv(argv: list[str] | None = None) -> MistralInteractiveConfig:

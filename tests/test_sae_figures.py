@@ -1,5 +1,5 @@
 """SAE figures: the interactive plotly figure, Figures 1 / 12 / 13, the exploration grid, the figure scripts,
-and other_circle_points (multid.sae.interactive, paper_figures, figure_cli, day_prompts)."""
+and other_circle_points (multid.sae.interactive, paper_figures, figure_cli, runners, day_prompts)."""
 
 from __future__ import annotations
 
@@ -207,9 +207,10 @@ def test_mistral_interactive_script_numbering(calendar, tmp_path, capsys):
 @pytest.mark.unit
 def test_mistral_defaults_pick_the_days_cluster():
     from multid.sae.clusters import load_clusters, pick_cluster
-    from multid.sae.figure_cli import MISTRAL_DEFAULTS, interactive_parser
+    from multid.sae.figure_cli import interactive_parser
+    from multid.sae.stage_configs import MistralInteractiveConfig
 
-    args = interactive_parser(MISTRAL_DEFAULTS, "").parse_args([])
+    args = interactive_parser(MistralInteractiveConfig(), "").parse_args([])
     assert (args.cluster, args.cluster_convention, args.layer, args.sample_limit) == (61, "non_singleton", 8, 4000)
     if not MISTRAL_FILE.is_file():
         pytest.skip(f"the paper's Mistral cluster file is not at {MISTRAL_FILE}")

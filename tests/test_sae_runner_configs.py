@@ -8,15 +8,20 @@ import shlex
 import pytest
 
 from multid.commands import cli_fields, command_args, render_command
-from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, MistralInteractiveConfig, OccurrencesConfig,
-                                     RankingConfig, ScanConfig, TrainConfig)
-from sae_multid_feature_discovery import (analyze_reducibilities, clustering, generate_feature_occurence_data,
-                                          gpt2_compute_reducibility, gpt2_interactive_figure,
-                                          mistral_interactive_figure, train_sae)
+from multid.sae.stage_configs import (ClusteringConfig, DaysMonthsYearsConfig, DaysWeeksYearsConfig, ExploreConfig,
+                                     InteractiveConfig, MistralDaysMonthsConfig, MistralInteractiveConfig,
+                                     OccurrencesConfig, RankingConfig, ScanConfig, TrainConfig)
+from sae_multid_feature_discovery import (analyze_reducibilities, clustering, explore_features,
+                                          generate_feature_occurence_data, gpt2_compute_reducibility,
+                                          gpt2_days_months_years, gpt2_days_weeks_years, gpt2_interactive_figure,
+                                          mistral_days_months, mistral_interactive_figure, train_sae)
 
 pytestmark = pytest.mark.unit
 
 # every option away from its default, in values the parsers accept
+RUN = {"base_dir": "/b", "model_name": "smollm2", "layer": 9, "run_dir": "/r", "decoder_file": "W.npy",
+       "clusters_file": "c.json", "cluster_convention": "all", "tokenizer_path": "/t", "size_limit": 50,
+       "sample_limit": 500, "save_dir": "/s"}
 EXAMPLES = [
     (train_sae, TrainConfig(
         base_dir="/b", model_name="gpt2", model_path="/m", layer=7, hook="blocks.7.hook_resid_post", dataset="d/s",
@@ -49,6 +54,12 @@ EXAMPLES = [
     (mistral_interactive_figure, MistralInteractiveConfig(
         base_dir="/b", model_name="gpt2", layer=7, run_dir="/r", decoder_file="W.npy", clusters_file="c.json",
         cluster_convention="all", tokenizer_path="/t", size_limit=50, sample_limit=500, save_dir="/s", cluster=4)),
+    (gpt2_days_months_years, DaysMonthsYearsConfig(**RUN, days=1, months=2, years=3, formats=("pdf", "png"),
+                                                   stale_year_colours=True)),
+    (gpt2_days_weeks_years, DaysWeeksYearsConfig(**RUN, days=1, months=2, years=3, formats=("png",),
+                                                 stale_year_colours=True)),
+    (mistral_days_months, MistralDaysMonthsConfig(**RUN, days=1, months=2, formats=("pdf",))),
+    (explore_features, ExploreConfig(**RUN, clusters=(5, 3), ranking="r.json", top=5, panels=4, dpi=80)),
 ]
 IDS = [script.__name__.rsplit(".", 1)[1] for script, _ in EXAMPLES]
 

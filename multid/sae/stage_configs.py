@@ -253,10 +253,8 @@ class RankingConfig:
 
 
 @dataclass(frozen=True)
-class InteractiveConfig:
-    """What gpt2_interactive_figure.py's options say (its --help explains each)."""
-
-    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_interactive_figure.py"
+class FigureRunConfig:
+    """The options every SAE figure script shares: which run, decoder and cluster file, and how many points."""
 
     base_dir: str | None = option()
     model_name: str = option("gpt2", always=True)
@@ -269,6 +267,14 @@ class InteractiveConfig:
     size_limit: int = option(1000)
     sample_limit: int = option(20000)
     save_dir: str | None = option()
+
+
+@dataclass(frozen=True)
+class InteractiveConfig(FigureRunConfig):
+    """What gpt2_interactive_figure.py's options say (its --help explains each)."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_interactive_figure.py"
+
     cluster: int = option(138)
 
     def command(self) -> str:
@@ -281,7 +287,63 @@ class MistralInteractiveConfig(InteractiveConfig):
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/mistral_interactive_figure.py"
 
-    model_name: str = option("mistral", always=True)
+    model_name: str = option("mistral", always=True)  # the Mistral scripts' defaults: layer 8, 4,000 points
     layer: int = option(8, always=True)
     sample_limit: int = option(4000)
     cluster: int = option(61)
+
+
+@dataclass(frozen=True)
+class DaysMonthsYearsConfig(FigureRunConfig):
+    """What gpt2_days_months_years.py's options say (Figures 1 and 12)."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_days_months_years.py"
+
+    days: int = option(138)
+    months: int = option(251)
+    years: int = option(212)
+    formats: tuple[str, ...] = option(("pdf",))
+    stale_year_colours: bool = option(False)
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)
+
+
+@dataclass(frozen=True)
+class DaysWeeksYearsConfig(DaysMonthsYearsConfig):
+    """gpt2_days_weeks_years.py: the same figures under the name the original README gives."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_days_weeks_years.py"
+
+
+@dataclass(frozen=True)
+class MistralDaysMonthsConfig(FigureRunConfig):
+    """What mistral_days_months.py's options say (Figure 13)."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/mistral_days_months.py"
+
+    model_name: str = option("mistral", always=True)  # the Mistral scripts' defaults: layer 8, 4,000 points
+    layer: int = option(8, always=True)
+    sample_limit: int = option(4000)
+    days: int = option(61)
+    months: int = option(832)
+    formats: tuple[str, ...] = option(("png",))
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)
+
+
+@dataclass(frozen=True)
+class ExploreConfig(FigureRunConfig):
+    """What explore_features.py's options say (the rebuttal grid of the top clusters)."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/explore_features.py"
+
+    clusters: tuple[int, ...] | None = option()
+    ranking: str | None = option()
+    top: int = option(20)
+    panels: int = option(10)
+    dpi: int = option(50)
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from multid.sae import interactive, paths
-from multid.sae.figure_cli import CONVENTION_HELP, open_context, print_written
+from multid.sae.figure_run import CONVENTION_HELP, open_context, print_written
 from multid.sae.stage_configs import InteractiveConfig
 from multid.sae.text import hover_texts
 

@@ -19,7 +19,7 @@ from multid.sae import paths
 from multid.sae.cluster_points import (file_fingerprint, find_run_dir, load_run_decoder, occurrences_fingerprint,
                                        open_run_occurrences)
 from multid.sae.clusters import check_members, load_clusters, non_singleton, pick_cluster
-from multid.sae.figure_cli import clustering_command, resolve_clusters_file
+from multid.sae.figure_run import clustering_command, resolve_clusters_file
 from multid.sae.occurrences import generate_command
 from multid.sae.scan import read_metrics
 from multid.sae.stage_configs import ScanConfig

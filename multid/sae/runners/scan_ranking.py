@@ -16,7 +16,7 @@ from multid.errors import MissingArtifactError, UserError
 from multid.io import save_csv, save_figure, save_json
 from multid.sae import scan
 from multid.sae.cluster_points import find_run_dir
-from multid.sae.figure_cli import resolve_clusters_file
+from multid.sae.figure_run import resolve_clusters_file
 from multid.sae.stage_configs import RankingConfig
 from multid.sae.scan_run import check_single_clustering, default_scan_dir
 from multid.stage import RECORD_NAME, Stage, damage, run_stage
