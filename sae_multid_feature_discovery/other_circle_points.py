@@ -19,17 +19,19 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a plain script from inside its folder: import this checkout's packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multid.config import (add_base_dir_arg, add_device_arg, add_dtype_arg, ensure_writable_dir, figs_dir,
-                           resolve_base_dir, resolve_device)
+from multid.commands import config_from_args
+from multid.config import add_base_dir_arg, add_device_arg, add_dtype_arg
 from multid.errors import cli_entry
-from multid.io import save_figure, save_json
-from multid.models import add_model_args, load_model
-from multid.sae import day_prompts as dp
+from multid.models import add_model_args
+from multid.sae.runners.other_circle_points import run_other_circle_points
+from multid.sae.stage_configs import OtherCirclePointsConfig
+
+D = OtherCirclePointsConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_args(parser, default="mistral")
+    add_model_args(parser, default=D.model)
     add_base_dir_arg(parser)
     add_device_arg(parser)
     add_dtype_arg(parser)
@@ -45,51 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_argv(argv: list[str] | None = None) -> OtherCirclePointsConfig:
+    return config_from_args(OtherCirclePointsConfig, build_parser().parse_args(argv))
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    args = build_parser().parse_args(argv)
-    base_dir = resolve_base_dir(args.base_dir)
-    out = ensure_writable_dir(Path(args.out_dir).expanduser().resolve() if args.out_dir
-                              else figs_dir(base_dir) / "other_circle_points", what="--out_dir")
-    device = resolve_device(args.device)
-    model = load_model(args.model, device=device, dtype=args.dtype, model_path=args.model_path, base_dir=base_dir)
-    n_layers = model.cfg.n_layers
-    layer = args.layer if args.layer is not None else dp.default_layer("days", n_layers)
-    months_layer = args.months_layer if args.months_layer is not None else dp.default_layer("months", n_layers)
-    dp.hook_for_layer(layer, n_layers)
-    dp.hook_for_layer(months_layer, n_layers)
-    limits = args.paper_limits == "on" or (args.paper_limits == "auto" and args.model == "mistral")
-    written, record = [], {"model": args.model, "layer": layer, "months_layer": months_layer, "experiments": {}}
-    for experiment in dp.EXPERIMENTS:
-        prompts = dp.weekday_prompts(experiment)
-        proj = dp.project(dp.last_position_states(model, prompts.prompts, layer), prompts, layer)
-        print(f"experiment {experiment} (layer {layer}): explained variance ratio of the day-name PCA "
-              + ", ".join(f"{r:.3f}" for r in proj.explained_variance_ratio))
-        fig = dp.weekday_figure(proj, paper_limits=limits)
-        written.append(save_figure(fig, out / f"{args.model}_weekdays_experiment_{experiment}.pdf"))
-        plt.close(fig)
-        record["experiments"][f"weekdays_{experiment}"] = summary(proj)
-    prompts = dp.month_prompts()
-    proj = dp.project(dp.last_position_states(model, prompts.prompts, months_layer), prompts, months_layer, k=2)
-    print(f"months (layer {months_layer}): explained variance ratio "
-          + ", ".join(f"{r:.3f}" for r in proj.explained_variance_ratio))
-    fig = dp.month_figure(proj)
-    written.append(save_figure(fig, out / f"{args.model}_months_from_experiment.pdf"))
-    plt.close(fig)
-    record["experiments"]["months_from"] = summary(proj)
-    written.append(save_json(out / f"{args.model}_other_circle_points.json", record))
-    print("wrote:")
-    for path in written:
-        print(f"  {path}")
-    return written
-
-
-def summary(proj: dp.Projection) -> dict:
-    return {"layer": proj.layer, "prompts": proj.prompts.prompts, "groups": proj.prompts.groups,
-            "coords": proj.coords.round(6).tolist(),
-            "explained_variance_ratio": proj.explained_variance_ratio.round(6).tolist()}
+    return run_other_circle_points(config_from_argv(argv))
 
 
 if __name__ == "__main__":

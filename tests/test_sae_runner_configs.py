@@ -10,11 +10,13 @@ import pytest
 from multid.commands import cli_fields, command_args, render_command
 from multid.sae.stage_configs import (ClusteringConfig, DaysMonthsYearsConfig, DaysWeeksYearsConfig, ExploreConfig,
                                      InteractiveConfig, MistralDaysMonthsConfig, MistralInteractiveConfig,
-                                     OccurrencesConfig, RankingConfig, ScanConfig, TrainConfig)
-from sae_multid_feature_discovery import (analyze_reducibilities, clustering, explore_features,
+                                     OccurrencesConfig, OtherCirclePointsConfig, RankingConfig, ScanConfig,
+                                     StabilityConfig, TrainConfig)
+from sae_multid_feature_discovery import (analyze_reducibilities, cluster_stability, clustering, explore_features,
                                           generate_feature_occurence_data, gpt2_compute_reducibility,
                                           gpt2_days_months_years, gpt2_days_weeks_years, gpt2_interactive_figure,
-                                          mistral_days_months, mistral_interactive_figure, train_sae)
+                                          mistral_days_months, mistral_interactive_figure, other_circle_points,
+                                          train_sae)
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +61,13 @@ EXAMPLES = [
     (gpt2_days_weeks_years, DaysWeeksYearsConfig(**RUN, days=1, months=2, years=3, formats=("png",),
                                                  stale_year_colours=True)),
     (mistral_days_months, MistralDaysMonthsConfig(**RUN, days=1, months=2, formats=("pdf",))),
+    (cluster_stability, StabilityConfig(
+        base_dir="/b", model_name="smollm2", layer=9, sae_path="/s", decoder_file="W.npz", clusters_file="c.json",
+        truth=(1, 2), truth_names=("a b", "c"), cluster_convention="all", top_k=(2, 5), cutoffs=(0.25, 0.5),
+        diagonal="kept", hand_cluster=(3, 4), save_dir="/o")),
+    (other_circle_points, OtherCirclePointsConfig(
+        model="smollm2", model_path="/m", base_dir="/b", device="cpu", dtype="bfloat16", layer=5, months_layer=3,
+        paper_limits="off", out_dir="/o")),
     (explore_features, ExploreConfig(**RUN, clusters=(5, 3), ranking="r.json", top=5, panels=4, dpi=80)),
 ]
 IDS = [script.__name__.rsplit(".", 1)[1] for script, _ in EXAMPLES]
@@ -83,10 +92,11 @@ def test_command_names_the_script_and_its_model(script, example):
     words = shlex.split(example.command())
     assert words[:2] == ["python", f"sae_multid_feature_discovery/{script.__name__.rsplit('.', 1)[1]}.py"]
     default = type(example)()
-    if default.model_name is not None:  # clustering.py's None means "mistral, the upstream default"
+    if getattr(default, "model_name", getattr(default, "model", None)) is not None:  # clustering.py's None means "mistral, the upstream default"
         default_words = shlex.split(default.command())
-        assert "--model_name" in default_words  # named even at the default
-        assert "--layer" in default_words or not hasattr(default, "layer")  # occurrences' --layers may be left out
+        assert "--model_name" in default_words or "--model" in default_words  # named even at the default
+        if getattr(default, "layer", None) is not None:  # None: the script picks the layer from the model
+            assert "--layer" in default_words
 
 
 def test_render_leaves_out_defaults_and_quotes_values():
@@ -116,3 +126,9 @@ def test_one_word_placeholders_are_shown_unquoted():
     assert ClusteringConfig(model_name="<model>", layer="<L>", out="<file>").command() == \
         "python sae_multid_feature_discovery/clustering.py --model_name <model> --layer <L> --out <file>"
     assert "'<an SAE folder>'" in ClusteringConfig(sae_path="<an SAE folder>").command()
+
+
+def test_stability_default_sweep_is_the_rebuttals():
+    from multid.sae import stability
+
+    assert StabilityConfig().top_k == stability.UPSTREAM_TOP_KS

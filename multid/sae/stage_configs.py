@@ -249,6 +249,35 @@ class RankingConfig:
         return render_command(self.SCRIPT, self)
 
 
+@dataclass(frozen=True)
+class StabilityConfig:
+    """What cluster_stability.py's options say: the best Jaccard of ground-truth clusters across graph settings."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/cluster_stability.py"
+
+    base_dir: str | None = option()
+    model_name: str | None = option(always=True)
+    layer: int = option(8, always=True)
+    sae_path: str | None = option()
+    decoder_file: str | None = option()
+    clusters_file: str = option("mistral_layer_8_clusters_cutoff_0.5.pkl")  # the paper's Mistral file
+    truth: tuple[int, ...] = option((61, 832))  # days, months of the paper's Mistral file
+    truth_names: tuple[str, ...] | None = option()
+    cluster_convention: str = option("non_singleton")
+    top_k: tuple[int, ...] = option((2, 3, 4))  # the rebuttal's sweep
+    cutoffs: tuple[float, ...] | None = option()
+    diagonal: str = option("zeroed")
+    hand_cluster: tuple[int, ...] | None = option()
+    save_dir: str | None = option()
+
+    @property
+    def model(self) -> str:
+        return canonical_model(self.model_name or DEFAULT_MODEL)
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)
+
+
 # ----------------------------------------------------------------------------------------- figures
 
 
@@ -347,3 +376,24 @@ class ExploreConfig(FigureRunConfig):
 
     def command(self) -> str:
         return render_command(self.SCRIPT, self)
+
+
+@dataclass(frozen=True)
+class OtherCirclePointsConfig:
+    """What other_circle_points.py's options say: day and month phrases in the plane of the day-name circle."""
+
+    SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/other_circle_points.py"
+
+    model: str = option("mistral", always=True)
+    model_path: str | None = option()
+    base_dir: str | None = option()
+    device: str = option("auto")
+    dtype: str = option("float32")
+    layer: int | None = option()
+    months_layer: int | None = option()
+    paper_limits: str = option("auto")
+    out_dir: str | None = option()
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)
+
