@@ -13,8 +13,9 @@ hand is printed ($ python sae_multid_feature_discovery/...). A second run reuses
   4. clustering of the decoder directions, graph and spectral (run_clustering, clustering.py);
   5. the reducibility scan of every cluster of both clusterings (run_scan, gpt2_compute_reducibility.py) and
      its ranking (run_ranking, analyze_reducibilities.py);
-  6. the clusters holding days, months and years (multid.sae.calendar_clusters), their sizes, decoder
-     cosines, M, S, rank, and whether their top-2 PCA is a circle in calendar order; a Figure 1 style figure;
+  6. the clusters holding days, months and years (CalendarAnalysis, multid.sae.calendar_clusters), their sizes,
+     decoder cosines, M, S, rank, and whether their top-2 PCA is a circle in calendar order; a Figure 1 style
+     figure;
   7. interactive figures of those clusters and the top-ranked ones (run_interactive, gpt2_interactive_figure.py).
 Everything goes under <base_dir>/sae/smollm2_layer<L>_<sae>/ (the report: discover_report.json there).
 """
@@ -23,34 +24,25 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
-
 from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
 from multid.errors import cli_entry
-from multid.io import load_json, save_figure, save_json
+from multid.io import load_json, save_json
 from multid.models import lazy_loader
 from multid.sae import calendar_clusters as CC
 from multid.sae import local_corpus, paths
-from multid.sae import paper_figures as P
 from multid.sae import train as T
-from multid.sae.cluster_points import cluster_points_stage, file_fingerprint, occurrences_fingerprint
-from multid.sae.clusters import mean_pairwise_cosine
-from multid.sae.labels import OTHER
-from multid.sae.occurrences import open_occurrences
+from multid.sae.runners.calendar_analysis import CalendarAnalysis, Clustering
 from multid.sae.runners.decoder_clustering import run_clustering
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.runners.occurrence_data import run_occurrences
 from multid.sae.runners.reducibility_scan import run_scan
 from multid.sae.runners.sae_training import TrainResult, run_train_sae
 from multid.sae.runners.scan_ranking import run_ranking
-from multid.sae.scan import ranking, summarise
 from multid.sae.text import load_tokenizer
-from multid.stage import Stage, run_stage, settings_id
 from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, OccurrencesConfig, RankingConfig, ScanConfig,
                                      TrainConfig)
 
@@ -65,30 +57,10 @@ TOP_INTERACTIVE = 4
 MIXTURE = "exact"  # clusters are ranked by the exact M, the maximum the paper defines (docs/reducibility.md)
 
 
-@dataclass
-class Clustering:
-    """One clustering of the decoder, and its scan results once scanned."""
-
-    method: str
-    path: Path
-    clusters: list[list[int]]
-    scan_dir: Path
-    metrics: dict[int, dict] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Corpus:
     folder: Path
     tag: str  # names the extra text in the SAE's folder ("" for the default corpus)
-
-
-@dataclass(frozen=True)
-class RunClasses:
-    """The run's occurrences and decoder, and the day / month / year class of every token (read once)."""
-
-    occ: Any
-    W_dec: np.ndarray
-    classes: CC.TokenClasses
 
 
 def echo(command: str) -> None:
@@ -109,7 +81,6 @@ class Discovery:
         self.get_model = lazy_loader(MODEL, base_dir=self.base_dir)
         self.report: dict[str, Any] = {"model": MODEL, "layer": self.layer}
         self.max_contexts = None if args.max_tokens is None else max(1, args.max_tokens // CTX_LEN)
-        self._classes: dict[Path, RunClasses] = {}
 
     # -------------------------------------------------------------------------------- steps 1-3
 
@@ -199,110 +170,26 @@ class Discovery:
             ranking_config = RankingConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
                                            run_dir=str(run), scan_dir=str(c.scan_dir), top=10, mixture=MIXTURE)
             echo(ranking_config.command())
-            run_ranking(ranking_config)
+            c.ranked = [summary.cluster for summary in run_ranking(ranking_config).ranking]
 
     # -------------------------------------------------------------------------------- steps 6-7
 
-    def named_clusters(self, run: Path, clusterings: list[Clustering]) -> dict[str, dict[str, dict]]:
-        """The days / months / years clusters of each clustering with their numbers (a stage:
-        <run>/calendar_clusters.json, rebuilt when the occurrences, clusters or scan results change)."""
-        settings = {"occurrences": occurrences_fingerprint(run), "sample_limit": self.args.sample_limit,
-                    "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
-                                     settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 3}
-        path = run / "calendar_clusters.json"
-        run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
-                  lambda tmp: save_json(tmp, self.find_named(run, clusterings)))
-        saved = load_json(path)
+    def named_clusters(self, calendar: CalendarAnalysis, clusterings: list[Clustering]) -> dict[str, dict[str, dict]]:
+        saved = calendar.named_clusters(clusterings)
         self.report["class_tokens_in_occurrences"] = saved["class_tokens"]
-        found = saved["found"]
-        self.report["named_clusters"] = found
-        self.print_named(found)
-        return found
+        self.report["named_clusters"] = saved["found"]
+        return saved["found"]
 
-    def run_classes(self, run: Path) -> RunClasses:
-        """The run's occurrences, decoder and token classes (read once per run)."""
-        if run not in self._classes:
-            self._classes[run] = self.read_classes(run)
-        return self._classes[run]
-
-    def read_classes(self, run: Path) -> RunClasses:
-        occ = open_occurrences(run)
-        tokenizer = load_tokenizer(MODEL, base_dir=self.base_dir)
-        strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
-        return RunClasses(occ, occ.decoder(), CC.token_classes(ids, occ.ctx_len, strings))
-
-    def find_named(self, run: Path, clusterings: list[Clustering]) -> dict[str, Any]:
-        data = self.run_classes(run)
-        W_dec, classes = data.W_dec, data.classes
-        token, feature, _value = data.occ.triples()
-        found: dict[str, dict[str, dict]] = {}
-        for c in clusterings:
-            counts = CC.cluster_counts(token, feature, c.clusters, W_dec.shape[0], classes)
-            summaries = summarise(c.metrics, mixture=MIXTURE)
-            ranked = [s.cluster for s in ranking(summaries)]
-            by_id = {s.cluster: s for s in summaries}
-            found[c.method] = {}
-            for category in CC.CATEGORIES:
-                total = classes.totals()[category]
-                best = CC.best_cluster(counts, category, total)
-                if best is None:
-                    continue
-                entry = {"cluster": best.cluster, "size": best.size, "points": best.points,
-                         "class_points": best.counts[category], "purity": round(best.purity(category), 4),
-                         "coverage": round(best.counts[category] / max(1, total), 4),
-                         "mean_decoder_cosine": round(float(mean_pairwise_cosine(W_dec, c.clusters[best.cluster])), 4)}
-                if best.cluster in by_id:
-                    s = by_id[best.cluster]
-                    entry.update({"mean_M": s.mean_m, "mean_S": s.mean_s, "score": s.score,
-                                  "rank": ranked.index(best.cluster) + 1, "ranked_clusters": len(ranked)})
-                entry.update(self.circle_check(run, c, best.cluster, category, classes, W_dec))
-                found[c.method][category] = entry
-        return {"class_tokens": classes.totals(), "found": found}
-
-    def circle_check(self, run: Path, c: Clustering, index: int, category: str, classes: CC.TokenClasses,
-                     W_dec: np.ndarray) -> dict[str, Any]:
-        """PCA of the cluster's reconstructions (the figure scripts' stage) and its calendar order."""
-        points = self.cluster_points(run, c, index, W_dec)
-        labels = classes.of(category)[points.tokens]
-        entry: dict[str, Any] = {"pca_points": int(len(points.tokens)), "pca_file": str(points.path),
-                                 "explained_variance_top2": round(float(points.pca.explained_variance_ratio[:2].sum()), 4)}
-        if category in CC.PERIODS and points.pca.coords.shape[1] >= 2:
-            entry.update(CC.circle_report(points.pca.coords, labels, CC.PERIODS[category]))
-        return entry
-
-    def cluster_points(self, run: Path, c: Clustering, index: int, W_dec: np.ndarray):
-        name = f"{c.path.stem}-all-cluster{index}-everypoint"  # the figure scripts' stage is sample-limited
-        return cluster_points_stage(run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
-                                    sample_limit=None, decoder_id=file_fingerprint(paths.decoder_path(run)))
-
-    def print_named(self, found: dict[str, dict[str, dict]]) -> None:
-        print(f"{'clustering':<11}{'class':<8}{'cluster':>8}{'size':>6}{'cos':>7}{'points':>8}{'purity':>8}"
-              f"{'cover':>7}{'M':>7}{'S':>7}{'rank':>10}{'adj PC1-2':>10}{'best plane':>11}{'own PCA':>9}")
-        for method, entries in found.items():
-            for category, e in entries.items():
-                circle = e.get("circle", {})
-                planes = e.get("circle_by_plane", {})
-                best = max(planes.items(), key=lambda kv: kv[1]["adjacent_fraction"], default=None)
-                best_text = f"{best[1]['adjacent_fraction']:.2f} ({best[0]})" if best else "-"
-                own = e.get("circle_class_pca", {}).get("adjacent_fraction", float("nan"))
-                rank = f"{e['rank']}/{e['ranked_clusters']}" if "rank" in e else "-"
-                print(f"{method:<11}{category:<8}{e['cluster']:>8}{e['size']:>6}{e['mean_decoder_cosine']:>7.3f}"
-                      f"{e['points']:>8}{e['purity']:>8.3f}{e['coverage']:>7.3f}{e.get('mean_M', float('nan')):>7.3f}"
-                      f"{e.get('mean_S', float('nan')):>7.3f}{rank:>10}"
-                      f"{circle.get('adjacent_fraction', float('nan')):>10.2f}{best_text:>11}{own:>9.2f}")
-        print("adj = share of calendar neighbours that are neighbours in angle (1 = calendar order; random order: "
-              "about 0.33 for 7 days, 0.18 for 12 months); own PCA = top-2 PCs of the class's points alone")
-
-    def figures(self, run: Path, clusterings: list[Clustering], found: dict[str, dict[str, dict]]) -> None:
+    def figures(self, calendar: CalendarAnalysis, clusterings: list[Clustering],
+                found: dict[str, dict[str, dict]]) -> None:
+        run = calendar.run
         figs = paths.sae_figs_dir(run)
         written = []
         for c in clusterings:
             entries = found.get(c.method, {})
             if all(cat in entries for cat in CC.CATEGORIES):
-                written.append(self.calendar_figure(run, c, entries, figs))
-            top = [s.cluster for s in ranking(summarise(c.metrics, mixture=MIXTURE))][:TOP_INTERACTIVE]
+                written.append(calendar.calendar_figure(c, entries, figs))
+            top = c.ranked[:TOP_INTERACTIVE]
             chosen = list(dict.fromkeys([e["cluster"] for e in entries.values()] + top))
             for index in chosen:
                 config = InteractiveConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
@@ -312,27 +199,6 @@ class Discovery:
                 echo(config.command())
                 written.append(run_interactive(config).html)
         self.report["figures"] = [str(p) for p in written]
-
-    def calendar_figure(self, run: Path, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
-        """Figure 1 style: the days, months and years clusters' reconstructions (all of them), coloured by class,
-        in the paper's PC planes where the cluster has that many PCs, else in PCs 1-2."""
-        data = self.run_classes(run)
-        panels, planes, titles = {}, [], []
-        for category, paper_plane in zip(CC.CATEGORIES, P.FIGURE1_PLANES):
-            entry = entries[category]
-            points = self.cluster_points(run, c, entry["cluster"], data.W_dec)
-            labels = data.classes.of(category)[points.tokens].copy()
-            if category == "years":
-                labels = np.where((labels >= 1900) & (labels <= 1999), labels - 1900, OTHER)
-            panels[category] = P.Panel(points.pca.coords, labels)
-            plane = paper_plane if max(paper_plane) < points.pca.coords.shape[1] else (0, 1)
-            planes.append(plane)
-            titles.append(f"{category.capitalize()}: cluster {entry['cluster']}, PCs {plane[0] + 1}-{plane[1] + 1}")
-        fig = P.figure1(panels["days"], panels["months"], panels["years"], planes=planes, titles=titles)
-        path = save_figure(fig, figs / f"{MODEL}_layer{self.layer}_{c.path.stem}_days_months_years.png", dpi=200)
-        plt.close(fig)
-        return path
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -384,9 +250,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step(4)
     d.scan(run, clusterings)
     step(5)
-    found = d.named_clusters(run, clusterings)
+    calendar = CalendarAnalysis(run, model=MODEL, layer=d.layer, base_dir=d.base_dir,
+                                sample_limit=args.sample_limit, mixture=MIXTURE)
+    found = d.named_clusters(calendar, clusterings)
     step(6)
-    d.figures(run, clusterings, found)
+    d.figures(calendar, clusterings, found)
     d.report["seconds"] = round(time.time() - started, 1)
     report = save_json(run / "discover_report.json", d.report)
     print(f"\nreport: {report}")
