@@ -73,17 +73,17 @@ def _child(queue, kind: str, features: int, dim: int, options: dict) -> None:
     W = random_decoder(features, dim)
     start = time.perf_counter()
     if kind == "graph":
-        from multid.sae.clustering import graph_clusters
+        from multid.sae.analysis.clustering_methods import graph_clusters
 
         count = len(graph_clusters(W, **options))
     elif kind == "graph_part":
-        from multid.sae.clustering import top_k_neighbours
+        from multid.sae.analysis.clustering_methods import top_k_neighbours
 
         count = len(top_k_neighbours(W, options["top_k"], num_queries=options["num_queries"])[0])
     elif kind == "dense_graph":
         count = dense_graph_clusters(W, options["top_k"], options["sim_cutoff"])
     elif kind == "spectral":
-        from multid.sae.clustering import spectral_clusters
+        from multid.sae.analysis.clustering_methods import spectral_clusters
 
         count = len(spectral_clusters(W, **options))
     else:

@@ -5,7 +5,7 @@
 Synthetic occurrence triples shaped like GPT-2 small layer 7 (F = 24,576 features, d = 768, about 54 active
 features per token, sorted by token then feature); a 16-feature cluster fires on about 5 % of the tokens.
 
-- vectorised: `multid.sae.reconstruct.reconstruct_from_triples` on all triples (measured), with its peak
+- vectorised: `multid.sae.analysis.reconstructions.reconstruct_from_triples` on all triples (measured), with its peak
   extra memory (tracemalloc: every numpy / scipy buffer it allocates, inputs excluded);
 - per-triple loop (the baseline): a walk like the original's, one Python step per stored triple over the
   numpy arrays, accumulating value * decoder row per token. It is timed on the first --loop_prefix triples
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multid.sae.reconstruct import reconstruct_from_triples
+from multid.sae.analysis.reconstructions import reconstruct_from_triples
 
 F, D, MEAN_L0 = 24_576, 768, 54
 CLUSTER = list(range(1000, 16_000, 1000))[:15] + [20_000]
@@ -95,8 +95,8 @@ def measure_vectorised(token, feature, value, W, repeats: int = 2):
 
 
 def measure_parquet(token, feature, value, W, n_ctx_len: int = 256):
-    from multid.sae.occurrences import open_occurrences, write_occurrence_run
-    from multid.sae.reconstruct import cluster_reconstructions
+    from multid.sae.data.occurrence_store import open_occurrences, write_occurrence_run
+    from multid.sae.analysis.reconstructions import cluster_reconstructions
 
     n_ctx = int(token.max()) // n_ctx_len + 1
     ids = np.zeros((n_ctx, n_ctx_len), np.int32)

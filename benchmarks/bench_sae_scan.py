@@ -7,8 +7,8 @@ linear maps), so each has 4 planes; 100 clusters = 400 planes. Both sides comput
 (M with the scan variant and per-plane seeds, S with 10 x 10 range histograms over 100 angles; the tests
 check equality):
 
-- batched: `multid.sae.scan.scan_many` (all planes padded into stacks of similar size, one engine call each);
-- loop: `multid.sae.scan.scan_clouds_loop`, one one-cloud engine call per plane (what a per-cluster script
+- batched: `multid.sae.analysis.cluster_reducibility.scan_many` (all planes padded into stacks of similar size, one engine call each);
+- loop: `multid.sae.analysis.cluster_reducibility.scan_clouds_loop`, one one-cloud engine call per plane (what a per-cluster script
   does, without the original's autograd overhead; benchmarks/bench_reducibility.py compares the engine with
   the original's own loop).
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from multid.reducibility.engine import SCAN_MIXTURE
-from multid.sae import scan
+from multid.sae.analysis import cluster_reducibility
 
 
 def make_coords(clusters: int, num_points: int, seed: int = 0) -> dict[int, np.ndarray]:
@@ -60,15 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     coords = make_coords(args.clusters, args.num_points)
-    planes = [(cid, p, cloud) for cid, x in coords.items() for p, cloud in scan.plane_clouds(x)]
+    planes = [(cid, p, cloud) for cid, x in coords.items() for p, cloud in cluster_reducibility.plane_clouds(x)]
     points = sum(len(c) for _, _, c in planes)
     print(f"{len(planes)} planes, {points} points in all ({args.num_points // 2}..{args.num_points} per plane), "
           f"M with {args.steps} steps, torch threads {torch.get_num_threads()}")
 
     t_b: dict = {}
-    batched = scan.scan_many(coords, steps=args.steps, timings=t_b)
+    batched = cluster_reducibility.scan_many(coords, steps=args.steps, timings=t_b)
     t_l: dict = {}
-    loop = scan.scan_clouds_loop([c for _, _, c in planes], [p for _, p, _ in planes], steps=args.steps, timings=t_l)
+    loop = cluster_reducibility.scan_clouds_loop([c for _, _, c in planes], [p for _, p, _ in planes], steps=args.steps, timings=t_l)
     got = {(cid, r.plane): (r.m, r.s_bits) for cid, results in batched.items() for r in results}
     same = all(got[(cid, r.plane)] == (r.m, r.s_bits) for (cid, _, _), r in zip(planes, loop))
     full = SCAN_MIXTURE.steps

@@ -4,7 +4,7 @@ Does unsupervised clustering of an SAE's decoder directions find SmolLM2's day, 
 own, as the paper found them in GPT-2 and Mistral? Each step is a stage runner of multid.sae.runners, called in
 this process with the results of the steps before it; before each, the command that runs the same stage by
 hand is printed ($ python sae_multid_feature_discovery/...). A second run reuses every stage.
-  1. the local English corpus (multid.sae.local_corpus): Wikipedia sample + ABC news from gensim's wheel;
+  1. the local English corpus (multid.sae.data.local_corpus): Wikipedia sample + ABC news from gensim's wheel;
   2. residuals of SmolLM2 at the SAE's hook over the corpus, cached once, and an SAE trained on them with
      SAELens' trainer (run_train_sae, train_sae.py); its L0, explained variance, dead features and CE loss
      recovered are printed and saved;
@@ -13,7 +13,7 @@ hand is printed ($ python sae_multid_feature_discovery/...). A second run reuses
   4. clustering of the decoder directions, graph and spectral (run_clustering, clustering.py);
   5. the reducibility scan of every cluster of both clusterings (run_scan, gpt2_compute_reducibility.py) and
      its ranking (run_ranking, analyze_reducibilities.py);
-  6. the clusters holding days, months and years (CalendarAnalysis, multid.sae.calendar_clusters), their sizes,
+  6. the clusters holding days, months and years (CalendarAnalysis, multid.sae.analysis.calendar_metrics), their sizes,
      decoder cosines, M, S, rank, and whether their top-2 PCA is a circle in calendar order; a Figure 1 style
      figure;
   7. interactive figures of those clusters and the top-ranked ones (run_interactive, gpt2_interactive_figure.py).
@@ -32,9 +32,9 @@ from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
 from multid.errors import cli_entry
 from multid.io import load_json, save_json
 from multid.models import lazy_loader
-from multid.sae import calendar_clusters as CC
-from multid.sae import local_corpus, paths
-from multid.sae import train as T
+from multid.sae.analysis import calendar_metrics as CC
+from multid.sae.data import local_corpus, run_layout
+from multid.sae.analysis import sae_trainer as T
 from multid.sae.runners.calendar_analysis import CalendarAnalysis, Clustering
 from multid.sae.runners.decoder_clustering import run_clustering
 from multid.sae.runners.interactive_figure import run_interactive
@@ -42,7 +42,7 @@ from multid.sae.runners.occurrence_data import run_occurrences
 from multid.sae.runners.reducibility_scan import run_scan
 from multid.sae.runners.sae_training import TrainResult, run_train_sae
 from multid.sae.runners.scan_ranking import run_ranking
-from multid.sae.text import load_tokenizer
+from multid.sae.data.tokenizers import load_tokenizer
 from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, OccurrencesConfig, RankingConfig, ScanConfig,
                                      TrainConfig)
 
@@ -130,7 +130,7 @@ class Discovery:
         (done,) = run_occurrences(config)
         result, run = done.shard, done.run
         print(f"{result.num_contexts:,} contexts, {result.num_triples:,} (token, feature) pairs "
-              f"({'reused' if result.reused else 'written'}) in {paths.occurrences_dir(run)}")
+              f"({'reused' if result.reused else 'written'}) in {run_layout.occurrences_dir(run)}")
         self.report["occurrences"] = {"contexts": result.num_contexts, "pairs": result.num_triples,
                                       "run_dir": str(run)}
         return run
@@ -153,7 +153,7 @@ class Discovery:
             print(f"  {result.method}: {len(result.clusters)} clusters, {int((sizes > 1).sum())} with 2+ features, "
                   f"largest {int(sizes.max())}")
             out.append(Clustering(result.method, result.path, result.clusters,
-                                  paths.scan_dir(run) / result.path.stem))
+                                  run_layout.scan_dir(run) / result.path.stem))
         return out
 
     def scan(self, run: Path, clusterings: list[Clustering]) -> None:
@@ -183,7 +183,7 @@ class Discovery:
     def figures(self, calendar: CalendarAnalysis, clusterings: list[Clustering],
                 found: dict[str, dict[str, dict]]) -> None:
         run = calendar.run
-        figs = paths.sae_figs_dir(run)
+        figs = run_layout.sae_figs_dir(run)
         written = []
         for c in clusterings:
             entries = found.get(c.method, {})

@@ -49,6 +49,12 @@ REGISTRY: dict[str, ModelSpec] = {
     "tiny-arith": ModelSpec("tiny-arith", None, "LlamaForCausalLM", "a Llama-style tiny model after a few LoRA steps (tests)"),
 }
 MODEL_NAMES = tuple(REGISTRY)
+MODEL_ALIASES = {"gpt-2": "gpt2"}  # upstream's name for GPT-2 small; the registry calls it gpt2
+
+
+def canonical_model(model: str) -> str:
+    """The registry's name of a model (upstream's "gpt-2" is "gpt2")."""
+    return MODEL_ALIASES.get(model, model)
 
 # Fine-tuned models (name -> base): plain Hugging Face folders `<models dir>/<name>` written by
 # FINETUNE_SCRIPT (multid.finetune); this module only finds them, so the core never imports the trainer.

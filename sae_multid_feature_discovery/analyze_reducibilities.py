@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 from multid.commands import config_from_args
 from multid.config import positive_int
 from multid.errors import UserError, cli_entry
-from multid.sae import scan
-from multid.sae.figure_cli import add_model_layer_args
+from multid.sae.analysis import cluster_reducibility
+from multid.sae.runners.script_args import add_model_layer_args
 from multid.sae.runners.scan_ranking import run_ranking
 from multid.sae.stage_configs import RankingConfig, parse_named
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "threshold<t>radius<r>)")
     parser.add_argument("--min_mixture", type=float, default=D.min_mixture,
                         help="drop planes with M below this (default: %(default)s)")
-    parser.add_argument("--mixture", choices=sorted(scan.MIXTURE_KEYS), default=D.mixture,
+    parser.add_argument("--mixture", choices=sorted(cluster_reducibility.MIXTURE_KEYS), default=D.mixture,
                         help="which M ranks the clusters: gradient = the original optimiser's value (the published "
                              "ranking; default) or exact = the maximum over every slab (docs/reducibility.md)")
     parser.add_argument("--plain_mean", action="store_true",

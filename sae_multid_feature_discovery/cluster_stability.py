@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 from multid.commands import config_from_args
 from multid.config import add_base_dir_arg, positive_int
 from multid.errors import cli_entry
-from multid.sae import clustering
-from multid.sae.clusters import CONVENTIONS
+from multid.sae.analysis import clustering_methods
+from multid.sae.data.cluster_files import CONVENTIONS
 from multid.sae.runners.stability_sweep import run_stability
 from multid.sae.stage_configs import StabilityConfig
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="k values of the sweep (default: 2 3 4)")
     parser.add_argument("--cutoffs", type=float, nargs="+", default=None,
                         help="cutoffs of the sweep (default: logspace(-1, 0, 20) and 0.5)")
-    parser.add_argument("--diagonal", choices=clustering.DIAGONALS, default=D.diagonal,
+    parser.add_argument("--diagonal", choices=clustering_methods.DIAGONALS, default=D.diagonal,
                         help="self-similarity convention of the sweep (default: zeroed, as the rebuttal's code)")
     parser.add_argument("--hand_cluster", type=int, nargs="*", default=None,
                         help="an extra feature list for the cosine maps (default for Mistral: the days cluster "

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 from multid.commands import config_from_args
 from multid.config import add_base_dir_arg, positive_int
 from multid.errors import cli_entry
-from multid.sae import clustering
+from multid.sae.analysis import clustering_methods
 from multid.sae.runners.decoder_clustering import MODEL_CHOICES, ClusteringResult, run_clustering
 from multid.sae.stage_configs import ClusteringConfig
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model whose SAE is clustered (default: mistral, as upstream); with --decoder_file "
                              "it only checks the decoder's width and names the output folder")
     parser.add_argument("--layer", type=int, default=D.layer, help="SAE layer (default: 7 for GPT-2, 8 for Mistral)")
-    parser.add_argument("--method", "--clustering_type", dest="method", choices=clustering.METHODS, default=D.method,
+    parser.add_argument("--method", "--clustering_type", dest="method", choices=clustering_methods.METHODS, default=D.method,
                         help="graph components or spectral clustering (default: %(default)s)")
     parser.add_argument("--decoder_file", default=D.decoder_file,
                         help="cluster this decoder instead of loading an SAE: .npy [F, d] or .npz with key W_dec")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_k", type=positive_int, default=D.top_k,
                         help="graph: neighbours per feature, counting the feature itself when --diagonal kept "
                              "(default: %(default)s, the paper's Mistral file)")
-    parser.add_argument("--diagonal", choices=clustering.DIAGONALS, default=D.diagonal,
+    parser.add_argument("--diagonal", choices=clustering_methods.DIAGONALS, default=D.diagonal,
                         help="self-similarity kept (paper era, default) or zeroed (later upstream code)")
     parser.add_argument("--drop_singletons", action="store_true", help="graph: leave out one-feature components")
     parser.add_argument("--max_cluster_size", type=positive_int, default=D.max_cluster_size,

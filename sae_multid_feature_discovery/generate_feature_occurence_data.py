@@ -31,9 +31,9 @@ from multid.config import (add_base_dir_arg, add_device_arg, add_dtype_arg, add_
                            print_written)
 from multid.errors import cli_entry
 from multid.models import MODEL_NAMES
-from multid.sae import paths
-from multid.sae.corpus import DEFAULT_DATASET, TEXT_SPLITS
-from multid.sae.occurrences import shards_status
+from multid.sae.data import run_layout
+from multid.sae.data.text_sources import DEFAULT_DATASET, TEXT_SPLITS
+from multid.sae.data.occurrence_store import shards_status
 from multid.sae.runners.occurrence_data import pick_layers, run_occurrences, text_source
 from multid.sae.stage_configs import OccurrencesConfig
 
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
             print(f"  {num_shards - len(unfinished)} of {num_shards} shards finished; still to run: shard index(es) "
                   f"{', '.join(map(str, unfinished[:16]))}{' ...' if len(unfinished) > 16 else ''}")
         else:
-            print(f"  dataset complete: {paths.occurrences_dir(run)} (read with multid.sae.occurrences."
-                  f"open_occurrences, or DuckDB: SELECT * FROM '{paths.occurrences_dir(run)}/**/triples-*.parquet')")
-        written += [result.path, paths.decoder_path(run), run / "run.json"]
+            print(f"  dataset complete: {run_layout.occurrences_dir(run)} (read with multid.sae.data.occurrence_store."
+                  f"open_occurrences, or DuckDB: SELECT * FROM '{run_layout.occurrences_dir(run)}/**/triples-*.parquet')")
+        written += [result.path, run_layout.decoder_path(run), run / "run.json"]
     print_written(written)
     return written
 

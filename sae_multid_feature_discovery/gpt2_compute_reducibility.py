@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 from multid.commands import config_from_args
 from multid.config import add_device_arg, positive_int
 from multid.errors import cli_entry
-from multid.sae.clusters import CONVENTIONS
-from multid.sae.figure_cli import add_model_layer_args
+from multid.sae.data.cluster_files import CONVENTIONS
+from multid.sae.runners.script_args import add_model_layer_args
 from multid.sae.runners.reducibility_scan import ScanResult, run_scan
 from multid.sae.stage_configs import ScanConfig
 

@@ -13,7 +13,7 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import dmy_parser
+from multid.sae.runners.script_args import dmy_parser
 from multid.sae.runners.calendar_figures import run_days_months_years
 from multid.sae.stage_configs import DaysWeeksYearsConfig
 

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.commands import config_from_args
 from multid.errors import cli_entry
-from multid.sae.figure_cli import interactive_parser
+from multid.sae.runners.script_args import interactive_parser
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.stage_configs import MistralInteractiveConfig
 

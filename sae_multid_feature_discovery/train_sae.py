@@ -10,7 +10,7 @@ them: BOS + the first ctx_len - 1 tokens of each document); the residuals are ca
 out; the last --eval_contexts contexts held out), and the SAE is saved (cfg.json + sae_weights.safetensors,
 loadable with SAE.load_from_disk and by every script here through --sae_path) with training_metrics.json:
 L0, explained variance, dead-feature fraction and the CE loss recovered when the SAE is spliced in, all on
-the held-out contexts. Without a text option the local English corpus (multid.sae.local_corpus) is built
+the held-out contexts. Without a text option the local English corpus (multid.sae.data.local_corpus) is built
 and used. A second run with the same settings reuses the cache and the SAE.
 """
 
@@ -27,7 +27,7 @@ from multid.commands import config_from_args
 from multid.config import add_base_dir_arg, add_device_arg, positive_int
 from multid.errors import cli_entry
 from multid.models import MODEL_NAMES
-from multid.sae import train as T
+from multid.sae.analysis import sae_trainer as T
 from multid.sae.runners.sae_training import run_train_sae
 from multid.sae.stage_configs import TrainConfig
 

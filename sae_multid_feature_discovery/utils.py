@@ -2,7 +2,7 @@
 
 Upstream kept a hard-coded BASE_DIR and two SAE getters here. We keep the names for people porting their own
 scripts; the artifacts live under `--base_dir` / $MULTID_BASE_DIR (default ./artifacts), and the getters
-return `multid.sae.loading.LoadedSAE` (stateless `.encode`, `.W_dec`, `.hook_name`, `.input_scaling`) instead of
+return `multid.sae.data.sae_loading.LoadedSAE` (stateless `.encode`, `.W_dec`, `.hook_name`, `.input_scaling`) instead of
 a bare SAELens SAE, so the Mistral norm rescaling is always applied.
 """
 
@@ -15,9 +15,9 @@ if __package__ in (None, ""):  # imported from inside the folder as a plain modu
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from multid.config import default_base_dir
-from multid.sae.loading import LoadedSAE, load_decoder, load_sae
-from multid.sae.occurrences import open_occurrences
-from multid.sae.paths import run_dir
+from multid.sae.data.sae_loading import LoadedSAE, load_decoder, load_sae
+from multid.sae.data.occurrence_store import open_occurrences
+from multid.sae.data.run_layout import run_dir
 
 BASE_DIR = str(default_base_dir()) + "/"  # upstream: a hard-coded scratch folder
 

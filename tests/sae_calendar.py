@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multid.sae.labels import DAY_NAMES, MONTH_NAMES
+from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES
 
 D, F, CTX_LEN = 24, 60, 32
 DAYS = [3, 9, 14, 20, 27, 33, 41]
@@ -139,7 +139,7 @@ def save_tokenizer(folder: Path) -> Path:
 
 def make_calendar_run(root: Path, n_ctx: int = 40, num_shards: int = 1, seed: int = 1) -> CalendarRun:
     """Write the run under root/sae/tiny_layer1_calendar (occurrences + decoder), tokenizer and cluster file."""
-    from multid.sae.occurrences import write_occurrence_run
+    from multid.sae.data.occurrence_store import write_occurrence_run
 
     W = decoder()
     ids, tok, feat, val = corpus(n_ctx, seed)

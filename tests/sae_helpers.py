@@ -3,7 +3,7 @@
 - `TINY_HOOK`, `TINY_D_MODEL`: the hook and width of the random `tiny` registered model the SAEs attach to.
 - `make_tiny_sae(folder, d_sae=96, hook=TINY_HOOK, seed=0, bias=-0.2, normalize="none")`: a random SAELens
   StandardSAE for the `tiny` model saved in SAELens' disk format (cfg.json + sae_weights.safetensors);
-  returns the folder (load it with `multid.sae.loading.load_sae("tiny", 1, sae_path=folder)`).
+  returns the folder (load it with `multid.sae.data.sae_loading.load_sae("tiny", 1, sae_path=folder)`).
 - `write_mistral_style_pt(path, d_in=32, d_sae=80, seed=0)`: a random SAE in the paper's Mistral `.pt` format
   ({"cfg": <instance of a dataclass defined here>, "state_dict": {...}}); returns the state dict (tensors).
 - `write_corpus(folder, n_docs=12, words=60, seed=0)`: text files of tiny-vocabulary words (one document per
@@ -127,7 +127,7 @@ def write_planted_circle_run(run_dir: Path, *, n_contexts: int = 12, ctx_len: in
                              fire_prob: float = 0.5, noise_features: int = 3, num_shards: int = 1,
                              contexts_per_part: int = 4, seed: int = 0, meta: dict | None = None) -> PlantedRun:
     """An occurrence run with a planted circle (see module docstring)."""
-    from multid.sae.occurrences import write_occurrence_run
+    from multid.sae.data.occurrence_store import write_occurrence_run
 
     rng = np.random.default_rng(seed)
     cluster = [int(c) for c in cluster]

@@ -34,7 +34,7 @@ def test_interactive_html_in_headless_chromium(tmp_path):
     browser_path = chromium_path()
     if browser_path is None:
         pytest.skip("no Chromium here (Debian: apt-get install -y chromium)")
-    from multid.sae.cluster_points import read_cluster_points
+    from multid.sae.analysis.cluster_points import read_cluster_points
     from sae_multid_feature_discovery import mistral_interactive_figure as script
 
     cal = cal_mod.make_calendar_run(tmp_path / "run", n_ctx=12)

@@ -13,8 +13,8 @@ import pytest
 
 from multid.config import REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
-from multid.sae import clustering, stability
-from multid.sae.clusters import (check_members, load_clusters, mean_pairwise_cosine, non_singleton, pick_cluster,
+from multid.sae.analysis import clustering_methods, clustering_stability
+from multid.sae.data.cluster_files import (check_members, load_clusters, mean_pairwise_cosine, non_singleton, pick_cluster,
                                  write_clusters)
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -140,7 +140,7 @@ def test_mean_pairwise_cosine_hand_built():
 def test_readme_mean_cosines_on_the_real_gpt2_sae():
     """The upstream README's 0.63 / 0.53 / 0.55 (needs the gpt2-small-res-jb layer-7 SAE: from the hub cache, or
     $MULTID_GPT2_L7_SAE pointing at an SAELens folder or a decoder .npy/.npz)."""
-    from multid.sae.loading import load_decoder
+    from multid.sae.data.sae_loading import load_decoder
 
     source = os.environ.get("MULTID_GPT2_L7_SAE")
     hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
@@ -167,9 +167,9 @@ def test_readme_mean_cosines_on_the_real_gpt2_sae():
 @pytest.mark.parametrize("diagonal,top_k", [("kept", 5), ("zeroed", 4)])
 def test_graph_recovers_planted_groups(diagonal, top_k):
     W, truth = planted_decoder(groups=12, size=5, extra=60)
-    got = clustering.graph_clusters(W, top_k=top_k, sim_cutoff=0.5, diagonal=diagonal, drop_singletons=True)
+    got = clustering_methods.graph_clusters(W, top_k=top_k, sim_cutoff=0.5, diagonal=diagonal, drop_singletons=True)
     assert got == truth
-    everything = clustering.graph_clusters(W, top_k=top_k, sim_cutoff=0.5, diagonal=diagonal)
+    everything = clustering_methods.graph_clusters(W, top_k=top_k, sim_cutoff=0.5, diagonal=diagonal)
     assert len(everything) == 12 + 60 and sorted(f for c in everything for f in c) == list(range(120))
     assert [c[0] for c in everything] == sorted(c[0] for c in everything)  # ordered by smallest member
 
@@ -183,49 +183,49 @@ def test_graph_equals_dense_reference(diagonal):
     W[:20] = W[:20] * 0.7 + W[20:40] * 0.4  # some close pairs, rows of other norms (no exact ties)
     for k in (1, 2, 3, 6):
         for cutoff in (-0.3, 0.0, 0.2, 0.45, 0.7):
-            got = clustering.graph_clusters(W, top_k=k, sim_cutoff=cutoff, diagonal=diagonal)
-            assert got == clustering.reference_graph_clusters(W, k, cutoff, diagonal), (k, cutoff)
+            got = clustering_methods.graph_clusters(W, top_k=k, sim_cutoff=cutoff, diagonal=diagonal)
+            assert got == clustering_methods.reference_graph_clusters(W, k, cutoff, diagonal), (k, cutoff)
 
 
 @pytest.mark.unit
 def test_diagonal_conventions_differ_as_documented():
     W, _ = planted_decoder(groups=4, size=3)
     # kept: k = 1 is the feature itself -> only singletons; zeroed: k = 1 is the nearest other feature
-    assert all(len(c) == 1 for c in clustering.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="kept"))
-    assert clustering.graph_clusters(W, top_k=2, sim_cutoff=0.5, diagonal="kept") == \
-        clustering.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="zeroed")
-    assert max(len(c) for c in clustering.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="zeroed")) > 1
+    assert all(len(c) == 1 for c in clustering_methods.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="kept"))
+    assert clustering_methods.graph_clusters(W, top_k=2, sim_cutoff=0.5, diagonal="kept") == \
+        clustering_methods.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="zeroed")
+    assert max(len(c) for c in clustering_methods.graph_clusters(W, top_k=1, sim_cutoff=0.5, diagonal="zeroed")) > 1
 
 
 @pytest.mark.unit
 def test_spectral_recovers_planted_groups_deterministically():
     W, truth = planted_decoder(groups=8, size=4, d=24, noise=0.1, seed=1)
-    got = clustering.spectral_clusters(W, n_clusters=8, seed=0)
+    got = clustering_methods.spectral_clusters(W, n_clusters=8, seed=0)
     assert got == truth
-    assert clustering.spectral_clusters(W, n_clusters=8, seed=0, assign_labels="cluster_qr") == truth
+    assert clustering_methods.spectral_clusters(W, n_clusters=8, seed=0, assign_labels="cluster_qr") == truth
 
 
 @pytest.mark.unit
 def test_angular_affinity_matches_formula():
     W, _ = planted_decoder(groups=3, size=3, d=8)
     S = np.clip(W.astype(np.float64) @ W.T.astype(np.float64), -1, 1)
-    A = clustering.angular_affinity(W, block=4)  # several blocks
+    A = clustering_methods.angular_affinity(W, block=4)  # several blocks
     assert np.allclose(A, 1 - np.arccos(S) / np.pi, atol=2e-4)
     assert np.array_equal(A, A.T) and A.dtype == np.float32
-    Z = clustering.angular_affinity(W, diagonal="zeroed", block=4)
+    Z = clustering_methods.angular_affinity(W, diagonal="zeroed", block=4)
     assert np.allclose(np.diag(Z), 0.5)
 
 
 @pytest.mark.unit
 def test_decoder_shape_errors():
     with pytest.raises(UserError, match="2-D"):
-        clustering.check_decoder(np.zeros((2, 3, 4)))
+        clustering_methods.check_decoder(np.zeros((2, 3, 4)))
     with pytest.raises(UserError, match="width 5 but the model's residual width is 768"):
-        clustering.check_decoder(np.ones((3, 5)), d_model=768)
+        clustering_methods.check_decoder(np.ones((3, 5)), d_model=768)
     with pytest.raises(UserError, match="NaN"):
-        clustering.check_decoder(np.full((3, 5), np.nan))
+        clustering_methods.check_decoder(np.full((3, 5), np.nan))
     with pytest.raises(UserError, match="--n_clusters"):
-        clustering.spectral_clusters(np.eye(4), n_clusters=5)
+        clustering_methods.spectral_clusters(np.eye(4), n_clusters=5)
 
 
 @pytest.mark.integration
@@ -237,7 +237,7 @@ def test_clustering_cli(tmp_path, capsys):
     out = tmp_path / "c.json"
     argv = ["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--sim_cutoff", "0.5", "--out", str(out)]
     script.main(argv)
-    assert json.loads(out.read_text()) == clustering.graph_clusters(W, top_k=4, sim_cutoff=0.5)
+    assert json.loads(out.read_text()) == clustering_methods.graph_clusters(W, top_k=4, sim_cutoff=0.5)
     record = out.with_name(out.name + ".stage.json")
     stamp = record.stat().st_mtime_ns
     script.main(argv)  # reused, not recomputed
@@ -247,7 +247,7 @@ def test_clustering_cli(tmp_path, capsys):
     assert load_clusters(tmp_path / "d.json") == truth
     script.main(["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--include_only_first_k_sae_features",
                  "10", "--out", str(tmp_path / "first.json")])
-    assert load_clusters(tmp_path / "first.json") == clustering.graph_clusters(W[:10], top_k=4, sim_cutoff=0.5)
+    assert load_clusters(tmp_path / "first.json") == clustering_methods.graph_clusters(W[:10], top_k=4, sim_cutoff=0.5)
     script.main(["--decoder_file", str(tmp_path / "W.npz"), "--top_k", "4", "--max_cluster_size", "1",
                  "--out", str(tmp_path / "small.json")])
     assert load_clusters(tmp_path / "small.json") == [[i] for i in range(len(W)) if not any(i in t for t in truth)]
@@ -276,26 +276,26 @@ def test_clustering_cli(tmp_path, capsys):
 
 @pytest.mark.unit
 def test_jaccard_hand_built():
-    assert stability.jaccard([1, 2, 3], [2, 3, 4]) == 0.5
-    assert stability.best_jaccard([1, 2, 3], [[9], [1, 2, 3, 4, 5, 6], [2, 3, 4]]) == (0.5, 1)
-    assert stability.best_jaccard([1], [[2]]) == (0.0, -1)
+    assert clustering_stability.jaccard([1, 2, 3], [2, 3, 4]) == 0.5
+    assert clustering_stability.best_jaccard([1, 2, 3], [[9], [1, 2, 3, 4, 5, 6], [2, 3, 4]]) == (0.5, 1)
+    assert clustering_stability.best_jaccard([1], [[2]]) == (0.0, -1)
 
 
 @pytest.mark.unit
 def test_sweep_matches_separate_clusterings_and_grid():
     W, truth = planted_decoder(groups=5, size=4, extra=30, noise=0.4, seed=2)
     ks, cutoffs = [2, 3, 4], [0.2, 0.5, 0.8, 1.0]
-    sweep = list(stability.sweep_graph_clusterings(W, ks, cutoffs, diagonal="zeroed"))
+    sweep = list(clustering_stability.sweep_graph_clusterings(W, ks, cutoffs, diagonal="zeroed"))
     assert len(sweep) == 12
     for (k, cutoff), clusters in sweep:
-        assert clusters == clustering.graph_clusters(W, top_k=k, sim_cutoff=cutoff, diagonal="zeroed")
-    result = stability.stability_grid({"g": truth[0]}, iter(sweep), ks, cutoffs)
+        assert clusters == clustering_methods.graph_clusters(W, top_k=k, sim_cutoff=cutoff, diagonal="zeroed")
+    result = clustering_stability.stability_grid({"g": truth[0]}, iter(sweep), ks, cutoffs)
     grid = result.best["g"]
     assert grid.shape == (4, 3)
     assert np.all(grid[-1] == 0.25)  # cutoff 1.0: singletons, best overlap 1 of 4
-    expected = [[stability.best_jaccard(truth[0], c)[0] for (k, cut), c in sweep if cut == cutoff] for cutoff in cutoffs]
+    expected = [[clustering_stability.best_jaccard(truth[0], c)[0] for (k, cut), c in sweep if cut == cutoff] for cutoff in cutoffs]
     assert np.array_equal(grid, np.array(expected))
-    fig = stability.heatmap_figure(result, "g", "Days of Week")
+    fig = clustering_stability.heatmap_figure(result, "g", "Days of Week")
     ax = fig.axes[0]
     assert ax.get_title() == "Cluster Stability Across Parameters for Days of Week Cluster"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0.20", "0.50", "0.80", "1.00"]
@@ -304,7 +304,7 @@ def test_sweep_matches_separate_clusterings_and_grid():
 
 @pytest.mark.unit
 def test_upstream_cutoffs():
-    cutoffs = stability.upstream_cutoffs()
+    cutoffs = clustering_stability.upstream_cutoffs()
     assert len(cutoffs) == 21 and cutoffs[0] == pytest.approx(0.1) and cutoffs[-1] == 1.0 and 0.5 in cutoffs
 
 
@@ -314,10 +314,10 @@ def test_spectral_labels_are_scikit_learns_spectral_clustering(assign_labels):
     from sklearn.cluster import SpectralClustering
 
     W, _ = planted_decoder(groups=6, size=4, d=16, noise=0.6, seed=4)  # noisy: the labels are not trivial
-    A = clustering.angular_affinity(W).astype(np.float64)
+    A = clustering_methods.angular_affinity(W).astype(np.float64)
     expected = SpectralClustering(n_clusters=6, affinity="precomputed", random_state=3,
                                   assign_labels=assign_labels).fit_predict(A)
-    assert np.array_equal(clustering.spectral_labels(A, 6, 3, assign_labels=assign_labels), expected)
+    assert np.array_equal(clustering_methods.spectral_labels(A, 6, 3, assign_labels=assign_labels), expected)
 
 
 @pytest.mark.integration
@@ -330,10 +330,10 @@ def test_cluster_stability_cli(tmp_path):
     out = script.main(["--decoder_file", str(tmp_path / "W.npy"), "--clusters_file", str(tmp_path / "truth.json"),
                        "--truth", "1", "0", "--truth_names", "Second", "First", "--cutoffs", "0.3", "0.6",
                        "--save_dir", str(tmp_path / "stab")])
-    data = json.loads((out / "stability.json").read_text())
+    data = json.loads((out / "clustering_stability.json").read_text())
     assert data["top_ks"] == [2, 3, 4] and data["cutoffs"] == [0.3, 0.6] and data["truth"]["First"] == truth[1]
-    sweep = stability.sweep_graph_clusterings(W, [2, 3, 4], [0.3, 0.6], diagonal="zeroed")
-    expected = stability.stability_grid({"First": truth[1], "Second": truth[3]}, sweep, [2, 3, 4], [0.3, 0.6])
+    sweep = clustering_stability.sweep_graph_clusterings(W, [2, 3, 4], [0.3, 0.6], diagonal="zeroed")
+    expected = clustering_stability.stability_grid({"First": truth[1], "Second": truth[3]}, sweep, [2, 3, 4], [0.3, 0.6])
     assert np.array_equal(np.array(data["best_jaccard"]["Second"]), expected.best["Second"])
     assert {p.name for p in out.iterdir()} >= {"cluster_stability_first.png", "cluster_stability_second.pdf",
                                                "cluster_sizes.png", "cluster_cosines.png"}

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multid.sae import calendar_clusters as CC
-from multid.sae import local_corpus as C
-from multid.sae.labels import DAY_NAMES, OTHER
+from multid.sae.analysis import calendar_metrics as CC
+from multid.sae.data import local_corpus as C
+from multid.sae.data.token_labels import DAY_NAMES, OTHER
 
 # ----------------------------------------------------------------------------------------- corpus cleaning
 
@@ -164,12 +164,12 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
     calendar order."""
     import torch
 
-    from multid.sae import clustering
-    from multid.sae import train as T
-    from multid.sae.corpus import make_text_source
-    from multid.sae.loading import load_sae
-    from multid.sae.occurrences import GenerateOptions, generate_occurrences, open_occurrences
-    from multid.sae.reconstruct import cluster_reconstructions, reconstruction_pca
+    from multid.sae.analysis import clustering_methods
+    from multid.sae.analysis import sae_trainer as T
+    from multid.sae.data.text_sources import make_text_source
+    from multid.sae.data.sae_loading import load_sae
+    from multid.sae.data.occurrence_store import GenerateOptions, generate_occurrences, open_occurrences
+    from multid.sae.analysis.reconstructions import cluster_reconstructions, reconstruction_pca
 
     torch.manual_seed(0)
     model = planted_model()
@@ -206,7 +206,7 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
     W_dec = occ.decoder()
     in_plane = np.linalg.norm(W_dec[sorted(day_features), :3], axis=1)  # rows are unit vectors
     assert in_plane.min() > 0.8, in_plane  # every weekday feature writes into the planted 3-D subspace (random: ~0.2)
-    clusters = clustering.graph_clusters(W_dec, top_k=3, sim_cutoff=0.5)
+    clusters = clustering_methods.graph_clusters(W_dec, top_k=3, sim_cutoff=0.5)
     holding = [c for c in clusters if day_features & set(c)]
     if architecture == "standard":
         assert len(holding) == 1, [sorted(day_features & set(c)) for c in holding]
@@ -228,7 +228,7 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
 @pytest.mark.integration
 def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
     from multid.errors import UserError
-    from multid.sae import train as T
+    from multid.sae.analysis import sae_trainer as T
 
     with pytest.raises(UserError, match="architecture"):
         T.TrainSettings(architecture="gated").check()
@@ -243,7 +243,7 @@ def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
 
 @pytest.mark.unit
 def test_sae_folder_names_every_setting_that_changes_the_weights(tmp_path):
-    from multid.sae import train as T
+    from multid.sae.analysis import sae_trainer as T
 
     default = T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings())
     assert default.name == "x8_topk32_1500k_seed0"  # make discover's folder keeps its name
@@ -292,7 +292,7 @@ def test_circle_report_finds_the_circle_in_a_later_plane_and_in_the_class_points
 @pytest.mark.integration
 def test_training_hooks_are_checked_against_the_model(tiny_model):
     from multid.errors import UserError
-    from multid.sae import train as T
+    from multid.sae.analysis import sae_trainer as T
 
     assert T.residual_hook_width(tiny_model, "blocks.1.hook_resid_pre") == tiny_model.cfg.d_model
     with pytest.raises(UserError, match=r"no hook 'blocks.99.hook_resid_pre' \(it has 3 layers"):
@@ -307,7 +307,7 @@ def test_a_full_disk_is_one_line_not_a_traceback_or_a_sigbus(tmp_path, monkeypat
     import os
 
     from multid.errors import UserError, cli_entry
-    from multid.sae import train as T
+    from multid.sae.analysis import sae_trainer as T
 
     path = tmp_path / "activations.npy"
     np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1000, 64))

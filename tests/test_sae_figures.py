@@ -1,5 +1,5 @@
 """SAE figures: the interactive plotly figure, Figures 1 / 12 / 13, the exploration grid, the figure scripts,
-and other_circle_points (multid.sae.interactive, paper_figures, figure_cli, runners, day_prompts)."""
+and other_circle_points (multid.sae.figures.interactive_html, paper_figures, figure_cli, runners, day_prompts)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multid.sae import interactive as I
-from multid.sae import labels as L
-from multid.sae import paper_figures as P
-from multid.sae.reconstruct import reconstruction_pca
+from multid.sae.figures import interactive_html as I
+from multid.sae.data import token_labels as L
+from multid.sae.figures import cluster_panels as P
+from multid.sae.analysis.reconstructions import reconstruction_pca
 from tests import sae_calendar as cal_mod
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -73,7 +73,7 @@ def test_interactive_small_cluster_has_fewer_pairs():
 
 @pytest.mark.unit
 def test_hover_text_bolds_the_firing_token_and_escapes():
-    from multid.sae.text import hover_text
+    from multid.sae.data.tokenizers import hover_text
 
     assert hover_text([" the", " <x>", "\n", " Monday"]) == " the &lt;x&gt;\u21b5<b> Monday</b>"
 
@@ -206,8 +206,8 @@ def test_mistral_interactive_script_numbering(calendar, tmp_path, capsys):
 
 @pytest.mark.unit
 def test_mistral_defaults_pick_the_days_cluster():
-    from multid.sae.clusters import load_clusters, pick_cluster
-    from multid.sae.figure_cli import interactive_parser
+    from multid.sae.data.cluster_files import load_clusters, pick_cluster
+    from multid.sae.runners.script_args import interactive_parser
     from multid.sae.stage_configs import MistralInteractiveConfig
 
     args = interactive_parser(MistralInteractiveConfig(), "").parse_args([])
@@ -220,8 +220,8 @@ def test_mistral_defaults_pick_the_days_cluster():
 
 @pytest.mark.unit
 def test_gpt2_defaults_pick_days_months_years():
-    from multid.sae.clusters import load_clusters, pick_cluster
-    from multid.sae.figure_cli import dmy_parser
+    from multid.sae.data.cluster_files import load_clusters, pick_cluster
+    from multid.sae.runners.script_args import dmy_parser
 
     args = dmy_parser("").parse_args([])
     assert (args.days, args.months, args.years, args.layer, args.sample_limit) == (138, 251, 212, 7, 20000)
@@ -320,7 +320,7 @@ def test_explore_grid_content():
 
 @pytest.mark.integration
 def test_other_circle_points_tiny(tmp_path, tiny_model):
-    from multid.sae import day_prompts as dp
+    from multid.sae.analysis import day_prompts as dp
     from sae_multid_feature_discovery import other_circle_points as script
 
     written = script.main(["--model", "tiny", "--device", "cpu", "--base_dir", str(tmp_path / "base"),
@@ -351,11 +351,11 @@ def test_other_circle_points_figure_labels():
 
     for experiment, expected in ((1, ["Day name", "Morning on day", "Evening on day"]),
                                  (2, ["Day name", "Very early on day", "Very late on day"])):
-        prompts = __import__("multid.sae.day_prompts", fromlist=["x"]).weekday_prompts(experiment)
-        from multid.sae.day_prompts import Projection
+        prompts = __import__("multid.sae.analysis.day_prompts", fromlist=["x"]).weekday_prompts(experiment)
+        from multid.sae.analysis.day_prompts import Projection
 
         proj = Projection(prompts, np.random.default_rng(0).normal(size=(21, 2)), np.ones(5) / 5, 30)
-        fig = __import__("multid.sae.day_prompts", fromlist=["x"]).weekday_figure(proj, paper_limits=True)
+        fig = __import__("multid.sae.analysis.day_prompts", fromlist=["x"]).weekday_figure(proj, paper_limits=True)
         try:
             ax = fig.axes[0]
             assert [t.get_text() for t in ax.get_legend().get_texts()] == expected
@@ -376,7 +376,7 @@ def test_generate_then_interactive_cli(tmp_path):
     import sys
 
     from multid.config import REPO_ROOT
-    from multid.sae.occurrences import open_occurrences
+    from multid.sae.data.occurrence_store import open_occurrences
     from sae_multid_feature_discovery import generate_feature_occurence_data as generate
     from tests.sae_helpers import make_tiny_sae, write_corpus
 

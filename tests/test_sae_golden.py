@@ -6,15 +6,14 @@ Every expected number here was worked out by hand (in the comments) or measured 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from multid.reducibility.engine import initial_directions, mixture_index
-from multid.sae import calendar_clusters as CC
-from multid.sae import scan
-from multid.sae.labels import OTHER
+from multid.sae.analysis import calendar_metrics as CC
+from multid.sae.analysis import cluster_reducibility
+from multid.sae.data.token_labels import OTHER
 
 
 def class_points(angles_by_class: dict[int, float], radii: dict[int, float] | None = None,
@@ -160,26 +159,26 @@ def fixed_cluster() -> np.ndarray:
 @pytest.mark.unit
 def test_scan_seeds_plane_p_with_seed_plus_p():
     cloud = fixed_cluster()
-    results = scan.scan_clouds([cloud] * 3, [0, 1, 2], seed=0, steps=400)
+    results = cluster_reducibility.scan_clouds([cloud] * 3, [0, 1, 2], seed=0, steps=400)
     # measured: 400 steps from torch.randn(2) seeded with 2 end on 41 of the 300 points
     assert results[2].m == pytest.approx(41 / 300, abs=1e-6)
     assert results[0].m == pytest.approx(26 / 300, abs=1e-6) and results[1].m == pytest.approx(37 / 300, abs=1e-6)
     # only the start seeded with seed + 2 gives plane 2's value; the other starts end elsewhere
-    config = scan.mixture_config(0.1, 400)
+    config = cluster_reducibility.mixture_config(0.1, 400)
     ends = {s: float(mixture_index(cloud, config=config, v0=initial_directions(1, s)[0]).m) for s in range(6)}
     assert [s for s, m in ends.items() if abs(m - 41 / 300) < 1e-6] == [2]
     # and the seed shifts every plane: seed 3 starts plane 2 from seed 5
-    assert scan.scan_clouds([cloud], [2], seed=3, steps=400)[0].m == pytest.approx(ends[5], abs=1e-9)
+    assert cluster_reducibility.scan_clouds([cloud], [2], seed=3, steps=400)[0].m == pytest.approx(ends[5], abs=1e-9)
 
 
 @pytest.mark.unit
 def test_scan_m_and_s_of_one_fixed_cluster():
-    (result,) = scan.scan_clouds([fixed_cluster()], [0], seed=0)
+    (result,) = cluster_reducibility.scan_clouds([fixed_cluster()], [0], seed=0)
     # measured once (10,000 steps, the scan's variants): M = 43 / 300, S in bits
     assert result.m == pytest.approx(43 / 300, abs=1e-6)
     assert result.s_bits == pytest.approx(0.7791088721235477, abs=1e-9)
     assert result.m_exact == 60 / 300  # the exact maximum, well above the optimiser's 43
-    assert scan.metrics_json([result]) == {"0-1": {"mixture_index": result.m, "mixture_index_exact": result.m_exact,
+    assert cluster_reducibility.metrics_json([result]) == {"0-1": {"mixture_index": result.m, "mixture_index_exact": result.m_exact,
                                                    "separability_index": result.s_bits}}
 
 
@@ -193,19 +192,19 @@ def test_discover_reads_the_cluster_files_the_clustering_writes(tmp_path):
     import sae_multid_feature_discovery.clustering as clustering_script
     from multid import discover
     from multid.commands import command_args
-    from multid.sae import paths
-    from multid.sae.clustering import cluster_decoder, load_decoder_source
-    from multid.sae.loading import load_sae
+    from multid.sae.data import run_layout
+    from multid.sae.analysis.clustering_methods import cluster_decoder, load_decoder_source
+    from multid.sae.data.sae_loading import load_sae
     from tests.sae_helpers import make_tiny_sae
 
     sae_folder = make_tiny_sae(tmp_path / "sae", d_sae=48, hook="blocks.8.hook_resid_pre", d_in=576)
     d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path), "--n_clusters", "5"]))
     sae = load_sae(discover.MODEL, d.layer, sae_path=sae_folder)
-    run = paths.run_dir(d.base_dir, discover.MODEL, d.layer, sae.tag)
+    run = run_layout.run_dir(d.base_dir, discover.MODEL, d.layer, sae.tag)
     clusterings = d.cluster(run, sae_folder)
     by_script = [clustering_script.main(command_args(config)).path for config in d.clustering_configs(sae_folder)]
     assert [c.path for c in clusterings] == by_script
-    assert all(c.path.parent == paths.clusters_dir(run) for c in clusterings)
+    assert all(c.path.parent == run_layout.clusters_dir(run) for c in clusterings)
     W, _tag, _source = load_decoder_source(discover.MODEL, d.layer, sae_path=sae_folder)
     graph, spectral = clusterings
     assert sorted(map(sorted, graph.clusters)) == sorted(map(sorted, cluster_decoder(

@@ -1,4 +1,4 @@
-"""SAE loading (multid.sae.loading): SAELens disk and hub paths, the paper's Mistral .pt format and its norm
+"""SAE loading (multid.sae.data.sae_loading): SAELens disk and hub paths, the paper's Mistral .pt format and its norm
 rescaling, the restricted unpickler, decoder files, and the errors for bad input."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from multid.errors import UserError
-from multid.sae import loading
-from multid.sae.loading import (PAPER_PT_NAME, PAPER_PT_TAG, check_sae_fits_model, load_decoder, load_decoder_file,
+from multid.sae.data import sae_loading
+from multid.sae.data.sae_loading import (PAPER_PT_NAME, PAPER_PT_TAG, check_sae_fits_model, load_decoder, load_decoder_file,
                                 load_paper_pt, load_sae, resolve_sae_source, sae_tag)
 from tests.sae_helpers import TINY_HOOK, make_tiny_sae, write_mistral_style_pt
 
@@ -173,7 +173,7 @@ def test_paper_pt_round_trip_and_norm_rescaling(tmp_path):
 def test_paper_pt_config_becomes_attribute_bag(tmp_path):
     write_mistral_style_pt(tmp_path / "a.pt", d_in=16, d_sae=32, hook="blocks.16.hook_resid_pre")
     cfg, state = load_paper_pt(tmp_path / "a.pt")
-    assert isinstance(cfg, loading.AttrBag) and type(cfg).__name__ == "PaperSAEConfig"
+    assert isinstance(cfg, sae_loading.AttrBag) and type(cfg).__name__ == "PaperSAEConfig"
     assert (cfg.d_in, cfg.hook_point, cfg.tags) == (16, "blocks.16.hook_resid_pre", ("a", "b"))
     assert "tests.sae_helpers.PaperSAEConfig" in repr(cfg)
     assert sorted(state) == ["W_dec", "W_enc", "b_dec", "b_enc"]
@@ -203,9 +203,9 @@ def test_paper_pt_with_code_is_refused(tmp_path, target):
         load_sae("mistral", 8, sae_path=tmp_path / "evil.pt")
     assert not marker.exists()
     with pytest.raises(UserError):  # and the refusal does not depend on the wrapper dict
-        loading.load_paper_pt(tmp_path / "evil.pt")
+        sae_loading.load_paper_pt(tmp_path / "evil.pt")
     with pytest.raises(pickle.UnpicklingError):
-        loading.RestrictedUnpickler(io.BytesIO(pickle.dumps(_RunsCommand(target, marker)))).load()
+        sae_loading.RestrictedUnpickler(io.BytesIO(pickle.dumps(_RunsCommand(target, marker)))).load()
     assert not marker.exists()
 
 

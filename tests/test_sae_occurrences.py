@@ -1,4 +1,4 @@
-"""Occurrence datasets (multid.sae.occurrences, multid.sae.corpus, generate_feature_occurence_data.py) on the
+"""Occurrence datasets (multid.sae.data.occurrence_store, multid.sae.data.text_sources, generate_feature_occurence_data.py) on the
 tiny random model with a random SAELens SAE and local text files: exact triples, sharding, resuming, caps,
 the reader, and the errors."""
 
@@ -16,12 +16,12 @@ import torch
 
 from multid.config import REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
-from multid.sae import occurrences as occ_mod
-from multid.sae.corpus import first_tokens, first_tokens_many, iter_contexts, make_text_source, shard_contexts, tl_tokenizer
-from multid.sae.loading import load_sae
-from multid.sae.occurrences import (GenerateOptions, contexts_within_budget, generate_occurrences, open_occurrences,
+from multid.sae.data import occurrence_store as occ_mod
+from multid.sae.data.text_sources import first_tokens, first_tokens_many, iter_contexts, make_text_source, shard_contexts, tl_tokenizer
+from multid.sae.data.sae_loading import load_sae
+from multid.sae.data.occurrence_store import (GenerateOptions, contexts_within_budget, generate_occurrences, open_occurrences,
                                     write_occurrence_run)
-from multid.sae.paths import run_dir, shard_dir
+from multid.sae.data.run_layout import run_dir, shard_dir
 from tests.sae_helpers import TINY_HOOK, make_tiny_sae, write_corpus
 
 CTX = 12
@@ -251,7 +251,7 @@ def test_another_sharding_is_built_beside_the_finished_one(setup, tiny_model, tm
 @pytest.mark.unit
 def test_a_swap_cut_short_is_finished_by_the_next_run(tmp_path):
     """Crash points of the swap: after occurrences -> replaced, and after occurrences.next -> occurrences."""
-    from multid.sae.occurrences import finish_swap
+    from multid.sae.data.occurrence_store import finish_swap
 
     old, *_ = random_run(tmp_path, seed=1)
     new_run, *_ = random_run(tmp_path, seed=2)
@@ -552,7 +552,7 @@ def test_smollm2_with_an_sae_on_disk(smollm2_model, tmp_path):
 
 @pytest.mark.unit
 def test_sorted_order_matches_lexsort():
-    from multid.sae.occurrences import sorted_order
+    from multid.sae.data.occurrence_store import sorted_order
 
     rng = np.random.default_rng(3)
     ctx_len = 5

@@ -1,4 +1,4 @@
-"""Cluster reconstructions and their PCA (multid.sae.reconstruct, multid.sae.cluster_points)."""
+"""Cluster reconstructions and their PCA (multid.sae.analysis.reconstructions, multid.sae.analysis.cluster_points)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from multid.errors import MissingArtifactError, UserError
-from multid.sae.reconstruct import (cluster_reconstructions, reconstruct_from_triples, reconstruction_pca,
+from multid.sae.analysis.reconstructions import (cluster_reconstructions, reconstruct_from_triples, reconstruction_pca,
                                     reference_reconstructions, save_sae_pca)
 from tests import sae_calendar as cal_mod
 
@@ -46,7 +46,7 @@ def test_vectorised_equals_slow_reference(seed, threshold, sample_limit):
 @pytest.mark.unit
 @pytest.mark.parametrize("dense_max, dense_fill", [(0, 0.0), (1 << 24, 0.0), (1 << 24, 2.0)])
 def test_sparse_and_dense_products_agree(monkeypatch, dense_max, dense_fill):
-    import multid.sae.reconstruct as rec_mod
+    import multid.sae.analysis.reconstructions as rec_mod
 
     monkeypatch.setattr(rec_mod, "DENSE_WEIGHTS_MAX", dense_max)  # 0: always sparse
     monkeypatch.setattr(rec_mod, "DENSE_FILL", dense_fill)  # 0.0: dense when small enough; 2.0: never dense
@@ -127,7 +127,7 @@ def calendar(tmp_path_factory):
 
 @pytest.mark.integration
 def test_planted_circle_from_parquet(calendar):
-    from multid.sae.occurrences import open_occurrences
+    from multid.sae.data.occurrence_store import open_occurrences
 
     occ = open_occurrences(calendar.run)
     rec = cluster_reconstructions(occ, cal_mod.DAYS, calendar.W_dec)
@@ -142,7 +142,7 @@ def test_planted_circle_from_parquet(calendar):
 @pytest.mark.integration
 def test_cluster_points_stage_and_sae_pca_file(calendar):
     from multid.circles.compare import read_sae_components
-    from multid.sae.cluster_points import cluster_points_stage, read_cluster_points
+    from multid.sae.analysis.cluster_points import cluster_points_stage, read_cluster_points
 
     points = cluster_points_stage(calendar.run, "days", cal_mod.DAYS, calendar.W_dec, k=4, sample_limit=None,
                                   decoder_id="test")
@@ -193,7 +193,7 @@ def test_pca_exact_deterministic_signs(tmp_path):
 
 @pytest.mark.unit
 def test_missing_occurrence_dataset_names_the_command(tmp_path):
-    from multid.sae.cluster_points import find_run_dir
+    from multid.sae.analysis.cluster_points import find_run_dir
 
     with pytest.raises(MissingArtifactError, match="generate_feature_occurence_data.py --model_name gpt2 --layers 7"):
         find_run_dir(tmp_path, "gpt2", 7)

@@ -117,9 +117,9 @@ def test_cluster_file_name_names_every_setting_that_changes_the_clusters():
 
 
 def test_ranking_default_cut_is_the_scans():
-    from multid.sae import scan
+    from multid.sae.analysis import cluster_reducibility
 
-    assert RankingConfig().min_mixture == scan.MIN_MIXTURE
+    assert RankingConfig().min_mixture == cluster_reducibility.MIN_MIXTURE
 
 
 def test_one_word_placeholders_are_shown_unquoted():
@@ -129,6 +129,6 @@ def test_one_word_placeholders_are_shown_unquoted():
 
 
 def test_stability_default_sweep_is_the_rebuttals():
-    from multid.sae import stability
+    from multid.sae.analysis import clustering_stability
 
-    assert StabilityConfig().top_k == stability.UPSTREAM_TOP_KS
+    assert StabilityConfig().top_k == clustering_stability.UPSTREAM_TOP_KS

@@ -1,4 +1,4 @@
-"""The cluster reducibility scan (multid.sae.scan, multid.sae.scan_run) and its two scripts."""
+"""The cluster reducibility scan (multid.sae.analysis.cluster_reducibility, multid.sae.analysis.scan_batches) and its two scripts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from multid.errors import UserError
 from multid.reducibility import mixture_index_exact
-from multid.sae import scan
+from multid.sae.analysis import cluster_reducibility
 
 STEPS = 100  # M's optimiser steps in these tests (10,000 in a real scan; the cost is linear in the steps)
 
@@ -36,14 +36,14 @@ def test_batched_equals_one_plane_at_a_time():
     rng = np.random.default_rng(0)
     clouds = [circle(rng, 300), two_lines(rng, 400), blob(rng, 120), circle(rng, 500), two_lines(rng, 50)]
     planes = [0, 1, 2, 0, 3]
-    batched = scan.scan_clouds(clouds, planes, eps=0.1, seed=4, steps=STEPS)
-    loop = scan.scan_clouds_loop(clouds, planes, eps=0.1, seed=4, steps=STEPS)
+    batched = cluster_reducibility.scan_clouds(clouds, planes, eps=0.1, seed=4, steps=STEPS)
+    loop = cluster_reducibility.scan_clouds_loop(clouds, planes, eps=0.1, seed=4, steps=STEPS)
     for a, b in zip(batched, loop):
         assert a.m == b.m and a.m_hard == b.m_hard
         assert np.array_equal(a.v, b.v) and a.c == b.c
         assert a.s_bits == pytest.approx(b.s_bits, abs=1e-12) and a.s_angle == b.s_angle
     # seeds are per plane: another seed moves M's start, so M changes somewhere
-    other = scan.scan_clouds(clouds, planes, eps=0.1, seed=5, steps=STEPS)
+    other = cluster_reducibility.scan_clouds(clouds, planes, eps=0.1, seed=5, steps=STEPS)
     assert any(not np.array_equal(a.v, b.v) for a, b in zip(batched, other))
 
 
@@ -51,17 +51,17 @@ def test_batched_equals_one_plane_at_a_time():
 def test_scan_many_is_independent_of_batch_composition():
     rng = np.random.default_rng(1)
     coords = {7: rng.normal(size=(200, 4)) * [3, 2, 1, 0.5], 9: rng.normal(size=(90, 3)), 11: rng.normal(size=(500, 2))}
-    together = scan.scan_many(coords, steps=STEPS, batch_points=1000)  # several batches
+    together = cluster_reducibility.scan_many(coords, steps=STEPS, batch_points=1000)  # several batches
     for cid, x in coords.items():
-        alone = scan.scan_many({cid: x}, steps=STEPS)[cid]
-        assert [r.key for r in alone] == [scan.plane_key(p) for p in range(x.shape[1] - 1)]
+        alone = cluster_reducibility.scan_many({cid: x}, steps=STEPS)[cid]
+        assert [r.key for r in alone] == [cluster_reducibility.plane_key(p) for p in range(x.shape[1] - 1)]
         assert [(r.m, r.s_bits) for r in alone] == [(r.m, r.s_bits) for r in together[cid]]
 
 
 @pytest.mark.unit
 def test_planted_circle_high_s_and_two_lines_high_m():
     rng = np.random.default_rng(2)
-    res = scan.scan_clouds([circle(rng, 600), two_lines(rng, 600), blob(rng, 600)], [0, 0, 0], steps=600)
+    res = cluster_reducibility.scan_clouds([circle(rng, 600), two_lines(rng, 600), blob(rng, 600)], [0, 0, 0], steps=600)
     ring, lines, gauss = res
     assert ring.s_bits > 1.0 and ring.s_bits > 3 * gauss.s_bits
     assert lines.m > 0.4 and lines.m > 2 * max(ring.m, gauss.m)
@@ -70,14 +70,14 @@ def test_planted_circle_high_s_and_two_lines_high_m():
 @pytest.mark.unit
 def test_plane_clouds_radius_rank_and_degenerate_planes():
     coords = np.array([[0.5, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
-    planes = scan.plane_clouds(coords, radius=1.0)
+    planes = cluster_reducibility.plane_clouds(coords, radius=1.0)
     assert [p for p, _ in planes] == [0, 1]
     assert np.array_equal(planes[0][1], coords[1:, :2])  # (0.5, 0) has norm 0.5 <= 1: dropped
     assert np.array_equal(planes[1][1], coords[[2, 3], 1:])  # the two (0, 1) rows have norm 1 <= 1: dropped
     flat = np.c_[np.arange(5.0), np.zeros(5), np.arange(5.0)]
-    assert [p for p, _ in scan.plane_clouds(flat)] == []  # constant axis in both planes
-    assert scan.numerical_rank(np.array([3.0, 1.0, 1e-9, 0.0])) == 2
-    assert scan.num_components(9) == 5 and scan.num_components(3) == 3 and scan.num_components(9, 4) == 4
+    assert [p for p, _ in cluster_reducibility.plane_clouds(flat)] == []  # constant axis in both planes
+    assert cluster_reducibility.numerical_rank(np.array([3.0, 1.0, 1e-9, 0.0])) == 2
+    assert cluster_reducibility.num_components(9) == 5 and cluster_reducibility.num_components(3) == 3 and cluster_reducibility.num_components(9, 4) == 4
 
 
 @pytest.mark.unit
@@ -89,20 +89,20 @@ def test_ranking_hand_built():
         2: {"0-1": {"mixture_index": 0.1, "separability_index": 1.0},
             "1-2": {"mixture_index": 0.2, "separability_index": 0.5}},
     }
-    assert scan.ranking_score(metrics[0]) == pytest.approx(0.25)  # mean([0, 0.5])
-    assert scan.ranking_score(metrics[0], leading_zero=False) == pytest.approx(0.5)
-    assert scan.ranking_score(metrics[1]) == 0.0 and scan.ranking_score(metrics[1], leading_zero=False) == 0.0
-    assert scan.ranking_score(metrics[2]) == pytest.approx((0 + 0.9 + 0.4) / 3)
-    summaries = scan.summarise(metrics)
+    assert cluster_reducibility.ranking_score(metrics[0]) == pytest.approx(0.25)  # mean([0, 0.5])
+    assert cluster_reducibility.ranking_score(metrics[0], leading_zero=False) == pytest.approx(0.5)
+    assert cluster_reducibility.ranking_score(metrics[1]) == 0.0 and cluster_reducibility.ranking_score(metrics[1], leading_zero=False) == 0.0
+    assert cluster_reducibility.ranking_score(metrics[2]) == pytest.approx((0 + 0.9 + 0.4) / 3)
+    summaries = cluster_reducibility.summarise(metrics)
     assert [(s.cluster, s.kept) for s in summaries] == [(0, 1), (1, 0), (2, 2)]
     assert summaries[2].mean_m == pytest.approx(0.15) and summaries[2].mean_s == pytest.approx(0.75)
     assert math.isnan(summaries[1].mean_m)
-    assert [s.cluster for s in scan.ranking(summaries)] == [2, 0, 1]
-    assert [s.cluster for s in scan.ranking(scan.summarise(metrics, leading_zero=False))] == [2, 0, 1]
-    plain = scan.summarise(metrics, leading_zero=False)
+    assert [s.cluster for s in cluster_reducibility.ranking(summaries)] == [2, 0, 1]
+    assert [s.cluster for s in cluster_reducibility.ranking(cluster_reducibility.summarise(metrics, leading_zero=False))] == [2, 0, 1]
+    plain = cluster_reducibility.summarise(metrics, leading_zero=False)
     assert plain[2].score == pytest.approx(0.65)
 
-    fig = scan.summary_figure(summaries, {2: "Weekdays cluster"})
+    fig = cluster_reducibility.summary_figure(summaries, {2: "Weekdays cluster"})
     ax = fig.axes[0]
     assert ax.xaxis_inverted()
     grey, orange = ax.collections[0], ax.collections[1]
@@ -114,15 +114,15 @@ def test_ranking_hand_built():
 @pytest.mark.integration
 def test_scan_figure_content():
     rng = np.random.default_rng(3)
-    results = scan.scan_clouds([circle(rng, 200), two_lines(rng, 200)], [0, 1], steps=10)
-    fig = scan.scan_figure(results, 0.1, title="cluster 5")
+    results = cluster_reducibility.scan_clouds([circle(rng, 200), two_lines(rng, 200)], [0, 1], steps=10)
+    fig = cluster_reducibility.scan_figure(results, 0.1, title="cluster 5")
     assert len(fig.axes) == 6
     assert fig.axes[0].get_ylabel() == "PCs 0-1" and fig.axes[3].get_ylabel() == "PCs 1-2"
     assert fig.axes[1].get_title() == f"M = {results[0].m:.4f}"
     assert fig.axes[5].get_title() == f"S = {results[1].s_bits:.4f} bits"
     assert len(fig.axes[0].collections[0].get_offsets()) == 200
     assert np.allclose(fig.axes[2].lines[0].get_ydata(), results[0].mi_bits)
-    assert scan.metrics_json(results) == {
+    assert cluster_reducibility.metrics_json(results) == {
         "0-1": {"mixture_index": results[0].m, "mixture_index_exact": results[0].m_exact,
                 "separability_index": results[0].s_bits},
         "1-2": {"mixture_index": results[1].m, "mixture_index_exact": results[1].m_exact,
@@ -186,7 +186,7 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     assert rows[0].startswith("rank,cluster,score")
     by_cluster = {int(r.split(",")[1]): r.split(",") for r in rows[1:]}
     assert set(by_cluster) == {0, 1, 2}
-    expected = scan.ranking_score(metrics)
+    expected = cluster_reducibility.ranking_score(metrics)
     assert float(by_cluster[0][2]) == pytest.approx(expected)
     assert (out / "reducibility_metrics_threshold0_radius0.pdf").is_file()
     printed = capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_compute_reducibility_cli_one_cluster_and_all(planted_run, capsys):
     out = analyze_reducibilities.main(["--base_dir", str(base), "--clusters_file", str(clusters), "--mixture", "exact"])
     rows = (out / "ranking.csv").read_text().splitlines()
     by_cluster = {int(r.split(",")[1]): r.split(",") for r in rows[1:]}
-    assert float(by_cluster[0][2]) == pytest.approx(scan.ranking_score(metrics, mixture="exact"))
+    assert float(by_cluster[0][2]) == pytest.approx(cluster_reducibility.ranking_score(metrics, mixture="exact"))
     assert float(by_cluster[0][3]) == pytest.approx(metrics["0-1"]["mixture_index_exact"])
     assert "top 3 (exact M)" in capsys.readouterr().out
 
@@ -303,7 +303,7 @@ def test_missing_occurrences_and_metrics_name_the_command(tmp_path, capsys):
 
 @pytest.mark.unit
 def test_planes_beyond_the_numerical_rank_are_not_scanned():
-    from multid.sae.scan_run import ScanSettings, cluster_coords
+    from multid.sae.analysis.scan_batches import ScanSettings, cluster_coords
 
     rng = np.random.default_rng(5)
     W = np.zeros((4, 6), np.float32)
@@ -321,12 +321,12 @@ def test_planes_beyond_the_numerical_rank_are_not_scanned():
 @pytest.mark.unit
 def test_rank_comparison_of_two_rankings():
     def summaries(scores):
-        return [scan.ClusterSummary(cid, 0.5, 1.0, 1, score) for cid, score in enumerate(scores)]
+        return [cluster_reducibility.ClusterSummary(cid, 0.5, 1.0, 1, score) for cid, score in enumerate(scores)]
 
-    rho, moves = scan.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 0.6]))
+    rho, moves = cluster_reducibility.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 0.6]))
     assert rho == pytest.approx(1.0) and all(a == b for _, a, b in moves)
     # cluster 3 goes from last to first, the others move down one
-    rho, moves = scan.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 1.0]), top=2)
+    rho, moves = cluster_reducibility.rank_comparison(summaries([0.9, 0.8, 0.7, 0.6]), summaries([0.9, 0.8, 0.7, 1.0]), top=2)
     assert rho == pytest.approx(1 - 6 * (1 + 1 + 1 + 9) / (4 * 15)) and moves[0] == (3, 4, 1)
     with pytest.raises(UserError, match="no 'mixture_index_exact'"):
-        scan.kept_planes({"0-1": {"mixture_index": 0.2, "separability_index": 1.0}}, mixture="exact")
+        cluster_reducibility.kept_planes({"0-1": {"mixture_index": 0.2, "separability_index": 1.0}}, mixture="exact")

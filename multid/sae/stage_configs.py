@@ -13,10 +13,8 @@ from typing import Any, Callable, ClassVar
 
 from multid.commands import option, render_command
 from multid.errors import UserError
-from multid.sae.paths import canonical_model
-from multid.sae.train import DEFAULT_CTX_LEN, TrainSettings
+from multid.models import canonical_model
 
-_TRAIN = TrainSettings()
 DEFAULT_MODEL = "mistral"  # clustering.py without --model_name, as upstream
 DEFAULT_LAYER = {"gpt2": 7, "mistral": 8}
 GPT2_NAMED = {138: "Weekdays cluster", 251: "Months cluster", 212: "Years cluster"}
@@ -41,17 +39,17 @@ class TrainConfig:
     dataset_path: str | None = option()
     text_files: tuple[str, ...] | None = option()
     text_split: str = option("file")
-    ctx_len: int = option(DEFAULT_CTX_LEN)
+    ctx_len: int = option(128)
     max_tokens: int | None = option()
-    architecture: str = option(_TRAIN.architecture)
-    expansion: int = option(_TRAIN.expansion)
-    l1_coefficient: float = option(_TRAIN.l1_coefficient)
-    k: int = option(_TRAIN.k)
-    training_tokens: int = option(_TRAIN.training_tokens)
-    batch_size: int = option(_TRAIN.batch_size)
-    lr: float = option(_TRAIN.lr)
-    eval_contexts: int = option(_TRAIN.eval_contexts)
-    seed: int = option(_TRAIN.seed)
+    architecture: str = option("topk")  # see docs/discover.md: the L1 SAE needs more steps than a CPU run gives it
+    expansion: int = option(8)  # d_sae = expansion * d_in
+    l1_coefficient: float = option(5.0)  # standard: on activations normalised to mean norm sqrt(d)
+    k: int = option(32)  # topk
+    training_tokens: int = option(1_500_000)
+    batch_size: int = option(4096)
+    lr: float = option(3e-4)
+    eval_contexts: int = option(64)
+    seed: int = option(0)
     out: str | None = option()
     device: str = option("cpu")
     get_model: Callable[[], Any] | None = option(cli=False)
@@ -146,7 +144,7 @@ class ClusteringConfig:
         return self.layer if self.layer is not None else DEFAULT_LAYER.get(self.model, 0)
 
     def method_options(self) -> dict:
-        """The keyword arguments of multid.sae.clustering.cluster_decoder for the method."""
+        """The keyword arguments of multid.sae.analysis.clustering_methods.cluster_decoder for the method."""
         if self.method == "graph":
             return {"top_k": self.top_k, "sim_cutoff": self.sim_cutoff, "diagonal": self.diagonal,
                     "drop_singletons": self.drop_singletons, "max_size": self.max_cluster_size}
@@ -224,7 +222,7 @@ class RankingConfig:
     radius: float = option(0.0)
     clusters_file: str | None = option()
     scan_dir: str | None = option()
-    min_mixture: float = option(0.01)  # multid.sae.scan.MIN_MIXTURE, the original's cut (a test holds them equal)
+    min_mixture: float = option(0.01)  # multid.sae.analysis.cluster_reducibility.MIN_MIXTURE, the original's cut (a test holds them equal)
     mixture: str = option("gradient")
     plain_mean: bool = option(False)
     named: tuple[str, ...] | None = option()  # CLUSTER:LABEL each

@@ -1,5 +1,5 @@
 """The days / months / years clusters of a run's clusterings (make discover's step 6): for each clustering and
-class, the cluster that holds the class best (multid.sae.calendar_clusters), its size, decoder cosine, M, S and
+class, the cluster that holds the class best (multid.sae.analysis.calendar_metrics), its size, decoder cosine, M, S and
 rank in the scan, and whether its PCA puts the class in calendar order; and a Figure 1 style figure of the three.
 """
 
@@ -13,15 +13,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from multid.io import load_json, save_figure, save_json
-from multid.sae import calendar_clusters as CC
-from multid.sae import paper_figures as P
-from multid.sae import paths
-from multid.sae.cluster_points import ClusterPoints, cluster_points_stage, file_fingerprint, occurrences_fingerprint
-from multid.sae.clusters import mean_pairwise_cosine
-from multid.sae.labels import OTHER
-from multid.sae.occurrences import open_occurrences
-from multid.sae.scan import ranking, summarise
-from multid.sae.text import load_tokenizer
+from multid.sae.analysis import calendar_metrics as CC
+from multid.sae.figures import cluster_panels as P
+from multid.sae.data import run_layout
+from multid.sae.analysis.cluster_points import ClusterPoints, cluster_points_stage, file_fingerprint, occurrences_fingerprint
+from multid.sae.data.cluster_files import mean_pairwise_cosine
+from multid.sae.data.token_labels import OTHER
+from multid.sae.data.occurrence_store import open_occurrences
+from multid.sae.analysis.cluster_reducibility import ranking, summarise
+from multid.sae.data.tokenizers import load_tokenizer
 from multid.stage import Stage, run_stage, settings_id
 
 
@@ -55,7 +55,7 @@ class CalendarAnalysis:
         self.layer = layer
         self.base_dir = base_dir
         self.sample_limit = sample_limit
-        self.mixture = mixture  # which M ranks the clusters (multid.sae.scan.MIXTURE_KEYS)
+        self.mixture = mixture  # which M ranks the clusters (multid.sae.analysis.cluster_reducibility.MIXTURE_KEYS)
         self._classes: RunClasses | None = None
 
     def named_clusters(self, clusterings: list[Clustering]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class CalendarAnalysis:
     def cluster_points(self, c: Clustering, index: int, W_dec: np.ndarray) -> ClusterPoints:
         name = f"{c.path.stem}-all-cluster{index}-everypoint"  # the figure scripts' stage is sample-limited
         return cluster_points_stage(self.run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
-                                    sample_limit=None, decoder_id=file_fingerprint(paths.decoder_path(self.run)))
+                                    sample_limit=None, decoder_id=file_fingerprint(run_layout.decoder_path(self.run)))
 
     def calendar_figure(self, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
         """Figure 1 style: the days, months and years clusters' reconstructions (all of them), coloured by class,

@@ -2,7 +2,7 @@
 (Mistral days / months), and the rebuttal grid of the top clusters (config, runner, written files).
 
 The scripts are gpt2_days_months_years.py (and its alias gpt2_days_weeks_years.py), mistral_days_months.py and
-explore_features.py; the panels are multid.sae.paper_figures'.
+explore_features.py; the panels are multid.sae.figures.cluster_panels'.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, save_figure
-from multid.sae import labels as L
-from multid.sae import paper_figures as P
-from multid.sae import paths
-from multid.sae.cluster_points import ClusterPoints
-from multid.sae.figure_run import RunContext, open_context, print_written
+from multid.sae.data import token_labels as L
+from multid.sae.figures import cluster_panels as P
+from multid.sae.data import run_layout
+from multid.sae.analysis.cluster_points import ClusterPoints
+from multid.sae.figures.figure_context import RunContext, open_context, print_written
 from multid.sae.stage_configs import DaysMonthsYearsConfig, ExploreConfig, MistralDaysMonthsConfig, RankingConfig
-from multid.sae.text import token_strings
+from multid.sae.data.tokenizers import token_strings
 
 # The paper's top-20 GPT-2 layer-7 clusters of the reducibility ranking, with the authors' rough descriptions.
 PAPER_TOP20 = {23: "Letter 'B'", 28: "Letter 'M'", 58: "Substring 'Re'", 32: "Letter 'G'", 34: "Letter 'H'",
@@ -136,7 +136,7 @@ def run_explore(config: ExploreConfig) -> list[Path]:
         (read_ranking(config.ranking, config.top) if config.ranking else list(PAPER_TOP20))
     ctx = open_context(config)
     tokenizer = ctx.tokenizer()
-    known = PAPER_TOP20 if paths.canonical_model(config.model_name) == "gpt2" and config.layer == 7 else {}
+    known = PAPER_TOP20 if run_layout.canonical_model(config.model_name) == "gpt2" and config.layer == 7 else {}
     entries = []
     for rank, index in enumerate(ids, start=1):
         entry = grid_entry(ctx, config, rank, index, tokenizer, known)

@@ -1,6 +1,6 @@
 """Clustering of an SAE's decoder directions (paper section 4.1) as one stage: config, runner, result.
 
-The script is sae_multid_feature_discovery/clustering.py; the algorithms live in multid.sae.clustering.
+The script is sae_multid_feature_discovery/clustering.py; the algorithms live in multid.sae.analysis.clustering_methods.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 from multid.commands import as_path
 from multid.config import resolve_base_dir
 from multid.errors import UserError
-from multid.sae import clustering
-from multid.sae.clusters import load_clusters, write_clusters
-from multid.sae.paths import clusters_dir, run_dir
+from multid.sae.analysis import clustering_methods
+from multid.sae.data.cluster_files import load_clusters, write_clusters
+from multid.sae.data.run_layout import clusters_dir, run_dir
 from multid.sae.stage_configs import ClusteringConfig
 from multid.stage import Stage, run_stage
 
@@ -35,7 +35,7 @@ class ClusteringResult:
 
 def checked_decoder(config: ClusteringConfig) -> tuple[np.ndarray, str, str]:
     """(decoder rows to cluster, SAE tag, description of the source), refused when they cannot be clustered."""
-    W, tag, source = clustering.load_decoder_source(
+    W, tag, source = clustering_methods.load_decoder_source(
         config.model, config.resolved_layer, decoder_file=config.decoder_file, sae_path=config.sae_path,
         check_width=not (config.decoder_file and config.model_name is None))
     first = config.include_only_first_k_sae_features
@@ -67,7 +67,7 @@ def run_clustering(config: ClusteringConfig) -> ClusteringResult:
     stage = Stage(f"{config.method} clusters of {source}", out, settings, command=config.command())
 
     def build(tmp: Path) -> None:
-        clusters = clustering.cluster_decoder(W, config.method, **config.method_options(),
+        clusters = clustering_methods.cluster_decoder(W, config.method, **config.method_options(),
                                               **({"progress": True} if config.method == "graph" else {}))
         write_clusters(tmp, clusters)
         sizes = np.array([len(c) for c in clusters])

@@ -1,7 +1,7 @@
 """The interactive figure of one SAE cluster (paper section 4.1) as one stage: config, runner, result.
 
 The scripts are sae_multid_feature_discovery/gpt2_interactive_figure.py and mistral_interactive_figure.py (one
-implementation, the original scripts' defaults each); the figure is multid.sae.interactive's.
+implementation, the original scripts' defaults each); the figure is multid.sae.figures.interactive_html's.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-from multid.sae import interactive, paths
-from multid.sae.figure_run import CONVENTION_HELP, open_context, print_written
+from multid.sae.figures import interactive_html
+
+from multid.sae.data import run_layout
+from multid.sae.figures.figure_context import CONVENTION_HELP, open_context, print_written
 from multid.sae.stage_configs import InteractiveConfig
-from multid.sae.text import hover_texts
+from multid.sae.data.tokenizers import hover_texts
 
 MODEL_LABELS = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}
 
@@ -30,14 +32,14 @@ def run_interactive(config: InteractiveConfig) -> InteractiveResult:
     members = ctx.pick(config.cluster)
     print(f"cluster {config.cluster} of {ctx.clusters_file.name}, numbered {config.cluster_convention!r} "
           f"({CONVENTION_HELP[config.cluster_convention]}): {len(members)} features {members}")
-    points = ctx.points(config.cluster, members, interactive.num_pcs(len(members)), config.command())
+    points = ctx.points(config.cluster, members, interactive_html.num_pcs(len(members)), config.command())
     hover = hover_texts(ctx.tokenizer(), points.context_lists())
     rows = ctx.W_dec[np.asarray(members, dtype=np.int64)]
-    model = paths.canonical_model(config.model_name)
-    title = interactive.figure_title(MODEL_LABELS.get(model, config.model_name), config.layer, config.cluster,
+    model = run_layout.canonical_model(config.model_name)
+    title = interactive_html.figure_title(MODEL_LABELS.get(model, config.model_name), config.layer, config.cluster,
                                      len(members), len(points.tokens))
-    fig = interactive.build_interactive_figure(rows, points.pca, hover, title)
-    html = interactive.write_html(fig, ctx.save_dir / f"{model}-layer{config.layer}-cluster{config.cluster}.html")
+    fig = interactive_html.build_interactive_figure(rows, points.pca, hover, title)
+    html = interactive_html.write_html(fig, ctx.save_dir / f"{model}-layer{config.layer}-cluster{config.cluster}.html")
     print(f"{len(points.tokens)} reconstructions; explained variance of PCs 0..{points.pca.k - 1}: "
           + ", ".join(f"{r:.3f}" for r in points.pca.explained_variance_ratio))
     print(f"SAE PCA for compare_circle_intervention_types.py --sae_pca: {points.path}")

@@ -1,7 +1,7 @@
 """The SAE feature occurrence dataset (paper section 4.1) as one stage: config, runner, result.
 
 The script is sae_multid_feature_discovery/generate_feature_occurence_data.py; the format, writer and reader
-are multid.sae.occurrences' (docs/sae_occurrences.md).
+are multid.sae.data.occurrence_store' (docs/sae_occurrences.md).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 from multid.config import resolve_base_dir, resolve_device
 from multid.errors import UserError
 from multid.models import lazy_loader
-from multid.sae import paths
-from multid.sae.corpus import make_text_source
-from multid.sae.loading import layer_of_hook, load_sae, resolve_sae_source
-from multid.sae.occurrences import GenerateOptions, ShardResult, generate_occurrences, portable_model_fingerprint
+from multid.sae.data import run_layout
+from multid.sae.data.text_sources import make_text_source
+from multid.sae.data.sae_loading import layer_of_hook, load_sae, resolve_sae_source
+from multid.sae.data.occurrence_store import GenerateOptions, ShardResult, generate_occurrences, portable_model_fingerprint
 from multid.sae.stage_configs import OccurrencesConfig
-from multid.sae.train import cached_encoder
+from multid.sae.analysis.sae_trainer import cached_encoder
 
 UPSTREAM_LAYERS = {"gpt2": list(range(12)), "mistral": [8, 16, 24]}
 UPSTREAM_BATCH = {"gpt2": 64, "mistral": 16}
@@ -95,7 +95,7 @@ def run_occurrences(config: OccurrencesConfig) -> list[LayerOccurrences]:
     for layer in layers:
         sae = load_sae(config.model, layer, sae_path=config.sae_path, release=config.release, device=device,
                        input_scaling=config.sae_input_scaling)
-        run = paths.run_dir(base_dir, config.model, layer, sae.tag)
+        run = run_layout.run_dir(base_dir, config.model, layer, sae.tag)
         encoder = None if config.residual_cache is None else \
             cached_encoder(config.residual_cache, sae, options.threshold)
         shard = generate_occurrences(run=run, model_name=config.model, layer=layer, sae=sae, source=source,

@@ -1,6 +1,6 @@
 """Where day and month phrases ("morning on Monday", "Approximately two months from <Month>") land in the plane
 of the day-name (month-name) circle (the paper's rebuttal), as one run. The script is other_circle_points.py;
-the prompts, projections and figures are multid.sae.day_prompts'.
+the prompts, projections and figures are multid.sae.analysis.day_prompts'.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from multid.commands import as_path
 from multid.config import ensure_writable_dir, figs_dir, resolve_base_dir, resolve_device
 from multid.io import save_figure, save_json
 from multid.models import load_model
-from multid.sae import day_prompts as dp
+from multid.sae.analysis import day_prompts as dp
 from multid.sae.stage_configs import OtherCirclePointsConfig
 
 

@@ -1,7 +1,7 @@
 """The reducibility scan of a cluster file's clusters (paper section 4.2) as one stage: config, runner, result.
 
 The script is sae_multid_feature_discovery/gpt2_compute_reducibility.py; the scan itself is
-multid.sae.scan_run.scan_clusters.
+multid.sae.analysis.scan_batches.scan_clusters.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from multid.commands import as_path
 from multid.config import ensure_writable_dir, resolve_base_dir, resolve_device
 from multid.errors import UserError
 from multid.io import load_json
-from multid.sae import paths
-from multid.sae.cluster_points import (file_fingerprint, find_run_dir, load_run_decoder, occurrences_fingerprint,
+from multid.sae.data import run_layout
+from multid.sae.analysis.cluster_points import (file_fingerprint, find_run_dir, load_run_decoder, occurrences_fingerprint,
                                        open_run_occurrences)
-from multid.sae.clusters import check_members, load_clusters, non_singleton, pick_cluster
-from multid.sae.figure_run import clustering_command, resolve_clusters_file
-from multid.sae.occurrences import generate_command
-from multid.sae.scan import read_metrics
+from multid.sae.data.cluster_files import check_members, load_clusters, non_singleton, pick_cluster
+from multid.sae.figures.figure_context import clustering_command, resolve_clusters_file
+from multid.sae.data.occurrence_store import generate_command
+from multid.sae.analysis.cluster_reducibility import read_metrics
 from multid.sae.stage_configs import ScanConfig
-from multid.sae.scan_run import (ScanSettings, clusters_identity, default_scan_dir, prepare_scan_dir,
+from multid.sae.analysis.scan_batches import (ScanSettings, clusters_identity, default_scan_dir, prepare_scan_dir,
                                  scan_clusters)
 
 @dataclass(frozen=True)
@@ -64,16 +64,16 @@ def run_folder(config: ScanConfig) -> Path:
     given = config.run_dir
     if given and Path(given).name == "occurrences":  # the dataset folder itself was given
         given = str(Path(given).parent)
-    model = paths.canonical_model(config.model_name)
+    model = run_layout.canonical_model(config.model_name)
     return find_run_dir(resolve_base_dir(config.base_dir), model, config.layer, given)
 
 
 def run_scan(config: ScanConfig) -> ScanResult:
     """M and S on every PCA plane of each chosen cluster's reconstructions; one stage per cluster folder."""
     check_scan_config(config)
-    model = paths.canonical_model(config.model_name)
+    model = run_layout.canonical_model(config.model_name)
     run = run_folder(config)
-    decoder_file = as_path(config.decoder_file) or paths.decoder_path(run)
+    decoder_file = as_path(config.decoder_file) or run_layout.decoder_path(run)
     W_dec = load_run_decoder(run, decoder_file, command=generate_command(model, config.layer))
     clusters_file = resolve_clusters_file(config, run)
     clusters = load_clusters(clusters_file, command=clustering_command(config))

@@ -1,6 +1,6 @@
 """SAE training on a model's cached residuals as one stage: config, runner, result.
 
-The script is sae_multid_feature_discovery/train_sae.py; the cache and the trainer are multid.sae.train's.
+The script is sae_multid_feature_discovery/train_sae.py; the cache and the trainer are multid.sae.analysis.sae_trainer's.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from multid.commands import as_path
 from multid.config import resolve_base_dir, resolve_device
 from multid.models import lazy_loader
-from multid.sae import local_corpus, paths
-from multid.sae import train as T
-from multid.sae.corpus import make_text_source
-from multid.sae.occurrences import portable_model_fingerprint
+from multid.sae.data import local_corpus, run_layout
+from multid.sae.analysis import sae_trainer as T
+from multid.sae.data.text_sources import make_text_source
+from multid.sae.data.occurrence_store import portable_model_fingerprint
 from multid.sae.stage_configs import TrainConfig
-from multid.sae.text import load_tokenizer
+from multid.sae.data.tokenizers import load_tokenizer
 
 
 
@@ -39,7 +39,7 @@ def train_settings(config: TrainConfig) -> T.TrainSettings:
 
 def run_train_sae(config: TrainConfig) -> TrainResult:
     """The residual cache and the SAE trained on it (both stages: reused when current)."""
-    model = paths.canonical_model(config.model_name)
+    model = run_layout.canonical_model(config.model_name)
     base_dir = resolve_base_dir(config.base_dir)
     settings = train_settings(config)
     settings.check()

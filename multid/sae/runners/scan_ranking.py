@@ -1,7 +1,7 @@
 """The summary and ranking of a reducibility scan (paper section 4.2) as one stage: config, runner, result.
 
 The script is sae_multid_feature_discovery/analyze_reducibilities.py; the summaries and the figure are
-multid.sae.scan's.
+multid.sae.analysis.cluster_reducibility's.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from multid.commands import as_path
 from multid.config import resolve_base_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import save_csv, save_figure, save_json
-from multid.sae import scan
-from multid.sae.cluster_points import find_run_dir
-from multid.sae.figure_run import resolve_clusters_file
+from multid.sae.analysis import cluster_reducibility
+from multid.sae.analysis.cluster_points import find_run_dir
+from multid.sae.figures.figure_context import resolve_clusters_file
 from multid.sae.stage_configs import RankingConfig
-from multid.sae.scan_run import check_single_clustering, default_scan_dir
+from multid.sae.analysis.scan_batches import check_single_clustering, default_scan_dir
 from multid.stage import RECORD_NAME, Stage, damage, run_stage
 
 RANKING_COLUMNS = ["rank", "cluster", "score", "mean_mixture_index", "mean_separability_index", "kept_planes"]
@@ -27,7 +27,7 @@ RANKING_COLUMNS = ["rank", "cluster", "score", "mean_mixture_index", "mean_separ
 @dataclass(frozen=True)
 class RankingResult:
     out_dir: Path
-    ranking: list[scan.ClusterSummary]
+    ranking: list[cluster_reducibility.ClusterSummary]
 
 
 def metric_files(scan_dir: Path, remake: str) -> dict[int, Path]:
@@ -70,14 +70,14 @@ def run_ranking(config: RankingConfig) -> RankingResult:
     settings = {"metrics": digest.hexdigest(), "min_mixture": config.min_mixture, "leading_zero": leading_zero,
                 "mixture": config.mixture, "named": {str(k): v for k, v in sorted(named.items())},
                 "model": config.model, "threshold": config.threshold, "radius": config.radius}
-    metrics = {cid: scan.read_metrics(path) for cid, path in files.items()}
-    summaries = scan.summarise(metrics, config.min_mixture, leading_zero=leading_zero, mixture=config.mixture)
-    ranked = scan.ranking(summaries)
+    metrics = {cid: cluster_reducibility.read_metrics(path) for cid, path in files.items()}
+    summaries = cluster_reducibility.summarise(metrics, config.min_mixture, leading_zero=leading_zero, mixture=config.mixture)
+    ranked = cluster_reducibility.ranking(summaries)
     stem = f"reducibility_metrics_threshold{config.threshold:g}_radius{config.radius:g}"
     label = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}.get(config.model, config.model)
 
     def build(tmp: Path) -> None:
-        fig = scan.summary_figure(summaries, named, title=f"{label} Mixture Index vs Separability Index")
+        fig = cluster_reducibility.summary_figure(summaries, named, title=f"{label} Mixture Index vs Separability Index")
         for fmt in ("pdf", "png"):
             save_figure(fig, tmp / f"{stem}.{fmt}", dpi=150)
         rows = [{"rank": i + 1, "cluster": s.cluster, "score": s.score, "mean_mixture_index": s.mean_m,
@@ -93,8 +93,8 @@ def run_ranking(config: RankingConfig) -> RankingResult:
 
 
 def print_ranking(config: RankingConfig, files: dict[int, Path], scan_dir: Path, named: dict[int, str],
-                  metrics: dict[int, dict], summaries: list[scan.ClusterSummary],
-                  ranked: list[scan.ClusterSummary]) -> None:
+                  metrics: dict[int, dict], summaries: list[cluster_reducibility.ClusterSummary],
+                  ranked: list[cluster_reducibility.ClusterSummary]) -> None:
     rank_of = {s.cluster: i + 1 for i, s in enumerate(ranked)}
     print(f"{len(files)} clusters read from {scan_dir}")
     for cid, name in sorted(named.items()):
@@ -102,9 +102,9 @@ def print_ranking(config: RankingConfig, files: dict[int, Path], scan_dir: Path,
     print(f"top {min(config.top, len(ranked))} ({config.mixture} M): "
           + " ".join(str(s.cluster) for s in ranked[:config.top]))
     other = "gradient" if config.mixture == "exact" else "exact"
-    has_both = all(scan.MIXTURE_KEYS[other] in plane for planes in metrics.values() for plane in planes.values())
+    has_both = all(cluster_reducibility.MIXTURE_KEYS[other] in plane for planes in metrics.values() for plane in planes.values())
     if has_both and len(summaries) > 1:
-        rho, moves = scan.rank_comparison(
-            summaries, scan.summarise(metrics, config.min_mixture, leading_zero=not config.plain_mean, mixture=other))
+        rho, moves = cluster_reducibility.rank_comparison(
+            summaries, cluster_reducibility.summarise(metrics, config.min_mixture, leading_zero=not config.plain_mean, mixture=other))
         print(f"against the ranking by the {other} M: Spearman {rho:.3f}; largest moves (cluster: rank "
               f"{config.mixture} -> {other}): " + ", ".join(f"{c}: {a} -> {b}" for c, a, b in moves))

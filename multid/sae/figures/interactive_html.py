@@ -7,7 +7,7 @@ A plotly 2 x 4 grid:
   each decoder vector minus ITS OWN mean coordinate (the mean over its d entries), not the mean vector of
   the cluster. We keep that quirk so the panel matches the paper's figures; it removes the all-ones direction
   from every vector, which for residual-stream SAEs is small, so both panels look alike;
-- row 2: PCA of the reconstructions (multid.sae.reconstruct), PC i vs PC i+1 for i = 0..m-2 with
+- row 2: PCA of the reconstructions (multid.sae.analysis.reconstructions), PC i vs PC i+1 for i = 0..m-2 with
   m = min(5, cluster size); hovering a point shows its context (10 tokens before) with the firing token bold.
 
 The html is self-contained (plotly.js inlined), so it opens offline; no CDN.
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from multid.io import write_text_atomic
-from multid.sae.reconstruct import Pca
+from multid.sae.analysis.reconstructions import Pca
 
 MAX_PCS = 5
 WIDTH, HEIGHT = 1200, 800

@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MODEL_ALIASES = {"gpt-2": "gpt2"}  # upstream's name for GPT-2 small; the registry calls it gpt2
-
-
-def canonical_model(model: str) -> str:
-    return MODEL_ALIASES.get(model, model)
+from multid.models import canonical_model
 
 
 def run_dir(base_dir: str | os.PathLike, model: str, layer: int, sae_tag: str) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, save_json, write_text_atomic
-from multid.sae.paths import next_occurrences_dir, occurrences_dir, shard_dir, shard_name
+from multid.sae.data.run_layout import next_occurrences_dir, occurrences_dir, shard_dir, shard_name
 from multid.sae.stage_configs import OccurrencesConfig
 from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
 
@@ -407,7 +407,7 @@ def finish_swap(run: Path) -> None:
         meta = read_meta(pending / RUN_META)
         if meta is not None and dataset_complete(pending, meta):
             os.replace(pending, live)
-    from multid.sae.paths import decoder_path
+    from multid.sae.data.run_layout import decoder_path
 
     for name in (decoder_path(run).name, decoder_path(run).name + ".stage.json"):
         if (live / name).is_file():
@@ -530,7 +530,7 @@ def save_decoder(run: Path, W_dec: np.ndarray) -> Path:
     """decoder.npy [F, d] float32 through multid.stage (its record keeps the checksum readers verify)."""
     import hashlib
 
-    from multid.sae.paths import decoder_path
+    from multid.sae.data.run_layout import decoder_path
     from multid.stage import Stage, run_stage
 
     W = np.ascontiguousarray(W_dec, dtype=np.float32)
@@ -660,7 +660,7 @@ class Occurrences:
 
     def decoder(self) -> np.ndarray:
         """decoder.npy of the run (W_dec [F, d] float32)."""
-        from multid.sae.paths import decoder_path
+        from multid.sae.data.run_layout import decoder_path
 
         path = decoder_path(self.run_dir)
         if not path.is_file():
@@ -880,9 +880,9 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
 
     The model is loaded (get_model) only when the shard has work left. decoder.npy and run.json are written
     beside the shards. Returns what the shard holds. `encoder` replaces running the model up to the hook
-    (multid.sae.train.cached_encoder reads residuals cached from the same contexts; the dataset is the same).
+    (multid.sae.analysis.sae_trainer.cached_encoder reads residuals cached from the same contexts; the dataset is the same).
     """
-    from multid.sae.corpus import iter_contexts, shard_contexts, tl_tokenizer
+    from multid.sae.data.text_sources import iter_contexts, shard_contexts, tl_tokenizer
 
     options.check()
     run = Path(run)
@@ -898,7 +898,7 @@ def generate_occurrences(*, run: Path, model_name: str, layer: int, sae: Any, so
         return ShardResult(folder, int(rec.get("num_contexts", 0)), int(rec.get("num_triples", 0)), True,
                            str(rec.get("stop_reason", "")))
     model = get_model()
-    from multid.sae.loading import check_sae_fits_model
+    from multid.sae.data.sae_loading import check_sae_fits_model
 
     check_sae_fits_model(sae, model, model_name)
     n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -944,7 +944,7 @@ def require_one(items: Iterable[Any], message: str) -> Iterator[Any]:
 
 def write_decoder_stage(run: Path, sae: Any) -> Path:
     """decoder.npy of the SAE, through multid.stage (reused while the SAE's identity is unchanged)."""
-    from multid.sae.paths import decoder_path
+    from multid.sae.data.run_layout import decoder_path
     from multid.stage import Stage, run_stage
 
     path = decoder_path(run)

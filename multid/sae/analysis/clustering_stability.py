@@ -17,8 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from multid.errors import UserError
-from multid.sae.clustering import check_decoder, components, top_k_neighbours
-from multid.sae.clusters import cosine_matrix
+from multid.sae.analysis.clustering_methods import check_decoder, components, top_k_neighbours
+from multid.sae.data.cluster_files import cosine_matrix
 
 UPSTREAM_TOP_KS = (2, 3, 4)
 

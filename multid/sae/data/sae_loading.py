@@ -36,7 +36,7 @@ import numpy as np
 
 from multid.config import REPO_ROOT
 from multid.errors import UserError
-from multid.sae.paths import canonical_model
+from multid.sae.data.run_layout import canonical_model
 
 GPT2_RELEASE = "gpt2-small-res-jb"
 MISTRAL_RELEASE = "mistral-7b-res-wg"
@@ -433,7 +433,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if root in sys.stdlib_module_names or root in _REFUSED_ROOTS or root.startswith("_"):
             raise RefusedPickleError(f"refusing to load {module}.{name}: only tensors, plain containers and "
                                          f"configuration objects are allowed in an SAE file")
-        return type(name, (AttrBag,), {"__module__": "multid.sae.loading.unpickled",
+        return type(name, (AttrBag,), {"__module__": "multid.sae.data.sae_loading.unpickled",
                                        "_pickled_class": f"{module}.{name}"})
 
 

@@ -1,6 +1,6 @@
 """The cluster reducibility scan (paper section 4.2): M and S on the PCA planes of every cluster, and its summary.
 
-Per cluster: reconstructions (multid.sae.reconstruct; the first `sample_limit` firing tokens in corpus
+Per cluster: reconstructions (multid.sae.analysis.reconstructions; the first `sample_limit` firing tokens in corpus
 order) -> PCA(min(5, cluster size)) -> for each consecutive pair of components (planes "0-1", "1-2", ...)
 the 2-D cloud of PCA coordinates (points with plane norm <= radius dropped, as the original `--radius`) ->
 the mixture index M (scan variant: T = 1, hard fraction, eps = --epsilon; and beside it the exact maximum,

@@ -35,7 +35,7 @@ from multid.io import load_npz, save_npz
 
 
 class TripleSource(Protocol):
-    """Anything with the occurrence reader's `triples(features=...)` (multid.sae.occurrences.Occurrences)."""
+    """Anything with the occurrence reader's `triples(features=...)` (multid.sae.data.occurrence_store.Occurrences)."""
 
     def triples(self, features: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from multid.errors import UserError
-from multid.sae.labels import DAY_NAMES, MONTH_NAMES
+from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES
 
 GENSIM_VERSION = "4.4.0"
 GENSIM_INSTALL = f"pip install --no-deps gensim=={GENSIM_VERSION}   (make setup does it)"
@@ -290,7 +290,7 @@ def token_class_counts(token_ids: Sequence[Sequence[int]], token_strings: Sequen
     """How many tokens are a (capitalised) weekday name, a month name, or part of a year, per name."""
     import numpy as np
 
-    from multid.sae.calendar_clusters import strict_classes, vocabulary_tables, year_of_tokens
+    from multid.sae.data.calendar_tokens import strict_classes, vocabulary_tables, year_of_tokens
 
     day, month = strict_classes(token_strings)
     digit, number = vocabulary_tables(token_strings)

@@ -25,6 +25,7 @@ import numpy as np
 
 from multid.errors import UserError
 from multid.io import load_json, save_json
+from multid.sae.stage_configs import TrainConfig
 from multid.stage import Stage, artifact_id, run_stage
 
 ARCHITECTURES = ("standard", "topk")
@@ -65,14 +66,14 @@ def open_activation_cache(folder: Path) -> ActivationCache:
 
 def cache_contexts(source: Any, model: Any, ctx_len: int, max_contexts: int | None) -> list[list[int]]:
     """The token ids of every context, cut as the occurrence generator cuts them."""
-    from multid.sae.corpus import iter_contexts, tl_tokenizer
+    from multid.sae.data.text_sources import iter_contexts, tl_tokenizer
 
     return [tokens for _c, tokens in iter_contexts(source.documents(), tl_tokenizer(model), ctx_len, max_contexts)]
 
 
 def residual_hook_width(model: Any, hook: str) -> int:
     """The width of the activations at `hook`, which must be one [batch, pos, d] hook of the model."""
-    from multid.sae.loading import hook_width
+    from multid.sae.data.sae_loading import hook_width
 
     if hook not in model.hook_dict:
         resid = [name for name in model.hook_dict if name.endswith("hook_resid_pre")]
@@ -110,7 +111,7 @@ def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[l
     import torch
     from tqdm.auto import tqdm
 
-    from multid.sae.occurrences import activations_at_hook
+    from multid.sae.data.occurrence_store import activations_at_hook
 
     if not contexts:
         raise UserError("the text gave no context long enough; give more text or a smaller --ctx_len")
@@ -146,7 +147,7 @@ def activation_cache_stage(folder: Path, *, get_model: Callable[[], Any], model_
 
 
 def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
-    """An occurrence EncodeFn (multid.sae.occurrences) that reads the cached residuals instead of running the
+    """An occurrence EncodeFn (multid.sae.data.occurrence_store) that reads the cached residuals instead of running the
     model; it checks that the contexts asked for are the cached ones."""
     import torch
 
@@ -177,17 +178,17 @@ def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
 class TrainSettings:
     """The SAE and its training run (SAELens' names where they exist)."""
 
-    architecture: str = "topk"  # see docs/discover.md: the L1 SAE needs more steps than 2 cores give it
-    expansion: int = 8  # d_sae = expansion * d_in
-    l1_coefficient: float = 5.0  # standard: on activations normalised to mean norm sqrt(d)
-    k: int = 32  # topk
-    training_tokens: int = 1_500_000
-    batch_size: int = 4096
-    lr: float = 3e-4
+    architecture: str = TrainConfig.architecture  # the defaults are train_sae.py's (multid.sae.stage_configs)
+    expansion: int = TrainConfig.expansion
+    l1_coefficient: float = TrainConfig.l1_coefficient
+    k: int = TrainConfig.k
+    training_tokens: int = TrainConfig.training_tokens
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
     lr_warm_up_steps: int = 20
     l1_warm_up_steps: int = 50
-    eval_contexts: int = 64
-    seed: int = 0
+    eval_contexts: int = TrainConfig.eval_contexts
+    seed: int = TrainConfig.seed
 
     def check(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -422,7 +423,7 @@ def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, sourc
     return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}"
 
 
-DEFAULT_CTX_LEN = 128
+DEFAULT_CTX_LEN = TrainConfig.ctx_len
 
 
 def sae_folder(base_dir: Path, model_name: str, layer: int, settings: TrainSettings, text_tag: str = "",

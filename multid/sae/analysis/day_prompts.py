@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from multid.errors import UserError
-from multid.sae.labels import DAY_NAMES, MONTH_NAMES
+from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES
 
 PAPER_LAYERS = {"days": 30, "months": 12}  # Mistral-7B (32 blocks)
 PAPER_BLOCKS = 32
@@ -98,7 +98,7 @@ class Projection:
 
 def project(states: np.ndarray, prompts: PromptSet, layer: int, k: int = 5) -> Projection:
     """PCA(k) fit on the fit group's states (exact SVD); every state projected on its first two PCs."""
-    from multid.sae.reconstruct import reconstruction_pca
+    from multid.sae.analysis.reconstructions import reconstruction_pca
 
     fit = np.array([g == prompts.fit_group for g in prompts.groups])
     pca = reconstruction_pca(states[fit], k)

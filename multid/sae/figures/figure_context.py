@@ -11,13 +11,13 @@ import numpy as np
 
 from multid.config import ensure_writable_dir, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError
-from multid.sae import paths
-from multid.sae.cluster_points import (ClusterPoints, cluster_points_stage, file_fingerprint, find_run_dir,
+from multid.sae.data import run_layout
+from multid.sae.analysis.cluster_points import (ClusterPoints, cluster_points_stage, file_fingerprint, find_run_dir,
                                        load_run_decoder)
-from multid.sae.clusters import check_members, load_clusters, pick_cluster
-from multid.sae.occurrences import generate_command
+from multid.sae.data.cluster_files import check_members, load_clusters, pick_cluster
+from multid.sae.data.occurrence_store import generate_command
 from multid.sae.stage_configs import ClusteringConfig
-from multid.sae.text import load_tokenizer
+from multid.sae.data.tokenizers import load_tokenizer
 
 PAPER_CLUSTER_FILES = {"gpt2": "gpt-2_layer_7_clusters_spectral_n1000.pkl",
                        "mistral": "mistral_layer_8_clusters_cutoff_0.5.pkl"}
@@ -52,7 +52,7 @@ class RunContext:
                                     decoder_id=self.decoder_id, command=command, folder=folder)
 
     def tokenizer(self) -> Any:
-        return load_tokenizer(paths.canonical_model(self.args.model_name), tokenizer_path=self.args.tokenizer_path,
+        return load_tokenizer(run_layout.canonical_model(self.args.model_name), tokenizer_path=self.args.tokenizer_path,
                               base_dir=self.base_dir)
 
 
@@ -61,12 +61,12 @@ def resolve_clusters_file(args: Any, run: Path) -> Path:
         path = Path(args.clusters_file).expanduser()
         if path.is_file():
             return path.resolve()
-        inside = paths.clusters_dir(run) / path.name
+        inside = run_layout.clusters_dir(run) / path.name
         if not path.is_absolute() and inside.is_file():
             return inside
         raise MissingArtifactError("cluster file", path, clustering_command(args))
-    name = PAPER_CLUSTER_FILES.get(paths.canonical_model(args.model_name))
-    candidates = [Path.cwd() / name, paths.clusters_dir(run) / name] if name else []
+    name = PAPER_CLUSTER_FILES.get(run_layout.canonical_model(args.model_name))
+    candidates = [Path.cwd() / name, run_layout.clusters_dir(run) / name] if name else []
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -85,12 +85,12 @@ def open_context(args: Any) -> RunContext:
     """The run, decoder, cluster file and output folder a figure config names (a FigureRunConfig)."""
     base_dir = resolve_base_dir(args.base_dir)
     run = find_run_dir(base_dir, args.model_name, args.layer, args.run_dir)
-    decoder_file = Path(args.decoder_file) if args.decoder_file else paths.decoder_path(run)
+    decoder_file = Path(args.decoder_file) if args.decoder_file else run_layout.decoder_path(run)
     W_dec = load_run_decoder(run, decoder_file, command=generate_command(args.model_name, args.layer))
     clusters_file = resolve_clusters_file(args, run)
     clusters = load_clusters(clusters_file, command=clustering_command(args))
     save_dir = ensure_writable_dir(Path(args.save_dir).expanduser().resolve() if args.save_dir
-                                   else paths.sae_figs_dir(run), what="--save_dir")
+                                   else run_layout.sae_figs_dir(run), what="--save_dir")
     return RunContext(args, run, W_dec, file_fingerprint(decoder_file), clusters, clusters_file, save_dir, base_dir)
 
 

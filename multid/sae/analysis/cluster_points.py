@@ -20,9 +20,9 @@ import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz
-from multid.sae import paths
-from multid.sae.occurrences import generate_command
-from multid.sae.reconstruct import (Pca, check_sample_limit, cluster_feature_ids, cluster_reconstructions,
+from multid.sae.data import run_layout
+from multid.sae.data.occurrence_store import generate_command
+from multid.sae.analysis.reconstructions import (Pca, check_sample_limit, cluster_feature_ids, cluster_reconstructions,
                                     reconstruction_pca, save_sae_pca)
 from multid.stage import RECORD_NAME, Stage, damage, record_path, run_stage, settings_id
 
@@ -34,12 +34,12 @@ def find_run_dir(base_dir: Path, model: str, layer: int, run_dir: str | os.PathL
     """`run_dir` if given, else the one run folder `<base_dir>/sae/<model>_layer<L>_*` (error if none or several)."""
     if run_dir is not None:
         path = Path(run_dir).expanduser().resolve()
-        if not paths.occurrences_dir(path).exists():
-            raise MissingArtifactError(f"occurrence dataset of --run_dir {path}", paths.occurrences_dir(path),
+        if not run_layout.occurrences_dir(path).exists():
+            raise MissingArtifactError(f"occurrence dataset of --run_dir {path}", run_layout.occurrences_dir(path),
                                        generate_command(model, layer))
         return path
     root = Path(base_dir) / "sae"
-    prefix = f"{paths.canonical_model(model)}_layer{layer}_"
+    prefix = f"{run_layout.canonical_model(model)}_layer{layer}_"
     found = sorted(p for p in root.glob(prefix + "*") if p.is_dir()) if root.exists() else []
     if not found:
         raise MissingArtifactError(f"SAE run folder for {model} layer {layer}", root / (prefix + "<sae>"),
@@ -52,7 +52,7 @@ def find_run_dir(base_dir: Path, model: str, layer: int, run_dir: str | os.PathL
 
 def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, command: str | None = None) -> np.ndarray:
     """W_dec [F, d] float32 of a run (its decoder.npy), or `decoder_file` (.npy, or .npz with key W_dec)."""
-    path = Path(decoder_file).expanduser() if decoder_file else paths.decoder_path(run)
+    path = Path(decoder_file).expanduser() if decoder_file else run_layout.decoder_path(run)
     command = command or generate_command("<model>", "<L>")
     if not path.is_file():
         raise MissingArtifactError("SAE decoder", path, command)
@@ -73,7 +73,7 @@ def load_run_decoder(run: Path, decoder_file: str | os.PathLike | None = None, c
         raise UserError(f"cannot read the decoder {path} ({err}); expected a .npy [F, d] or .npz with W_dec") from None
     if W.ndim != 2:
         raise UserError(f"decoder {path} has shape {W.shape}; expected [num_features, d_model]")
-    own = paths.decoder_path(run)
+    own = run_layout.decoder_path(run)
     if decoder_file and own.is_file() and own.resolve() != path.resolve():
         expected = np.load(own, mmap_mode="r", allow_pickle=False).shape
         if tuple(W.shape) != tuple(expected):
@@ -100,7 +100,7 @@ def file_fingerprint(path: Path) -> str:
 
 def occurrences_fingerprint(run: Path) -> str:
     """Identity of a run's occurrence dataset: the stage records of its shards (else its files' sizes)."""
-    occ_dir = paths.occurrences_dir(run)
+    occ_dir = run_layout.occurrences_dir(run)
     parts = []
     run_meta = Path(run) / "run.json"
     if run_meta.is_file():
@@ -113,8 +113,8 @@ def occurrences_fingerprint(run: Path) -> str:
 
 
 def open_run_occurrences(run: Path) -> Any:
-    """The occurrence reader of a run (multid.sae.occurrences; raises MissingArtifactError naming the command)."""
-    from multid.sae.occurrences import open_occurrences
+    """The occurrence reader of a run (multid.sae.data.occurrence_store; raises MissingArtifactError naming the command)."""
+    from multid.sae.data.occurrence_store import open_occurrences
 
     return open_occurrences(run)
 
@@ -182,7 +182,7 @@ def cluster_points_stage(run: Path, name: str, features: Sequence[int], W_dec: n
     reused when nothing changed."""
     ids = cluster_feature_ids(features, W_dec.shape[0])
     check_sample_limit(sample_limit)
-    path = Path(folder or paths.reconstructions_dir(run)) / f"{name}-pca.npz"
+    path = Path(folder or run_layout.reconstructions_dir(run)) / f"{name}-pca.npz"
     settings = {"features": ids.tolist(), "k": int(k), "sample_limit": sample_limit, "threshold": float(threshold),
                 "decoder": decoder_id, "occurrences": occurrences_fingerprint(run), "context_before": CONTEXT_BEFORE,
                 "version": 1}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 
 from multid.config import add_base_dir_arg, positive_int
-from multid.sae.clusters import CONVENTIONS
-from multid.sae.figure_run import CONVENTION_HELP
+from multid.sae.data.cluster_files import CONVENTIONS
+from multid.sae.figures.figure_context import CONVENTION_HELP
 from multid.sae.stage_configs import (DaysMonthsYearsConfig, ExploreConfig, FigureRunConfig, InteractiveConfig,
                                       MistralDaysMonthsConfig)
 

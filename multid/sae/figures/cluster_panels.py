@@ -5,7 +5,7 @@
 - Figure 13 `mistral7bnonlinears.png` (1 x 2): Mistral-7B layer-8 days and months, PC 2 vs 3.
 (PCs 1-based in these names; the code indexes them from 0.)
 
-Each point is coloured by its firing token (multid.sae.labels): days in tab10, months in a rainbow, years
+Each point is coloured by its firing token (multid.sae.data.token_labels): days in tab10, months in a rainbow, years
 1900..1999 in viridis with a colour bar, everything else grey. The original figure script gave a non-digit
 token in the years panel the colour of the PREVIOUS point; we draw it grey, and `stale_year_colours=True`
 reproduces the original colouring (the published Figures 1 and 12 were drawn with it).
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multid.sae import labels as L
+from multid.sae.data import token_labels as L
 
 GREY = "#BBBBBB"
 SCATTER = dict(s=1, alpha=0.6, linewidths=0)

@@ -67,10 +67,10 @@ def load_decoder_source(model: str, layer: int | None, *, decoder_file=None, sae
                         check_width: bool = True) -> tuple[np.ndarray, str, str]:
     """(W_dec float32 [F, d], short tag for folder names, description) from --decoder_file or the SAE.
 
-    The SAE comes from `multid.sae.loading.load_sae` (SAELens release, the paper's .pt, or --sae_path).
+    The SAE comes from `multid.sae.data.sae_loading.load_sae` (SAELens release, the paper's .pt, or --sae_path).
     With check_width, a decoder whose rows do not have the model's residual width is a one-line error.
     """
-    from multid.sae.loading import load_decoder_file, load_sae
+    from multid.sae.data.sae_loading import load_decoder_file, load_sae
 
     if decoder_file:
         W, tag, source = load_decoder_file(decoder_file), f"decoder-{Path(decoder_file).stem}", f"decoder {decoder_file}"

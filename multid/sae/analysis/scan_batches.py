@@ -1,7 +1,7 @@
 """Running the cluster reducibility scan over a run folder: one stage per cluster, many clusters per engine call.
 
 `scan_clusters` reads the occurrence triples of a group of clusters in one filtered pass, builds each
-cluster's reconstructions and PCA, scans all their planes in padded batches (multid.sae.scan.scan_many), and
+cluster's reconstructions and PCA, scans all their planes in padded batches (multid.sae.analysis.cluster_reducibility.scan_many), and
 writes each cluster's folder `<save_dir>/<cluster>/` (metrics JSON with the original's keys, and the figure)
 as its own stage. A cluster whose stage is current is skipped, so an interrupted whole-SAE scan resumes
 where it stopped; changing any setting (threshold, radius, epsilon, seed, steps, limits, decoder,
@@ -20,8 +20,9 @@ import shutil
 
 from multid.errors import UserError
 from multid.io import save_figure, save_json
-from multid.sae import paths, scan
-from multid.sae.reconstruct import reconstruct_from_triples, reconstruction_pca
+from multid.sae.data import run_layout
+from multid.sae.analysis import cluster_reducibility
+from multid.sae.analysis.reconstructions import reconstruct_from_triples, reconstruction_pca
 from multid.stage import Stage, is_current, lock_for, read_record, run_stage
 
 # 2: each cluster's record names the cluster file it was scanned from ("clusters")
@@ -61,7 +62,7 @@ class ScanSettings:
 
 def default_scan_dir(run: Path, clusters_file: Path, threshold: float, radius: float) -> Path:
     """<run>/scan/<cluster file stem>/threshold<t>radius<r>: scans of two clusterings never share folders."""
-    return paths.scan_dir(run) / Path(clusters_file).stem / f"threshold{threshold}radius{radius}"
+    return run_layout.scan_dir(run) / Path(clusters_file).stem / f"threshold{threshold}radius{radius}"
 
 
 def clusters_identity(clusters_file: Path, fingerprint: str) -> str:
@@ -128,16 +129,16 @@ def cluster_coords(token, feature, value, members: Sequence[int], W_dec: np.ndar
                                    threshold=settings.threshold)
     if len(rec) < 2:
         return None
-    pca = reconstruction_pca(rec.points, scan.num_components(len(members), len(rec)))
-    return pca.coords[:, :scan.numerical_rank(pca.singular_values)]
+    pca = reconstruction_pca(rec.points, cluster_reducibility.num_components(len(members), len(rec)))
+    return pca.coords[:, :cluster_reducibility.numerical_rank(pca.singular_values)]
 
 
-def write_cluster(folder: Path, cluster: int, results: list[scan.PlaneResult] | None, settings: ScanSettings) -> None:
+def write_cluster(folder: Path, cluster: int, results: list[cluster_reducibility.PlaneResult] | None, settings: ScanSettings) -> None:
     """The stage's files: metrics JSON ({} when the cluster fired on fewer than 2 tokens) and the figure."""
     stem = settings.stem(cluster)
-    save_json(folder / f"{stem}-metrics.json", scan.metrics_json(results or []))
+    save_json(folder / f"{stem}-metrics.json", cluster_reducibility.metrics_json(results or []))
     if settings.figures and results:
-        fig = scan.scan_figure(results, settings.epsilon, title=f"cluster {cluster}")
+        fig = cluster_reducibility.scan_figure(results, settings.epsilon, title=f"cluster {cluster}")
         save_figure(fig, folder / f"{stem}.png", dpi=80)
 
 
@@ -164,7 +165,7 @@ def _scan_clusters_locked(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[
         wanted = np.unique(np.concatenate([np.asarray(clusters[c], dtype=np.int64) for c in group]))
         token, feature, value = occ.triples(features=wanted)
         coords = {c: cluster_coords(token, feature, value, clusters[c], W_dec, settings) for c in group}
-        results = scan.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
+        results = cluster_reducibility.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
                                  eps=settings.epsilon, seed=settings.seed, steps=settings.steps,
                                  device=settings.device)
         for c in group:

@@ -1,0 +1,96 @@
+"""Calendar classes of tokens, by their text (docs/discover.md): a day is a capitalised weekday name (" Monday",
+"Mondays"), a month a capitalised month name, and a year digit a digit token inside a four-digit number
+1500..2099 that stands alone (tokenizers that split numbers into digits, such as SmolLM2's, give years as four
+one-digit tokens; a tokenizer with whole-number tokens gives one token of four digits, also counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES, OTHER
+
+CATEGORIES = ("days", "months", "years")
+PERIODS = {"days": 7, "months": 12}
+YEAR_RANGE = (1500, 2099)
+
+
+def strict_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(day class, month class) per vocabulary string; OTHER where it is not a capitalised full name."""
+    days = {name: i for i, name in enumerate(DAY_NAMES)}
+    days.update({name + "s": i for i, name in enumerate(DAY_NAMES)})
+    months = {name: i for i, name in enumerate(MONTH_NAMES)}
+    day = np.full(len(token_strings), OTHER, dtype=np.int64)
+    month = np.full(len(token_strings), OTHER, dtype=np.int64)
+    for i, text in enumerate(token_strings):
+        word = text.replace("\u2581", " ").replace("\u0120", " ").strip()
+        day[i] = days.get(word, OTHER)
+        month[i] = months.get(word, OTHER)
+    return day, month
+
+
+def year_of_tokens(ids: np.ndarray, ctx_len: int, digit_value: np.ndarray, number_value: np.ndarray) -> np.ndarray:
+    """The year (1500..2099) each token is part of, else OTHER; ids are the run's token ids in token order
+    (contexts of ctx_len). digit_value[v] = the digit of one-digit token v (else -1); number_value[v] = the
+    value of a four-digit token v (else -1)."""
+    n = len(ids)
+    digits = digit_value[ids]
+    year = np.full(n, OTHER, dtype=np.int64)
+    whole = number_value[ids]
+    in_range = (whole >= YEAR_RANGE[0]) & (whole <= YEAR_RANGE[1])
+    year[in_range] = whole[in_range]
+    pos = np.arange(n) % ctx_len
+    # runs of exactly four digits inside one context: start s with digits[s..s+3] >= 0, digits[s-1] < 0,
+    # digits[s+4] < 0 and all in the same context
+    is_digit = digits >= 0
+    s = np.arange(max(n - 3, 0))
+    four = is_digit[s] & is_digit[s + 1] & is_digit[s + 2] & is_digit[s + 3] & (pos[s] <= ctx_len - 4)
+    before_ok = np.ones_like(four)
+    before_ok[1:] = ~is_digit[s[1:] - 1] | (pos[s[1:]] == 0)
+    after = s + 4
+    after_ok = np.ones_like(four)
+    inside = after < n
+    after_ok[inside] = ~is_digit[after[inside]] | (pos[after[inside]] == 0)
+    starts = s[four & before_ok & after_ok]
+    values = digits[starts] * 1000 + digits[starts + 1] * 100 + digits[starts + 2] * 10 + digits[starts + 3]
+    good = (values >= YEAR_RANGE[0]) & (values <= YEAR_RANGE[1])
+    for offset in range(4):
+        year[starts[good] + offset] = values[good]
+    return year
+
+
+def vocabulary_tables(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(digit value, four-digit number value) per vocabulary string, -1 elsewhere."""
+    digit = np.full(len(token_strings), -1, dtype=np.int64)
+    number = np.full(len(token_strings), -1, dtype=np.int64)
+    for i, text in enumerate(token_strings):
+        word = text.replace("\u2581", " ").replace("\u0120", " ").strip()
+        if len(word) == 1 and word in "0123456789" and text == word:
+            digit[i] = int(word)
+        elif len(word) == 4 and all(ch in "0123456789" for ch in word):
+            number[i] = int(word)
+    return digit, number
+
+
+@dataclass(frozen=True)
+class TokenClasses:
+    """Per token of the run (token order): day class, month class, year (OTHER where none)."""
+
+    day: np.ndarray
+    month: np.ndarray
+    year: np.ndarray
+
+    def of(self, category: str) -> np.ndarray:
+        return {"days": self.day, "months": self.month, "years": self.year}[category]
+
+    def totals(self) -> dict[str, int]:
+        return {c: int((self.of(c) != OTHER).sum()) for c in CATEGORIES}
+
+
+def token_classes(ids: np.ndarray, ctx_len: int, token_strings: Sequence[str]) -> TokenClasses:
+    day_v, month_v = strict_classes(token_strings)
+    digit, number = vocabulary_tables(token_strings)
+    return TokenClasses(day_v[ids], month_v[ids], year_of_tokens(ids, ctx_len, digit, number))
