@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_reducibility import make_clouds
-from multid.reducibility.engine import SCAN_MIXTURE, MixtureConfig, mixture_index_batched
+from multid.reducibility.indices import SCAN_MIXTURE, MixtureConfig, mixture_index_batched
 from multid.reducibility.exact import mixture_index_exact
 
 

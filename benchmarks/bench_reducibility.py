@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from multid.reducibility.engine import (
+from multid.reducibility.indices import (
     SCAN_MIXTURE,
     SCAN_SEPARABILITY,
     MixtureConfig,

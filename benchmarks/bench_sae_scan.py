@@ -24,7 +24,7 @@ import argparse
 import numpy as np
 import torch
 
-from multid.reducibility.engine import SCAN_MIXTURE
+from multid.reducibility.indices import SCAN_MIXTURE
 from multid.sae.analysis import cluster_reducibility
 
 

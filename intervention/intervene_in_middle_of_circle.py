@@ -30,7 +30,7 @@ from multid.circles.grid import (  # noqa: E402
     plot_grid_panels,
 )
 from multid.circles.sweep import PROBLEM_TYPES  # noqa: E402
-from multid.figures.paper import figure6, paper_plots_dir  # noqa: E402
+from multid.figures.intervention_figures import figure6, paper_plots_dir  # noqa: E402
 from multid.paper import FIGURE6  # noqa: E402
 from multid.tasks.registry import ALIASES, get_task_spec  # noqa: E402
 from multid.config import print_written, resolve_base_dir  # noqa: E402

@@ -27,7 +27,7 @@ from multid.tasks.cache import TaskCache, build_task_cache
 from multid.circles.probe import fit_circle_probe, relabel_null
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
-from multid.figures.paper import (
+from multid.figures.intervention_figures import (
     all_layer_pca_grid,
     all_layer_pca_path,
     figure3,
@@ -179,7 +179,7 @@ class Demo(StepRunner):
                 self.wrote(f"notebook {name}", path)
 
     def reducibility(self) -> None:
-        from multid.reducibility.demo import default_out_dir, run_demo
+        from multid.reducibility.synthetic_demo import default_out_dir, run_demo
 
         for path in run_demo(default_out_dir(self.base_dir)):
             self.wrote("reducibility demo", path)

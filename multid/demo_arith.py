@@ -26,7 +26,7 @@ from multid.circles.sweep import SweepParams, run_circle_sweep
 from multid.config import add_base_dir_arg, add_device_arg, figure_dir, resolve_base_dir, resolve_device
 from multid.demo import FIGURE6_BS, FIGURE6_GRID, SWEEP_LAYERS, StepRunner, print_probe_table, print_sweep_table, probe_rows
 from multid.errors import UserError, cli_entry
-from multid.figures.paper import figure5, figure6, paper_plots_dir
+from multid.figures.intervention_figures import figure5, figure6, paper_plots_dir
 from multid.finetune.train import finetune, format_accuracies
 from multid.io import save_csv
 from multid.models import lazy_loader

@@ -8,7 +8,7 @@ Writes `reducibility_<dataset>.{png,pdf}` (the mixture cloud as `reducibility_ga
 `reducibility_demo_<weights>.json` with M (the paper code's gradient value and the exact maximum) and S (bits)
 per dataset, under <base_dir>/figs/reducibility_demos/
 unless --out_dir is given. Each dataset's numbers are kept in `results/` and reused by a rerun with the same
-settings; the JSON lists every dataset computed so far. The work is done by `multid.reducibility.demo`.
+settings; the JSON lists every dataset computed so far. The work is done by `multid.reducibility.synthetic_demo`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a plain script from inside its folder: i
 
 from multid.config import add_base_dir_arg, add_seed_arg, ensure_writable_dir, print_written, resolve_base_dir
 from multid.errors import UserError, cli_entry
-from multid.reducibility import demo, synthetic
-from multid.reducibility.engine import DEMO_MIXTURE
+from multid.reducibility import synthetic_demo as demo, synthetic
+from multid.reducibility.indices import DEMO_MIXTURE
 
 
 def build_parser() -> argparse.ArgumentParser:

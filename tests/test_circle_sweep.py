@@ -33,7 +33,7 @@ from multid.circles.sweep import (
     probe_path,
     run_circle_sweep,
 )
-from multid.figures.paper import (
+from multid.figures.intervention_figures import (
     all_layer_pca_grid,
     figure5,
     figure6,

@@ -19,7 +19,7 @@ from scipy import stats as scipy_stats
 from multid.circles.grid import GridLogits
 from multid.circles.probe import VARIANT_LABELS, VARIANTS
 from multid.circles.sweep import plot_probe_r2, plot_sweep_means
-from multid.figures.paper import (
+from multid.figures.intervention_figures import (
     FIGURE5_COLORS,
     FIGURE5_VARIANTS,
     PcaPanel,
@@ -264,7 +264,7 @@ def tiny_copy(tmp_path, tiny_caches) -> Path:
 
 @pytest.mark.integration
 def test_figure3_residual_c_and_all_layer_pca_on_the_tiny_caches(tiny_copy, drawn_figures):
-    from multid.figures.paper import all_layer_pca_grid, figure3, residual_c_figure, residual_c_panel
+    from multid.figures.intervention_figures import all_layer_pca_grid, figure3, residual_c_figure, residual_c_panel
     from multid.tasks.cache import TaskCache
 
     days, months = (TaskCache.open(tiny_copy, "tiny", task) for task in ("days_of_week", "months_of_year"))
@@ -304,7 +304,7 @@ def test_figure3_residual_c_and_all_layer_pca_on_the_tiny_caches(tiny_copy, draw
 @pytest.mark.integration
 def test_figure5_of_a_tiny_sweep_draws_its_means_and_t_bands(tiny_model, tiny_copy, drawn_figures):
     from multid.circles.sweep import SweepParams, run_circle_sweep
-    from multid.figures.paper import figure5, find_sweep_results
+    from multid.figures.intervention_figures import figure5, find_sweep_results
     from multid.tasks.cache import TaskCache
 
     cache = TaskCache.open(tiny_copy, "tiny", "days_of_week")

@@ -15,10 +15,10 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from multid.reducibility import demo as demo_lib
+from multid.reducibility import synthetic_demo as demo_lib
 from multid.reducibility import mixture_index_exact
 from multid.reducibility import plots, synthetic
-from multid.reducibility.engine import (
+from multid.reducibility.indices import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
     SCAN_MIXTURE,

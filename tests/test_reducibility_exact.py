@@ -11,7 +11,7 @@ import torch
 from numpy.polynomial import polynomial as poly
 
 from multid.reducibility import mixture_index_exact
-from multid.reducibility.engine import MixtureConfig, mixture_index
+from multid.reducibility.indices import MixtureConfig, mixture_index
 from multid.reducibility.exact import bound_and_relevant, counts_at_angles, deepest_point, projection_range, slab_share, whitening
 
 EPS = 0.1

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from multid.reducibility.engine import initial_directions, mixture_index
+from multid.reducibility.indices import initial_directions, mixture_index
 from multid.sae.analysis import calendar_metrics as CC
 from multid.sae.analysis import cluster_reducibility
 from multid.sae.data.token_labels import OTHER

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from multid.tasks.cache import TaskCache
 from multid.tasks.paths import build_cache_command, models_with
 from multid.tasks.registry import TASK_NAMES
-from multid.figures.paper import (
+from multid.figures.intervention_figures import (
     all_layer_pca_file,
     all_layer_pca_grid,
     figure3,

@@ -1,7 +1,7 @@
 """The epsilon-mixture index M as the paper defines it (section 3): an exact, deterministic maximum.
 
 M_eps(f) = max over (v, c) of the share of points with |v.f + c| < eps * sqrt(mean((v.f + c)^2)).
-The gradient engine (`multid.reducibility.engine`) climbs a smooth surrogate from one random start, as the
+The gradient engine (`multid.reducibility.indices`) climbs a smooth surrogate from one random start, as the
 paper's code does, and stops at a seed-dependent local optimum. This module finds the maximum itself, by
 branch and bound over the slab's angle; docs/reducibility.md ("The exact M") derives each step:
 

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
 from multid.errors import UserError
-from multid.reducibility.engine import slab_coordinate
+from multid.reducibility.indices import slab_coordinate
 
 
 def style(usetex: bool = False) -> contextlib.AbstractContextManager:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from multid.reducibility.engine import (
+from multid.reducibility.indices import (
     DEMO_MIXTURE,
     DEMO_SEPARABILITY,
     CloudIndices,

@@ -6,7 +6,7 @@ the 2-D cloud of PCA coordinates (points with plane norm <= radius dropped, as t
 the mixture index M (scan variant: T = 1, hard fraction, eps = --epsilon; and beside it the exact maximum,
 `multid.reducibility.mixture_index_exact`, as "mixture_index_exact") and the separability index S
 (10 x 10 data-range histograms over 100 angles, bits). All planes of many clusters go through the batched
-engine `multid.reducibility.engine.reducibility_batched` as one padded stack (sorted by size so little
+engine `multid.reducibility.indices.reducibility_batched` as one padded stack (sorted by size so little
 padding is wasted); the engine gives every cloud the same numbers alone or in any batch.
 
 Seeding: the original drew M's starting direction unseeded. Here plane p (0-based: "0-1" is p = 0) of every
@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 from multid.errors import UserError
 from multid.io import load_json
 from multid.reducibility import mixture_index_exact, plots
-from multid.reducibility.engine import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
+from multid.reducibility.indices import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
                                          separability_index_batched)
 

@@ -20,7 +20,7 @@ import numpy as np
 from multid.config import ensure_writable_dir, figure_dir
 from multid.io import load_json, save_figure, save_json
 from multid.reducibility import plots, synthetic
-from multid.reducibility.engine import DEMO_MIXTURE, DEMO_SEPARABILITY
+from multid.reducibility.indices import DEMO_MIXTURE, DEMO_SEPARABILITY
 from multid.stage import Stage, artifact_id, canonical_json, damage, lock_for, read_record, run_stage
 
 # Bump when the clouds, the indices or the figure change: artifacts made by older code are then rebuilt.
