@@ -168,7 +168,8 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
     from multid.sae.analysis import sae_trainer as T
     from multid.sae.data.text_sources import make_text_source
     from multid.sae.data.sae_loading import load_sae
-    from multid.sae.data.occurrence_store import GenerateOptions, generate_occurrences, open_occurrences
+    from multid.sae.analysis.occurrence_generator import GenerateOptions, generate_occurrences
+    from multid.sae.data.occurrence_store import open_occurrences
     from multid.sae.analysis.reconstructions import cluster_reconstructions, reconstruction_pca
 
     torch.manual_seed(0)

@@ -16,11 +16,11 @@ import torch
 
 from multid.config import REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
-from multid.sae.data import occurrence_store as occ_mod
+from multid.sae.analysis import occurrence_generator as occ_mod
 from multid.sae.data.text_sources import first_tokens, first_tokens_many, iter_contexts, make_text_source, shard_contexts, tl_tokenizer
 from multid.sae.data.sae_loading import load_sae
-from multid.sae.data.occurrence_store import (GenerateOptions, contexts_within_budget, generate_occurrences, open_occurrences,
-                                    write_occurrence_run)
+from multid.sae.analysis.occurrence_generator import GenerateOptions, generate_occurrences
+from multid.sae.data.occurrence_store import contexts_within_budget, open_occurrences, write_occurrence_run
 from multid.sae.data.run_layout import run_dir, shard_dir
 from tests.sae_helpers import TINY_HOOK, make_tiny_sae, write_corpus
 

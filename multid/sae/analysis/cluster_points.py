@@ -21,7 +21,7 @@ import numpy as np
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_npz
 from multid.sae.data import run_layout
-from multid.sae.data.occurrence_store import generate_command
+from multid.sae.data.occurrence_format import generate_command
 from multid.sae.analysis.reconstructions import (Pca, check_sample_limit, cluster_feature_ids, cluster_reconstructions,
                                     reconstruction_pca, save_sae_pca)
 from multid.stage import RECORD_NAME, Stage, damage, record_path, run_stage, settings_id

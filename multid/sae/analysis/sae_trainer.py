@@ -25,6 +25,7 @@ import numpy as np
 
 from multid.errors import UserError
 from multid.io import load_json, save_json
+from multid.sae.data.occurrence_format import feature_triples
 from multid.sae.stage_configs import TrainConfig
 from multid.stage import Stage, artifact_id, run_stage
 
@@ -111,7 +112,7 @@ def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[l
     import torch
     from tqdm.auto import tqdm
 
-    from multid.sae.data.occurrence_store import activations_at_hook
+    from multid.sae.analysis.occurrence_generator import activations_at_hook
 
     if not contexts:
         raise UserError("the text gave no context long enough; give more text or a smaller --ctx_len")
@@ -160,13 +161,7 @@ def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
                             f"tokenizer or ctx_len); rerun with --force")
         x = torch.from_numpy(np.ascontiguousarray(cache.acts[cs])).reshape(len(cs) * ctx_len, -1)
         with torch.no_grad():
-            feats = sae.encode(x.to(sae.device))
-        rows, feature = (feats > threshold).nonzero(as_tuple=True)
-        value = feats[rows, feature]
-        rows = rows.cpu().numpy()
-        token = cs[rows // ctx_len] * ctx_len + rows % ctx_len
-        return (token.astype(np.int64), feature.cpu().numpy().astype(np.int32),
-                value.float().cpu().numpy().astype(np.float32))
+            return feature_triples(sae.encode(x.to(sae.device)), cs, ctx_len, ctx_len, threshold)
 
     return encode
 

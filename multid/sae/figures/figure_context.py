@@ -15,7 +15,7 @@ from multid.sae.data import run_layout
 from multid.sae.analysis.cluster_points import (ClusterPoints, cluster_points_stage, file_fingerprint, find_run_dir,
                                        load_run_decoder)
 from multid.sae.data.cluster_files import check_members, load_clusters, pick_cluster
-from multid.sae.data.occurrence_store import generate_command
+from multid.sae.data.occurrence_format import generate_command
 from multid.sae.stage_configs import ClusteringConfig
 from multid.sae.data.tokenizers import load_tokenizer
 

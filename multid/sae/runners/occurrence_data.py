@@ -18,7 +18,8 @@ from multid.models import lazy_loader
 from multid.sae.data import run_layout
 from multid.sae.data.text_sources import make_text_source
 from multid.sae.data.sae_loading import layer_of_hook, load_sae, resolve_sae_source
-from multid.sae.data.occurrence_store import GenerateOptions, ShardResult, generate_occurrences, portable_model_fingerprint
+from multid.sae.analysis.occurrence_generator import GenerateOptions, generate_occurrences, portable_model_fingerprint
+from multid.sae.data.occurrence_store import ShardResult
 from multid.sae.stage_configs import OccurrencesConfig
 from multid.sae.analysis.sae_trainer import cached_encoder
 

@@ -20,7 +20,7 @@ from multid.sae.analysis.cluster_points import (file_fingerprint, find_run_dir, 
                                        open_run_occurrences)
 from multid.sae.data.cluster_files import check_members, load_clusters, non_singleton, pick_cluster
 from multid.sae.figures.figure_context import clustering_command, resolve_clusters_file
-from multid.sae.data.occurrence_store import generate_command
+from multid.sae.data.occurrence_format import generate_command
 from multid.sae.analysis.cluster_reducibility import read_metrics
 from multid.sae.stage_configs import ScanConfig
 from multid.sae.analysis.scan_batches import (ScanSettings, clusters_identity, default_scan_dir, prepare_scan_dir,

@@ -15,7 +15,7 @@ from multid.models import lazy_loader
 from multid.sae.data import local_corpus, run_layout
 from multid.sae.analysis import sae_trainer as T
 from multid.sae.data.text_sources import make_text_source
-from multid.sae.data.occurrence_store import portable_model_fingerprint
+from multid.sae.analysis.occurrence_generator import portable_model_fingerprint
 from multid.sae.stage_configs import TrainConfig
 from multid.sae.data.tokenizers import load_tokenizer
 
