@@ -1,9 +1,9 @@
-"""multid: shared plumbing for the re-implementation of "Not All Language Model Features Are Linear".
+"""multid: the library behind the re-implementation of "Not All Language Model Features Are Linear".
 
-Only cross-cutting pieces live here: configuration (base dir, device), the model registry,
-artifact IO (atomic writes, safe loading) and the error type scripts use for user mistakes.
-The science lives in the four paper folders (intervention/, sae_multid_feature_discovery/,
-reducibility_demos/, feature_deconstruction/).
+All of the computation lives here, in topic subpackages (tasks, circles, patching, figures, reducibility,
+deconstruction, sae) over a small core (configuration, errors, IO, the model registry, stages); the four
+paper folders (intervention/, reducibility_demos/, feature_deconstruction/, sae_multid_feature_discovery/)
+hold only the upstream-named scripts and notebooks, thin command lines over it (docs/layout.md).
 """
 
 __version__ = "0.1.0"

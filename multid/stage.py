@@ -200,17 +200,35 @@ def old_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.replaced")
 
 
-def install(stage: Stage, tmp: Path) -> None:
-    """Write the record for `tmp` and move it onto `stage.path` (the old artifact goes only after)."""
+def record_text(stage: Stage, files: dict[str, int], checksums: dict[str, str] | None) -> str:
+    """The stage record (JSON text) of an artifact with these files."""
     record = {
         "stage": stage.name,
         "settings": json.loads(canonical_json(stage.settings)),
-        "files": file_sizes_renamed(tmp, stage),
-        "checksums": renamed(file_checksums(tmp, stage.is_dir), tmp, stage),
+        "files": files,
+        **({"checksums": checksums} if checksums is not None else {}),
         "command": stage.command,
         **({"extra": json.loads(canonical_json(stage.extra))} if stage.extra else {}),
     }
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def write_record(stage: Stage, *, checksums: bool = True) -> None:
+    """Record a folder artifact that was built in place, part by part (a resumable stage such as an occurrence
+    shard): written last and atomically, so the artifact counts as done only once every part is there.
+
+    checksums=False records sizes only, for large data whose files verify themselves on read (Parquet page
+    CRCs): hashing them on every currency check would read the whole dataset."""
+    sums = file_checksums(stage.path, stage.is_dir) if checksums else None
+    path = stage.record_path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(record_text(stage, file_sizes(stage.path, stage.is_dir), sums), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def install(stage: Stage, tmp: Path) -> None:
+    """Write the record for `tmp` and move it onto `stage.path` (the old artifact goes only after)."""
+    text = record_text(stage, file_sizes_renamed(tmp, stage), renamed(file_checksums(tmp, stage.is_dir), tmp, stage))
     final = Path(stage.path)
     if stage.is_dir:
         (tmp / RECORD_NAME).write_text(text, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Bad input as a new user gives it (issue 8, item 4): one clear line and a non-zero exit, never a traceback;
+"""Bad input as a new user gives it: one clear line and a non-zero exit, never a traceback;
 and `render_figures.py`'s closing table, stale figures moved aside, and its exit status."""
 
 from __future__ import annotations

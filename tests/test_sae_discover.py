@@ -1,4 +1,4 @@
-"""The offline discovery pipeline (issue 10): local corpus cleaning, calendar-cluster checks, SAE training with
+"""The offline discovery pipeline: local corpus cleaning, calendar-cluster checks, SAE training with
 SAELens' trainer, and the whole pipeline on a tiny model whose weekday tokens lie on a planted circle."""
 
 from __future__ import annotations

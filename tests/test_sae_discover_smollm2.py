@@ -1,4 +1,4 @@
-"""`make discover` in small (issue 10): the whole offline pipeline on SmolLM2 over the first 50 contexts of the
+"""`make discover` in small: the whole offline pipeline on SmolLM2 over the first 50 contexts of the
 local corpus, with a small SAE; every stage runs, the report holds real numbers, and the figures exist."""
 
 from __future__ import annotations

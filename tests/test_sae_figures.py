@@ -1,5 +1,5 @@
 """SAE figures: the interactive plotly figure, Figures 1 / 12 / 13, the exploration grid, the figure scripts,
-and other_circle_points (multid.sae.figures.interactive_html, paper_figures, figure_cli, runners, day_prompts)."""
+and other_circle_points (multid.sae.figures, multid.sae.runners, multid.sae.analysis.day_prompts)."""
 
 from __future__ import annotations
 

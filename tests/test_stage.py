@@ -180,3 +180,25 @@ def test_an_output_under_a_regular_file_is_one_clear_error(tmp_path):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(UserError, match=r"cannot write .*taken/sub/out.json: .*taken is a file, not a folder"):
         run_stage(Stage("x", tmp_path / "taken" / "sub" / "out.json", {}), lambda tmp: tmp.write_text("{}"))
+
+
+def test_a_folder_built_in_place_counts_as_done_only_once_recorded(tmp_path):
+    from multid.stage import damage, write_record
+
+    folder = tmp_path / "shard"
+    folder.mkdir()
+    (folder / "part-0.bin").write_bytes(b"abcd")
+    stage = Stage("parts", folder, {"n": 1}, is_dir=True, extra={"rows": 4})
+    assert not is_current(stage)  # parts on disk but no record: unfinished
+    write_record(stage, checksums=False)
+    record = json.loads((folder / "stage.json").read_text())
+    assert record["files"] == {"part-0.bin": 4} and "checksums" not in record and record["extra"] == {"rows": 4}
+    assert is_current(stage)
+    assert not is_current(Stage("parts", folder, {"n": 2}, is_dir=True))
+    (folder / "part-0.bin").write_bytes(b"abcx")  # same size: sizes alone cannot see it
+    assert is_current(stage)
+    write_record(stage)  # with checksums, the same edit is seen
+    (folder / "part-0.bin").write_bytes(b"abcy")
+    assert "checksum" in damage(folder, True) and not is_current(stage)
+    (folder / "part-0.bin").write_bytes(b"abc")
+    assert "has 3 bytes" in damage(folder, True)

@@ -122,10 +122,12 @@ def is_cyclic(order: Sequence[int], present: Sequence[int]) -> bool:
 
 
 def circle_report(coords: np.ndarray, labels: np.ndarray, period: int, max_plane: int = 3) -> dict[str, Any]:
-    """The order check on the cluster's top-2 PCs ("circle", as the issue asks), on each consecutive PC plane
-    up to PCs max_plane-max_plane+1 ("circle_by_plane"; the paper's Figure 1 shows PCs 2-3), and on the top-2
-    PCs of the class's own points inside the cluster's PC space ("circle_class_pca": a cluster that holds
-    other tokens too can put them in its first PCs)."""
+    """The calendar-order check (`circle_order`) in three views of a cluster's PCA coordinates:
+    - "circle": its top-2 PCs;
+    - "circle_by_plane": each plane of consecutive PCs, (1, 2), (2, 3), ... up to (max_plane, max_plane + 1),
+      keyed by 0-based indices ("0-1", "1-2", ...); the paper's Figure 1 shows some clusters in PCs 2-3;
+    - "circle_class_pca": the top-2 PCs of the class's own points inside the cluster's PC space (a cluster
+      that also holds other tokens can spend its first PCs on them)."""
     out: dict[str, Any] = {}
     by_plane = {}
     for i in range(min(max_plane, coords.shape[1] - 1)):

@@ -30,12 +30,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from multid.errors import MissingArtifactError, UserError
-from multid.io import load_json, save_json, write_text_atomic
+from multid.io import load_json, save_json
 from multid.sae.data.run_layout import next_occurrences_dir, occurrences_dir, shard_dir, shard_name
 from multid.sae.data.occurrence_format import (DEFAULT_CONTEXTS_PER_PART, FORMAT_VERSION, PROGRESS_NAME, ROW_GROUP_ROWS,
                                                RUN_META, THRESHOLD, TRIPLE_COLUMNS, EncodeFn, generate_command,
                                                part_names, tokens_schema, triples_schema)
-from multid.stage import RECORD_NAME, canonical_json, file_sizes, lock_for, read_record
+from multid.stage import RECORD_NAME, Stage, canonical_json, is_current, lock_for, read_record, write_record
 
 # ----------------------------------------------------------------------------------------- writing
 
@@ -171,11 +171,8 @@ def parquet_pages_intact(folder: Path) -> bool:
 
 
 def shard_is_current(folder: Path, settings: dict[str, Any]) -> bool:
-    from multid.stage import damage
-
-    record = read_record(folder, True)
-    return (record is not None and record.get("settings") == json.loads(canonical_json(settings))
-            and damage(folder, True) is None)
+    """The shard is finished, made with these settings, and every file has its recorded size."""
+    return is_current(Stage("occurrence shard", folder, settings, is_dir=True))
 
 
 def write_shard(
@@ -279,14 +276,9 @@ def write_shard(
                 raise RuntimeError(f"simulated interruption after {new_parts} part(s)")
 
         progress_file.unlink()
-        record = {
-            "stage": name,
-            "settings": canonical,
-            "files": file_sizes(folder, True),
-            "command": command,
-            "extra": {"num_contexts": total_contexts, "num_triples": total_triples, "stop_reason": stop_reason},
-        }
-        write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_record(Stage(name, folder, canonical, command=command, is_dir=True,
+                           extra={"num_contexts": total_contexts, "num_triples": total_triples,
+                                  "stop_reason": stop_reason}), checksums=False)
     return ShardResult(folder, total_contexts, total_triples, False, stop_reason)
 
 
