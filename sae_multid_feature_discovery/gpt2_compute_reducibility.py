@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gradient-ascent steps of M (default: 10000, as the original)")
     add_device_arg(parser, default=D.device)
     parser.add_argument("--no_figures", action="store_true", help="write only the metrics JSON")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also place every plane's S and exact M against Gaussian clouds of its size and shape "
+                             "(p-value of S, z-score of M; docs/reducibility.md); analyze_reducibilities.py "
+                             "--score calibrated ranks by it")
+    parser.add_argument("--null_draws", type=positive_int, default=D.null_draws,
+                        help="Gaussian clouds per null with --calibrate (default: %(default)s; the smallest "
+                             "p-value is 1 / (draws + 1))")
     parser.add_argument("--group_size", type=positive_int, default=D.group_size,
                         help="clusters per occurrence read and engine batch (default: %(default)s)")
     parser.add_argument("--save_dir", default=D.save_dir,

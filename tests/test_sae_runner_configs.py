@@ -44,11 +44,12 @@ EXAMPLES = [
     (gpt2_compute_reducibility, ScanConfig(
         base_dir="/b", model_name="smollm2", layer=8, run_dir="/r", clusters_file="/c.json", cluster=3,
         clusters="all", cluster_convention="non_singleton", decoder_file="W.npy", size_limit=50, sample_limit=500,
-        threshold=0.5, radius=0.1, epsilon=0.05, seed=2, steps=400, device="cuda:1", no_figures=True, group_size=8,
+        threshold=0.5, radius=0.1, epsilon=0.05, seed=2, steps=400, device="cuda:1", no_figures=True, calibrate=True,
+        null_draws=50, group_size=8,
         save_dir="/s", force=True)),
     (analyze_reducibilities, RankingConfig(
         base_dir="/b", model_name="mistral", layer=16, run_dir="/r", threshold=0.5, radius=0.1, clusters_file="c.json",
-        scan_dir="/s", min_mixture=0.05, mixture="exact", plain_mean=True, named=("3:Days", "7"), top=10,
+        scan_dir="/s", min_mixture=0.05, mixture="exact", score="calibrated", plain_mean=True, named=("3:Days", "7"), top=10,
         out_dir="/o")),
     (gpt2_interactive_figure, InteractiveConfig(
         base_dir="/b", model_name="smollm2", layer=8, run_dir="/r", decoder_file="W.npy", clusters_file="c.json",

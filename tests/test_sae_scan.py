@@ -330,3 +330,28 @@ def test_rank_comparison_of_two_rankings():
     assert rho == pytest.approx(1 - 6 * (1 + 1 + 1 + 9) / (4 * 15)) and moves[0] == (3, 4, 1)
     with pytest.raises(UserError, match="no 'mixture_index_exact'"):
         cluster_reducibility.kept_planes({"0-1": {"mixture_index": 0.2, "separability_index": 1.0}}, mixture="exact")
+
+
+@pytest.mark.integration
+def test_calibrated_scan_ranks_the_planted_circle_first(planted_run, capsys):
+    """--calibrate puts each plane's S p-value and M z-score beside M and S; --score calibrated ranks by the
+    Benjamini-Hochberg q of S over every kept plane, and refuses a scan made without the null."""
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    common = ["--base_dir", str(base), "--clusters_file", str(clusters), "--steps", str(STEPS), "--no_figures",
+              "--clusters", "all", "--size_limit", "10"]
+    plain = script.main(common)
+    ranking = ["--base_dir", str(base), "--clusters_file", str(clusters), "--mixture", "exact"]
+    with pytest.raises(SystemExit):
+        analyze_reducibilities.main(ranking + ["--score", "calibrated"])
+    assert "--calibrate" in capsys.readouterr().err
+    written = script.main(common + ["--calibrate", "--null_draws", "50"])
+    assert written == plain
+    circle = json.loads(written[0].read_text())["0-1"]
+    assert circle["s_p"] == pytest.approx(1 / 51, abs=1e-6) and circle["separability_index"] > circle["s_null_p95"]
+    assert set(cluster_reducibility.CALIBRATION_KEYS) <= set(circle)
+    out = analyze_reducibilities.main(ranking + ["--score", "calibrated"])
+    rows = [r.split(",") for r in (out / "ranking.csv").read_text().splitlines()]
+    assert rows[0][-3:] == ["best_q", "significant_planes", "m_z"] and rows[1][1] == "0"
+    assert "top 3 (exact M, calibrated): 0" in capsys.readouterr().out

@@ -191,6 +191,8 @@ class ScanConfig:
     steps: int | None = option()
     device: str = option("cpu")
     no_figures: bool = option(False)
+    calibrate: bool = option(False)
+    null_draws: int = option(200)
     group_size: int = option(64)
     save_dir: str | None = option()
     force: bool = option(False)
@@ -224,6 +226,7 @@ class RankingConfig:
     scan_dir: str | None = option()
     min_mixture: float = option(0.01)  # multid.sae.analysis.cluster_reducibility.MIN_MIXTURE, the original's cut (a test holds them equal)
     mixture: str = option("gradient")
+    score: str = option("paper")
     plain_mean: bool = option(False)
     named: tuple[str, ...] | None = option()  # CLUSTER:LABEL each
     top: int = option(20)

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from multid.errors import UserError
 from multid.io import load_json
-from multid.reducibility import mixture_index_exact, plots
+from multid.reducibility import benjamini_hochberg, calibrate_plane, mixture_index_exact, plots
 from multid.reducibility.indices import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
                                          separability_index_batched)
@@ -190,11 +190,24 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
     return results
 
 
-def metrics_json(results: Iterable[PlaneResult]) -> dict[str, dict[str, float]]:
+CALIBRATION_KEYS = ("s_p", "s_null_mean", "s_null_p95", "m_z", "m_p", "m_null_mean", "m_null_p95", "variance_ratio")
+
+
+def metrics_json(results: Iterable[PlaneResult], null_draws: int | None = None, eps: float = 0.1, seed: int = 0
+                 ) -> dict[str, dict[str, float]]:
     """The original's per-cluster JSON, {"0-1": {"mixture_index": M, "separability_index": S_bits}, ...}, with the
-    exact M beside the gradient one ("mixture_index_exact")."""
-    return {r.key: {"mixture_index": r.m, "mixture_index_exact": r.m_exact, "separability_index": r.s_bits}
-            for r in results}
+    exact M beside the gradient one ("mixture_index_exact"); with `null_draws`, each plane against its Gaussian
+    null (multid.reducibility.calibrate_plane: `CALIBRATION_KEYS`; nulls seeded by `seed`, shared by planes of
+    the same size and shape)."""
+    out = {}
+    for r in results:
+        entry = {"mixture_index": r.m, "mixture_index_exact": r.m_exact, "separability_index": r.s_bits}
+        if null_draws:
+            record = calibrate_plane(r.points, eps=eps, draws=null_draws, seed=seed, s_bits=r.s_bits,
+                                     m_exact=r.m_exact).record()
+            entry.update({key: record[key] for key in CALIBRATION_KEYS})
+        out[r.key] = entry
+    return out
 
 
 def scan_figure(results: Sequence[PlaneResult], eps: float, title: str = "") -> Figure:
@@ -283,6 +296,43 @@ def summarise(metrics: Mapping[int, Mapping[str, Mapping[str, float]]], min_mixt
         out.append(ClusterSummary(int(cid), mean_m, mean_s, len(kept),
                                   ranking_score(metrics[cid], min_mixture, leading_zero, mixture)))
     return out
+
+
+@dataclass
+class CalibratedSummary:
+    """A cluster against the Gaussian null (the scan's `--calibrate`): Benjamini-Hochberg over the S p-values of
+    every kept plane of the scan, then the cluster's best plane."""
+
+    cluster: int
+    best_q: float  # smallest BH-adjusted S p-value over its kept planes (1.0 when none is kept)
+    significant: int  # its kept planes with q <= alpha
+    m_z: float  # exact M's z-score against its null on that best plane (NaN when none is kept)
+
+
+def calibrated_summaries(metrics: Mapping[int, Mapping[str, Mapping[str, float]]], min_mixture: float = MIN_MIXTURE,
+                         mixture: str = "exact", alpha: float = 0.05) -> list[CalibratedSummary]:
+    """Per cluster (sorted by id): best BH q of S over its kept planes (M >= min_mixture), how many are
+    significant at `alpha`, and M's z there. The calibrated ranking sorts by best q (smallest first)."""
+    key = mixture_key(mixture)
+    planes = [(cid, k, values) for cid in sorted(metrics) for k, values in sorted(metrics[cid].items())
+              if float(values[key]) >= min_mixture]
+    if any("s_p" not in values for _, _, values in planes):
+        raise UserError("these scan results have no null (s_p): rerun the scan with --calibrate")
+    q = benjamini_hochberg([float(values["s_p"]) for _, _, values in planes])
+    best: dict[int, CalibratedSummary] = {int(c): CalibratedSummary(int(c), 1.0, 0, math.nan) for c in metrics}
+    for (cid, _k, values), qv in zip(planes, q):
+        entry = best[int(cid)]
+        entry.significant += int(qv <= alpha)
+        if qv < entry.best_q or math.isnan(entry.m_z):
+            entry.best_q, entry.m_z = float(qv), float(values["m_z"])
+    return [best[int(c)] for c in sorted(metrics)]
+
+
+def calibrated_ranking(summaries: Sequence[ClusterSummary], calibrated: Sequence[CalibratedSummary]
+                       ) -> list[ClusterSummary]:
+    """Clusters by best q (smallest first), ties by the paper's score (highest first), then cluster id."""
+    q = {c.cluster: c.best_q for c in calibrated}
+    return sorted(summaries, key=lambda s: (q[s.cluster], -s.score, s.cluster))
 
 
 def rank_comparison(first: Sequence[ClusterSummary], second: Sequence[ClusterSummary], top: int = 5

@@ -47,6 +47,7 @@ class ScanSettings:
     decoder_id: str = ""
     occurrences_id: str = ""
     clusters_id: str = ""  # "<cluster file name>#<its fingerprint>": which clustering the cluster ids refer to
+    null_draws: int | None = None  # Gaussian null draws per plane (multid.reducibility.calibrate_plane); None: none
 
     def stem(self, cluster: int) -> str:
         """Original file stem: gpt2-layer7-cluster138-threshold0.0-radius0.0."""
@@ -57,7 +58,8 @@ class ScanSettings:
         return {"threshold": float(self.threshold), "radius": float(self.radius), "epsilon": float(self.epsilon),
                 "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
                 "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
-                "clusters": self.clusters_id, "version": VERSION}
+                "clusters": self.clusters_id, "version": VERSION,
+                **({"null_draws": int(self.null_draws)} if self.null_draws else {})}
 
 
 def default_scan_dir(run: Path, clusters_file: Path, threshold: float, radius: float) -> Path:
@@ -136,7 +138,8 @@ def cluster_coords(token, feature, value, members: Sequence[int], W_dec: np.ndar
 def write_cluster(folder: Path, cluster: int, results: list[cluster_reducibility.PlaneResult] | None, settings: ScanSettings) -> None:
     """The stage's files: metrics JSON ({} when the cluster fired on fewer than 2 tokens) and the figure."""
     stem = settings.stem(cluster)
-    save_json(folder / f"{stem}-metrics.json", cluster_reducibility.metrics_json(results or []))
+    save_json(folder / f"{stem}-metrics.json", cluster_reducibility.metrics_json(
+        results or [], null_draws=settings.null_draws, eps=settings.epsilon, seed=settings.seed))
     if settings.figures and results:
         fig = cluster_reducibility.scan_figure(results, settings.epsilon, title=f"cluster {cluster}")
         save_figure(fig, folder / f"{stem}.png", dpi=80)

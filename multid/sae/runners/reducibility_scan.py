@@ -83,7 +83,8 @@ def run_scan(config: ScanConfig) -> ScanResult:
                             epsilon=config.epsilon, sample_limit=config.sample_limit, seed=config.seed,
                             steps=config.steps, figures=not config.no_figures, device=resolve_device(config.device),
                             decoder_id=file_fingerprint(decoder_file), occurrences_id=occurrences_fingerprint(run),
-                            clusters_id=clusters_identity(clusters_file, file_fingerprint(clusters_file)))
+                            clusters_id=clusters_identity(clusters_file, file_fingerprint(clusters_file)),
+                            null_draws=config.null_draws if config.calibrate else None)
     save_dir = ensure_writable_dir(
         as_path(config.save_dir) or default_scan_dir(run, clusters_file, config.threshold, config.radius),
         what="--save_dir")

@@ -22,6 +22,8 @@ from multid.sae.analysis.scan_batches import check_single_clustering, default_sc
 from multid.stage import RECORD_NAME, Stage, damage, run_stage
 
 RANKING_COLUMNS = ["rank", "cluster", "score", "mean_mixture_index", "mean_separability_index", "kept_planes"]
+CALIBRATED_COLUMNS = ["best_q", "significant_planes", "m_z"]
+ALPHA = 0.05  # the false discovery rate of the calibrated ranking
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,14 @@ def run_ranking(config: RankingConfig) -> RankingResult:
                 "model": config.model, "threshold": config.threshold, "radius": config.radius}
     metrics = {cid: cluster_reducibility.read_metrics(path) for cid, path in files.items()}
     summaries = cluster_reducibility.summarise(metrics, config.min_mixture, leading_zero=leading_zero, mixture=config.mixture)
-    ranked = cluster_reducibility.ranking(summaries)
+    calibrated = None
+    if config.score == "calibrated":
+        calibrated = cluster_reducibility.calibrated_summaries(metrics, config.min_mixture, config.mixture, ALPHA)
+        settings["score"] = "calibrated"
+        ranked = cluster_reducibility.calibrated_ranking(summaries, calibrated)
+    else:
+        ranked = cluster_reducibility.ranking(summaries)
+    by_id = {c.cluster: c for c in calibrated or []}
     stem = f"reducibility_metrics_threshold{config.threshold:g}_radius{config.radius:g}"
     label = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}.get(config.model, config.model)
 
@@ -81,15 +90,31 @@ def run_ranking(config: RankingConfig) -> RankingResult:
         for fmt in ("pdf", "png"):
             save_figure(fig, tmp / f"{stem}.{fmt}", dpi=150)
         rows = [{"rank": i + 1, "cluster": s.cluster, "score": s.score, "mean_mixture_index": s.mean_m,
-                 "mean_separability_index": s.mean_s, "kept_planes": s.kept} for i, s in enumerate(ranked)]
-        save_csv(tmp / "ranking.csv", RANKING_COLUMNS, [[r[c] for c in RANKING_COLUMNS] for r in rows])
+                 "mean_separability_index": s.mean_s, "kept_planes": s.kept,
+                 **({"best_q": by_id[s.cluster].best_q, "significant_planes": by_id[s.cluster].significant,
+                     "m_z": by_id[s.cluster].m_z} if calibrated else {})} for i, s in enumerate(ranked)]
+        columns = RANKING_COLUMNS + (CALIBRATED_COLUMNS if calibrated else [])
+        save_csv(tmp / "ranking.csv", columns, [[r[c] for c in columns] for r in rows])
         save_json(tmp / "summary.json", {"settings": settings, "ranking": rows})
 
     run_stage(Stage("reducibility scan summary", out, settings, command=config.command(), is_dir=True), build)
     print_ranking(config, files, scan_dir, named, metrics, summaries, ranked)
+    if calibrated is not None:
+        print_calibrated(calibrated, ranked[:config.top])
     print("wrote:")
     print(f"  {out}")
     return RankingResult(out, ranked)
+
+
+def print_calibrated(calibrated: list[cluster_reducibility.CalibratedSummary],
+                     top: list[cluster_reducibility.ClusterSummary]) -> None:
+    by_id = {c.cluster: c for c in calibrated}
+    flagged = [c for c in calibrated if c.best_q <= ALPHA]
+    print(f"calibrated: {sum(c.significant for c in calibrated)} planes of {len(flagged)} of {len(calibrated)} "
+          f"clusters have S above their Gaussian null at {ALPHA:.0%} false discovery rate (Benjamini-Hochberg "
+          f"over every kept plane)")
+    print("  " + ", ".join(f"{s.cluster} (q {by_id[s.cluster].best_q:.3g}, M z {by_id[s.cluster].m_z:+.1f})"
+                           for s in top))
 
 
 def print_ranking(config: RankingConfig, files: dict[int, Path], scan_dir: Path, named: dict[int, str],
@@ -99,7 +124,7 @@ def print_ranking(config: RankingConfig, files: dict[int, Path], scan_dir: Path,
     print(f"{len(files)} clusters read from {scan_dir}")
     for cid, name in sorted(named.items()):
         print(f"{name} (cluster {cid}): rank {rank_of[cid]}" if cid in rank_of else f"{name} (cluster {cid}): not scanned")
-    print(f"top {min(config.top, len(ranked))} ({config.mixture} M): "
+    print(f"top {min(config.top, len(ranked))} ({config.mixture} M{', calibrated' if config.score == 'calibrated' else ''}): "
           + " ".join(str(s.cluster) for s in ranked[:config.top]))
     other = "gradient" if config.mixture == "exact" else "exact"
     has_both = all(cluster_reducibility.MIXTURE_KEYS[other] in plane for planes in metrics.values() for plane in planes.values())
