@@ -15,6 +15,12 @@ check equality):
 M runs --steps optimiser steps instead of the scan's 10,000 to keep this short; its cost is linear in the
 steps, so the printout also projects both sides to 10,000 steps, and to a whole GPT-2 scan (about 3,900
 planes of up to 20,000 points).
+
+Then the calibrated scan's extra parts, timed on the same planes: the exact M (both sides compute it), and
+the Gaussian null of every plane (`multid.reducibility.calibrate_plane` with --null_draws; the nulls are
+cached per plane size and shape, so the first planes of a size pay for the rest). Planes of one size share
+their M null; pass --distinct_sizes to draw fewer sizes, as a capped scan has (most clusters at the sample
+limit).
 """
 
 from __future__ import annotations
@@ -56,10 +62,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_points", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--null_draws", type=int, default=200, help="Gaussian draws per null (default: 200)")
+    parser.add_argument("--distinct_sizes", type=int, default=None,
+                        help="round the cluster sizes to this many distinct values (default: all distinct)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     coords = make_coords(args.clusters, args.num_points)
+    if args.distinct_sizes:
+        sizes = np.linspace(args.num_points // 2, args.num_points, args.distinct_sizes).astype(int)
+        coords = {c: x[:sizes[np.abs(sizes - len(x)).argmin()]] if len(x) >= sizes.min() else x
+                  for c, x in coords.items()}
     planes = [(cid, p, cloud) for cid, x in coords.items() for p, cloud in cluster_reducibility.plane_clouds(x)]
     points = sum(len(c) for _, _, c in planes)
     print(f"{len(planes)} planes, {points} points in all ({args.num_points // 2}..{args.num_points} per plane), "
@@ -87,8 +100,33 @@ def main(argv: list[str] | None = None) -> dict:
     whole = (t_b["mixture"] * scale + t_b["separability"]) * gpt2_points / points
     print(f"projected whole GPT-2 scan (3,900 planes x 20,000 points, {full} steps), batched, linear in points: "
           f"~{whole / 3600:.1f} h on this machine")
+    calibration = time_calibration(batched, args.null_draws)
+    exact = t_b["mixture_exact"]
+    print(f"calibrated scan's parts on these {len(planes)} planes: exact M {exact:.1f} s, S {t_b['separability']:.1f} s, "
+          f"Gaussian nulls ({args.null_draws} draws, {calibration['nulls']} distinct (n, ratio)) "
+          f"{calibration['seconds']:.1f} s; the gradient M at {full} steps would add {t_b['mixture'] * scale:.1f} s")
+    new_scan = exact + t_b["separability"] + calibration["seconds"]
+    print(f"exact M + S + null vs the gradient engine's M + S at {full} steps: {new_scan:.1f} s vs {proj_batched:.1f} s "
+          f"({proj_batched / new_scan:.2f}x)")
     return {"planes": len(planes), "loop_s": t_loop, "batched_s": t_batched, "ratio": t_loop / t_batched, "timings": {"loop": t_l, "batched": t_b},
             "projected_ratio": proj_loop / proj_batched, "identical": same}
+
+
+def time_calibration(batched: dict, draws: int) -> dict:
+    """Seconds to place every plane against its Gaussian null (S and exact M already computed), and how many
+    distinct nulls were drawn."""
+    import time
+
+    from multid.reducibility import calibration
+
+    calibration.mixture_null.cache_clear()
+    calibration.separability_null.cache_clear()
+    start = time.perf_counter()
+    for results in batched.values():
+        for r in results:
+            calibration.calibrate_plane(r.points, draws=draws, s_bits=r.s_bits, m_exact=r.m_exact)
+    nulls = calibration.separability_null.cache_info().currsize + calibration.mixture_null.cache_info().currsize
+    return {"seconds": time.perf_counter() - start, "nulls": nulls}
 
 
 if __name__ == "__main__":
