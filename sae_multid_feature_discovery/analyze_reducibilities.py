@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score", choices=("paper", "calibrated"), default=D.score,
                         help="paper = the mean of (1 - M) * S over kept planes (default); calibrated = each "
                              "cluster's smallest Benjamini-Hochberg q of S against its Gaussian null over its kept "
-                             "planes (needs a scan with --calibrate; docs/reducibility.md)")
+                             "planes, then its largest z-score of S against that null (needs a scan with "
+                             "--calibrate; docs/reducibility.md)")
     parser.add_argument("--plain_mean", action="store_true",
                         help="ranking score = plain mean of (1 - M) * S over kept planes (default: the original's "
                              "mean with a leading 0)")

@@ -353,5 +353,5 @@ def test_calibrated_scan_ranks_the_planted_circle_first(planted_run, capsys):
     assert set(cluster_reducibility.CALIBRATION_KEYS) <= set(circle)
     out = analyze_reducibilities.main(ranking + ["--score", "calibrated"])
     rows = [r.split(",") for r in (out / "ranking.csv").read_text().splitlines()]
-    assert rows[0][-3:] == ["best_q", "significant_planes", "m_z"] and rows[1][1] == "0"
+    assert rows[0][-4:] == ["best_q", "significant_planes", "s_z", "m_z"] and rows[1][1] == "0"
     assert "top 3 (exact M, calibrated): 0" in capsys.readouterr().out

@@ -5,7 +5,7 @@ The null is a Gaussian cloud with the plane's number of points and covariance: n
 moments, so any S or M it reaches is what chance and the estimators' small-sample bias give (docs/reducibility.md,
 "A null for S and M"). Which way each index points: a plane is irreducible when S is high (no rotation makes its
 coordinates independent), and reducible when M is high (one slab holds a large share). So S is tested in its upper
-tail (s_p) and M is reported as a z-score against its null (m_z): M above the Gaussian's does not mean "a mixture"
+tail (s_p, and its z-score s_z) and M is reported as a z-score against its null (m_z): M above the Gaussian's does not mean "a mixture"
 (a noisy circle's exact M is 0.18-0.23, the Gaussian's 0.10-0.15, two thin lines about 0.53), so read it against
 both references.
 
@@ -69,8 +69,10 @@ class PlaneCalibration:
     null_ratio: float  # the grid ratio the S null was drawn with
     s_bits: float
     s_null_mean: float
+    s_null_sd: float
     s_null_p95: float
     s_p: float
+    s_z: float  # S's z-score against its null: unlike s_p it keeps ordering planes far beyond every null draw
     m_exact: float
     m_null_mean: float
     m_null_sd: float
@@ -137,7 +139,8 @@ def calibrate_plane(points, eps: float = 0.1, draws: int = NULL_DRAWS, seed: int
     s_null = separability_null(n, null_ratio, draws, seed)
     m_null = mixture_null(n, eps, draws, seed)
     return PlaneCalibration(n=n, variance_ratio=ratio, null_ratio=null_ratio, s_bits=float(s_bits),
-                            s_null_mean=s_null.mean, s_null_p95=s_null.p95, s_p=s_null.upper_p(s_bits),
+                            s_null_mean=s_null.mean, s_null_sd=s_null.sd, s_null_p95=s_null.p95,
+                            s_p=s_null.upper_p(s_bits), s_z=s_null.z(s_bits),
                             m_exact=float(m_exact), m_null_mean=m_null.mean, m_null_sd=m_null.sd,
                             m_null_p95=m_null.p95, m_z=m_null.z(m_exact), m_p=m_null.upper_p(m_exact), draws=draws)
 

@@ -190,7 +190,8 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
     return results
 
 
-CALIBRATION_KEYS = ("s_p", "s_null_mean", "s_null_p95", "m_z", "m_p", "m_null_mean", "m_null_p95", "variance_ratio")
+CALIBRATION_KEYS = ("s_p", "s_z", "s_null_mean", "s_null_p95", "m_z", "m_p", "m_null_mean", "m_null_p95",
+                    "variance_ratio")
 
 
 def metrics_json(results: Iterable[PlaneResult], null_draws: int | None = None, eps: float = 0.1, seed: int = 0
@@ -306,33 +307,38 @@ class CalibratedSummary:
     cluster: int
     best_q: float  # smallest BH-adjusted S p-value over its kept planes (1.0 when none is kept)
     significant: int  # its kept planes with q <= alpha
-    m_z: float  # exact M's z-score against its null on that best plane (NaN when none is kept)
+    s_z: float  # the largest z-score of S against its null over its kept planes (-inf when none is kept)
+    m_z: float  # exact M's z-score against its null on that plane (NaN when none is kept)
 
 
 def calibrated_summaries(metrics: Mapping[int, Mapping[str, Mapping[str, float]]], min_mixture: float = MIN_MIXTURE,
                          mixture: str = "exact", alpha: float = 0.05) -> list[CalibratedSummary]:
     """Per cluster (sorted by id): best BH q of S over its kept planes (M >= min_mixture), how many are
-    significant at `alpha`, and M's z there. The calibrated ranking sorts by best q (smallest first)."""
+    significant at `alpha`, its largest S z-score and M's z on that plane."""
     key = mixture_key(mixture)
     planes = [(cid, k, values) for cid in sorted(metrics) for k, values in sorted(metrics[cid].items())
               if float(values[key]) >= min_mixture]
     if any("s_p" not in values for _, _, values in planes):
         raise UserError("these scan results have no null (s_p): rerun the scan with --calibrate")
     q = benjamini_hochberg([float(values["s_p"]) for _, _, values in planes])
-    best: dict[int, CalibratedSummary] = {int(c): CalibratedSummary(int(c), 1.0, 0, math.nan) for c in metrics}
+    best: dict[int, CalibratedSummary] = {int(c): CalibratedSummary(int(c), 1.0, 0, -math.inf, math.nan)
+                                          for c in metrics}
     for (cid, _k, values), qv in zip(planes, q):
         entry = best[int(cid)]
         entry.significant += int(qv <= alpha)
-        if qv < entry.best_q or math.isnan(entry.m_z):
-            entry.best_q, entry.m_z = float(qv), float(values["m_z"])
+        entry.best_q = min(entry.best_q, float(qv))
+        if float(values["s_z"]) > entry.s_z:
+            entry.s_z, entry.m_z = float(values["s_z"]), float(values["m_z"])
     return [best[int(c)] for c in sorted(metrics)]
 
 
 def calibrated_ranking(summaries: Sequence[ClusterSummary], calibrated: Sequence[CalibratedSummary]
                        ) -> list[ClusterSummary]:
-    """Clusters by best q (smallest first), ties by the paper's score (highest first), then cluster id."""
-    q = {c.cluster: c.best_q for c in calibrated}
-    return sorted(summaries, key=lambda s: (q[s.cluster], -s.score, s.cluster))
+    """Clusters by best q (smallest first), then by the largest z-score of S against its null (a cloud beyond
+    every null draw has the smallest p the draws allow, so q alone ties the clearly structured clusters), then
+    cluster id."""
+    by_id = {c.cluster: c for c in calibrated}
+    return sorted(summaries, key=lambda s: (by_id[s.cluster].best_q, -by_id[s.cluster].s_z, s.cluster))
 
 
 def rank_comparison(first: Sequence[ClusterSummary], second: Sequence[ClusterSummary], top: int = 5

@@ -28,6 +28,7 @@ from multid.stage import Stage, is_current, lock_for, read_record, run_stage
 # 2: each cluster's record names the cluster file it was scanned from ("clusters")
 # 3: the exact M beside the gradient one in every metrics JSON
 VERSION = 3
+NULL_VERSION = 2  # what --calibrate writes per plane (2: with S's z-score)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class ScanSettings:
                 "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
                 "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
                 "clusters": self.clusters_id, "version": VERSION,
-                **({"null_draws": int(self.null_draws)} if self.null_draws else {})}
+                **({"null_draws": int(self.null_draws), "null_version": NULL_VERSION} if self.null_draws else {})}
 
 
 def default_scan_dir(run: Path, clusters_file: Path, threshold: float, radius: float) -> Path:

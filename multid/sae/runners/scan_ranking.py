@@ -22,7 +22,7 @@ from multid.sae.analysis.scan_batches import check_single_clustering, default_sc
 from multid.stage import RECORD_NAME, Stage, damage, run_stage
 
 RANKING_COLUMNS = ["rank", "cluster", "score", "mean_mixture_index", "mean_separability_index", "kept_planes"]
-CALIBRATED_COLUMNS = ["best_q", "significant_planes", "m_z"]
+CALIBRATED_COLUMNS = ["best_q", "significant_planes", "s_z", "m_z"]
 ALPHA = 0.05  # the false discovery rate of the calibrated ranking
 
 
@@ -92,7 +92,8 @@ def run_ranking(config: RankingConfig) -> RankingResult:
         rows = [{"rank": i + 1, "cluster": s.cluster, "score": s.score, "mean_mixture_index": s.mean_m,
                  "mean_separability_index": s.mean_s, "kept_planes": s.kept,
                  **({"best_q": by_id[s.cluster].best_q, "significant_planes": by_id[s.cluster].significant,
-                     "m_z": by_id[s.cluster].m_z} if calibrated else {})} for i, s in enumerate(ranked)]
+                     "s_z": by_id[s.cluster].s_z, "m_z": by_id[s.cluster].m_z} if calibrated else {})}
+                for i, s in enumerate(ranked)]
         columns = RANKING_COLUMNS + (CALIBRATED_COLUMNS if calibrated else [])
         save_csv(tmp / "ranking.csv", columns, [[r[c] for c in columns] for r in rows])
         save_json(tmp / "summary.json", {"settings": settings, "ranking": rows})
@@ -113,7 +114,8 @@ def print_calibrated(calibrated: list[cluster_reducibility.CalibratedSummary],
     print(f"calibrated: {sum(c.significant for c in calibrated)} planes of {len(flagged)} of {len(calibrated)} "
           f"clusters have S above their Gaussian null at {ALPHA:.0%} false discovery rate (Benjamini-Hochberg "
           f"over every kept plane)")
-    print("  " + ", ".join(f"{s.cluster} (q {by_id[s.cluster].best_q:.3g}, M z {by_id[s.cluster].m_z:+.1f})"
+    print("  " + ", ".join(f"{s.cluster} (q {by_id[s.cluster].best_q:.3g}, S z {by_id[s.cluster].s_z:+.0f}, "
+                           f"M z {by_id[s.cluster].m_z:+.0f})"
                            for s in top))
 
 
