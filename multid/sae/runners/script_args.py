@@ -61,16 +61,22 @@ def interactive_parser(defaults: InteractiveConfig, description: str) -> argpars
     return parser
 
 
+def add_calendar_figure_args(parser: argparse.ArgumentParser, defaults: DaysMonthsYearsConfig | MistralDaysMonthsConfig,
+                             classes: tuple[str, ...]) -> None:
+    """--days / --months / --years (each class's cluster index) and --formats of a calendar figure script."""
+    for name in classes:
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
+                            help=f"{name} cluster index (default: %(default)s)")
+    parser.add_argument("--formats", nargs="+", choices=["pdf", "png"], default=list(defaults.formats),
+                        help=f"figure formats (default: {' '.join(defaults.formats)}, as the paper)")
+
+
 def dmy_parser(description: str) -> argparse.ArgumentParser:
     """gpt2_days_months_years.py (Figures 1 and 12)."""
     d = DaysMonthsYearsConfig()
     parser = argparse.ArgumentParser(description=description)
     add_run_args(parser, d)
-    parser.add_argument("--days", type=int, default=d.days, help="days cluster index (default: %(default)s)")
-    parser.add_argument("--months", type=int, default=d.months, help="months cluster index (default: %(default)s)")
-    parser.add_argument("--years", type=int, default=d.years, help="years cluster index (default: %(default)s)")
-    parser.add_argument("--formats", nargs="+", choices=["pdf", "png"], default=list(d.formats),
-                        help="figure formats (default: pdf, as the paper)")
+    add_calendar_figure_args(parser, d, ("days", "months", "years"))
     parser.add_argument("--stale_year_colours", action="store_true",
                         help="colour a non-digit token in the years panel like the point before it, as the original "
                              "figure script did (a bug the published Figures 1 and 12 carry); default: grey")
@@ -82,10 +88,7 @@ def mistral_dm_parser(description: str) -> argparse.ArgumentParser:
     d = MistralDaysMonthsConfig()
     parser = argparse.ArgumentParser(description=description)
     add_run_args(parser, d)
-    parser.add_argument("--days", type=int, default=d.days, help="days cluster index (default: %(default)s)")
-    parser.add_argument("--months", type=int, default=d.months, help="months cluster index (default: %(default)s)")
-    parser.add_argument("--formats", nargs="+", choices=["pdf", "png"], default=list(d.formats),
-                        help="figure formats (default: png, as the paper)")
+    add_calendar_figure_args(parser, d, ("days", "months"))
     return parser
 
 
