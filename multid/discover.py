@@ -23,6 +23,7 @@ Everything goes under <base_dir>/sae/smollm2_layer<L>_<sae>/ (the report: discov
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from multid.sae.runners.decoder_clustering import run_clustering
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.runners.occurrence_data import run_occurrences
 from multid.sae.runners.reducibility_scan import run_scan
-from multid.sae.runners.sae_training import TrainResult, run_train_sae
+from multid.sae.runners.sae_training import TrainResult, run_train_sae, train_settings
 from multid.sae.runners.scan_ranking import run_ranking
 from multid.sae.data.tokenizers import load_tokenizer
 from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, OccurrencesConfig, RankingConfig, ScanConfig,
@@ -75,12 +76,10 @@ class Discovery:
         self.args = args
         self.base_dir = resolve_base_dir(args.base_dir)
         self.layer = args.layer
-        self.settings = T.TrainSettings(architecture=args.architecture, expansion=args.expansion,
-                                        l1_coefficient=args.l1_coefficient, k=args.k,
-                                        training_tokens=args.training_tokens, seed=args.seed)
         self.get_model = lazy_loader(MODEL, base_dir=self.base_dir)
         self.report: dict[str, Any] = {"model": MODEL, "layer": self.layer}
-        self.max_contexts = None if args.max_tokens is None else max(1, args.max_tokens // CTX_LEN)
+        # --max_tokens in whole contexts (at least one), as every stage counts them
+        self.max_tokens = None if args.max_tokens is None else max(1, args.max_tokens // CTX_LEN) * CTX_LEN
 
     # -------------------------------------------------------------------------------- steps 1-3
 
@@ -97,14 +96,13 @@ class Discovery:
         return Corpus(folder, local_corpus.corpus_tag(extra))
 
     def train_config(self, corpus: Corpus) -> TrainConfig:
-        s = self.settings
-        max_tokens = None if self.max_contexts is None else self.max_contexts * CTX_LEN
-        return TrainConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
-                           dataset_path=str(corpus.folder / "dataset"), ctx_len=CTX_LEN, max_tokens=max_tokens,
-                           architecture=s.architecture, expansion=s.expansion, l1_coefficient=s.l1_coefficient,
-                           k=s.k, training_tokens=s.training_tokens, seed=s.seed,
-                           out=str(T.sae_folder(self.base_dir, MODEL, self.layer, s, self.text_tag(corpus.tag))),
-                           get_model=self.get_model)
+        a = self.args
+        config = TrainConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
+                             dataset_path=str(corpus.folder / "dataset"), ctx_len=CTX_LEN, max_tokens=self.max_tokens,
+                             architecture=a.architecture, expansion=a.expansion, l1_coefficient=a.l1_coefficient,
+                             k=a.k, training_tokens=a.training_tokens, seed=a.seed, get_model=self.get_model)
+        folder = T.sae_folder(self.base_dir, MODEL, self.layer, train_settings(config), self.text_tag(corpus.tag))
+        return dataclasses.replace(config, out=str(folder))
 
     def train(self, corpus: Corpus) -> TrainResult:
         result = run_train_sae(self.train_config(corpus))
@@ -117,7 +115,7 @@ class Discovery:
 
     def text_tag(self, corpus_tag: str) -> str:
         """Names the text in the SAE's folder (and so its run folder): "" for the whole default corpus."""
-        first = f"first{self.max_contexts * CTX_LEN}" if self.max_contexts else ""
+        first = f"first{self.max_tokens}" if self.max_tokens else ""
         return "_".join(t for t in (corpus_tag, first) if t)
 
     def occurrences(self, sae: TrainResult) -> Path:
@@ -125,7 +123,7 @@ class Discovery:
         config = OccurrencesConfig(model_name=MODEL, layers=(self.layer,), sae_path=str(sae.path), device="cpu",
                                    base_dir=str(self.base_dir), dataset_path=str(sae.source.dataset_path),
                                    ctx_len=CTX_LEN, batch_size=32,
-                                   max_tokens=None if self.max_contexts is None else self.max_contexts * CTX_LEN,
+                                   max_tokens=self.max_tokens,
                                    get_model=self.get_model, residual_cache=sae.cache)
         (done,) = run_occurrences(config)
         result, run = done.shard, done.run

@@ -16,5 +16,13 @@ FIGURE6 = {"model": "mistral", "task": "days_of_week", "layer": 5, "bs": (2, 3, 
 RESIDUAL_C = {"model": "mistral", "task": "days_of_week", "layer": 25}
 
 
+SAE_MODEL_TITLES = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}  # as the paper's SAE figures title them
+
+
 def model_title(model: str) -> str:
     return MODEL_TITLES.get(model, model)
+
+
+def sae_model_title(model: str) -> str:
+    """The title of a model in the SAE figures (another model: its own name)."""
+    return SAE_MODEL_TITLES.get(model, model)

@@ -34,7 +34,7 @@ from multid.models import MODEL_NAMES
 from multid.sae.data import run_layout
 from multid.sae.data.text_sources import DEFAULT_DATASET, TEXT_SPLITS
 from multid.sae.data.occurrence_store import shards_status
-from multid.sae.runners.occurrence_data import pick_layers, run_occurrences, text_source
+from multid.sae.runners.occurrence_data import plan_occurrences, run_occurrences
 from multid.sae.stage_configs import OccurrencesConfig
 
 MODEL_CHOICES = ("gpt-2",) + MODEL_NAMES
@@ -101,10 +101,11 @@ def config_from_argv(argv: list[str] | None = None) -> OccurrencesConfig:
 @cli_entry
 def main(argv: list[str] | None = None) -> list[Path]:
     config = config_from_argv(argv)
-    print(f"text: {text_source(config).describe()}; layers {', '.join(map(str, pick_layers(config)))}; shard {config.shard_index + 1} of "
+    plan = plan_occurrences(config)
+    print(f"text: {plan.source.describe()}; layers {', '.join(map(str, plan.layers))}; shard {config.shard_index + 1} of "
           f"{config.num_shards}")
     written = []
-    for done in run_occurrences(config):
+    for done in run_occurrences(config, plan):
         result, run = done.shard, done.run
         state = "reused" if result.reused else f"stopped at {result.stop_reason}"
         print(f"layer {done.layer}: {result.num_contexts} contexts, {result.num_triples} pairs ({state}) in "

@@ -20,11 +20,32 @@ DEFAULT_LAYER = {"gpt2": 7, "mistral": 8}
 GPT2_NAMED = {138: "Weekdays cluster", 251: "Months cluster", 212: "Years cluster"}
 
 
+class StageConfig:
+    """What every stage config has: its script (`SCRIPT`, a path from the repo root) and the command line that
+    runs the stage by hand with these settings."""
+
+    SCRIPT: ClassVar[str]
+
+    def command(self) -> str:
+        return render_command(self.SCRIPT, self)
+
+
+class SaeStageConfig(StageConfig):
+    """A stage config of an SAE run, named by its `model_name` option."""
+
+    model_name: str | None
+
+    @property
+    def model(self) -> str:
+        """The registry's name of `model_name` (None: mistral, the upstream scripts' default)."""
+        return canonical_model(self.model_name or DEFAULT_MODEL)
+
+
 # ----------------------------------------------------------------------------------------- SAE and its data
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SaeStageConfig):
     """What train_sae.py's options say (its --help explains each); `get_model` is for library callers that
     already hold a loader (make discover shares one between stages)."""
 
@@ -58,12 +79,9 @@ class TrainConfig:
     def max_contexts(self) -> int | None:
         return None if self.max_tokens is None else max(1, self.max_tokens // self.ctx_len)
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
-class OccurrencesConfig:
+class OccurrencesConfig(SaeStageConfig):
     """What generate_feature_occurence_data.py's options say (its --help explains each).
 
     Library callers may pass `get_model` (a loader they already hold) and `residual_cache` (residuals of the
@@ -99,19 +117,12 @@ class OccurrencesConfig:
     get_model: Callable[[], Any] | None = option(cli=False)
     residual_cache: Any = option(cli=False)
 
-    @property
-    def model(self) -> str:
-        return canonical_model(self.model_name)
-
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 # ----------------------------------------------------------------------------------------- clusters and scan
 
 
 @dataclass(frozen=True)
-class ClusteringConfig:
+class ClusteringConfig(SaeStageConfig):
     """What clustering.py's options say (its --help explains each)."""
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/clustering.py"
@@ -134,10 +145,6 @@ class ClusteringConfig:
     seed: int = option(0)
     out: str | None = option()
     force: bool = option(False)
-
-    @property
-    def model(self) -> str:
-        return canonical_model(self.model_name or DEFAULT_MODEL)
 
     @property
     def resolved_layer(self) -> int:
@@ -163,12 +170,9 @@ class ClusteringConfig:
                                           None if self.assign_labels == "kmeans" else self.assign_labels) if v)
         return f"spectral_n{self.n_clusters}_seed{self.seed}_diag{self.diagonal}{extra}{first}.json"
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
-class ScanConfig:
+class ScanConfig(SaeStageConfig):
     """What gpt2_compute_reducibility.py's options say (its --help explains each)."""
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_compute_reducibility.py"
@@ -197,9 +201,6 @@ class ScanConfig:
     save_dir: str | None = option()
     force: bool = option(False)
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 def parse_named(text: str) -> tuple[int, str]:
     """CLUSTER:LABEL -> (cluster, label); a bare CLUSTER is labelled "cluster CLUSTER"."""
@@ -211,7 +212,7 @@ def parse_named(text: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class RankingConfig:
+class RankingConfig(SaeStageConfig):
     """What analyze_reducibilities.py's options say (its --help explains each)."""
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/analyze_reducibilities.py"
@@ -232,10 +233,6 @@ class RankingConfig:
     top: int = option(20)
     out_dir: str | None = option()
 
-    @property
-    def model(self) -> str:
-        return canonical_model(self.model_name)
-
     def named_clusters(self) -> dict[int, str]:
         if self.named is not None:
             return dict(parse_named(text) for text in self.named)
@@ -246,12 +243,9 @@ class RankingConfig:
         return ScanConfig(model_name=self.model_name, layer=self.layer, clusters="all", threshold=self.threshold,
                           radius=self.radius, clusters_file=self.clusters_file).command()
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
-class StabilityConfig:
+class StabilityConfig(SaeStageConfig):
     """What cluster_stability.py's options say: the best Jaccard of ground-truth clusters across graph settings."""
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/cluster_stability.py"
@@ -271,19 +265,12 @@ class StabilityConfig:
     hand_cluster: tuple[int, ...] | None = option()
     save_dir: str | None = option()
 
-    @property
-    def model(self) -> str:
-        return canonical_model(self.model_name or DEFAULT_MODEL)
-
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 # ----------------------------------------------------------------------------------------- figures
 
 
 @dataclass(frozen=True)
-class FigureRunConfig:
+class FigureRunConfig(SaeStageConfig):
     """The options every SAE figure script shares: which run, decoder and cluster file, and how many points."""
 
     base_dir: str | None = option()
@@ -306,9 +293,6 @@ class InteractiveConfig(FigureRunConfig):
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/gpt2_interactive_figure.py"
 
     cluster: int = option(138)
-
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
 
 
 @dataclass(frozen=True)
@@ -335,9 +319,6 @@ class DaysMonthsYearsConfig(FigureRunConfig):
     formats: tuple[str, ...] = option(("pdf",))
     stale_year_colours: bool = option(False)
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
 class DaysWeeksYearsConfig(DaysMonthsYearsConfig):
@@ -359,9 +340,6 @@ class MistralDaysMonthsConfig(FigureRunConfig):
     months: int = option(832)
     formats: tuple[str, ...] = option(("png",))
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
 class ExploreConfig(FigureRunConfig):
@@ -375,12 +353,9 @@ class ExploreConfig(FigureRunConfig):
     panels: int = option(10)
     dpi: int = option(50)
 
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
-
 
 @dataclass(frozen=True)
-class OtherCirclePointsConfig:
+class OtherCirclePointsConfig(StageConfig):
     """What other_circle_points.py's options say: day and month phrases in the plane of the day-name circle."""
 
     SCRIPT: ClassVar[str] = "sae_multid_feature_discovery/other_circle_points.py"
@@ -394,7 +369,4 @@ class OtherCirclePointsConfig:
     months_layer: int | None = option()
     paper_limits: str = option("auto")
     out_dir: str | None = option()
-
-    def command(self) -> str:
-        return render_command(self.SCRIPT, self)
 

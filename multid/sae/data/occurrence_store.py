@@ -118,9 +118,6 @@ class _PartWriter:
                 path.unlink()
 
 
-
-
-
 @dataclass
 class ShardResult:
     path: Path

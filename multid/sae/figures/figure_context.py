@@ -92,9 +92,3 @@ def open_context(args: Any) -> RunContext:
     save_dir = ensure_writable_dir(Path(args.save_dir).expanduser().resolve() if args.save_dir
                                    else run_layout.sae_figs_dir(run), what="--save_dir")
     return RunContext(args, run, W_dec, file_fingerprint(decoder_file), clusters, clusters_file, save_dir, base_dir)
-
-
-def print_written(paths_written: Sequence[Path]) -> None:
-    print("wrote:")
-    for path in paths_written:
-        print(f"  {path}")

@@ -13,13 +13,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from multid.config import print_written
 from multid.errors import MissingArtifactError, UserError
 from multid.io import load_json, save_figure
 from multid.sae.data import token_labels as L
 from multid.sae.figures import cluster_panels as P
 from multid.sae.data import run_layout
 from multid.sae.analysis.cluster_points import ClusterPoints
-from multid.sae.figures.figure_context import RunContext, open_context, print_written
+from multid.sae.figures.figure_context import RunContext, open_context
 from multid.sae.stage_configs import DaysMonthsYearsConfig, ExploreConfig, MistralDaysMonthsConfig, RankingConfig
 from multid.sae.data.tokenizers import token_strings
 

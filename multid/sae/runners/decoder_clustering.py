@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from multid.commands import as_path
-from multid.config import resolve_base_dir
+from multid.config import print_written, resolve_base_dir
 from multid.errors import UserError
 from multid.sae.analysis import clustering_methods
 from multid.sae.data.cluster_files import load_clusters, write_clusters
@@ -75,6 +75,5 @@ def run_clustering(config: ClusteringConfig) -> ClusteringResult:
               f"largest {int(sizes.max()) if len(sizes) else 0}")
 
     run_stage(stage, build, force=config.force)
-    print("wrote:")
-    print(f"  {out}")
+    print_written([out])
     return ClusteringResult(out, load_clusters(out), config.method)

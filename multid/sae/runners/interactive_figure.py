@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
-from multid.sae.figures import interactive_html
-
-from multid.sae.data import run_layout
-from multid.sae.figures.figure_context import CONVENTION_HELP, open_context, print_written
-from multid.sae.stage_configs import InteractiveConfig
+from multid.config import print_written
+from multid.paper import sae_model_title
 from multid.sae.data.tokenizers import hover_texts
-
-MODEL_LABELS = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}
+from multid.sae.figures import interactive_html
+from multid.sae.figures.figure_context import CONVENTION_HELP, open_context
+from multid.sae.stage_configs import InteractiveConfig
 
 
 @dataclass(frozen=True)
@@ -35,9 +34,9 @@ def run_interactive(config: InteractiveConfig) -> InteractiveResult:
     points = ctx.points(config.cluster, members, interactive_html.num_pcs(len(members)), config.command())
     hover = hover_texts(ctx.tokenizer(), points.context_lists())
     rows = ctx.W_dec[np.asarray(members, dtype=np.int64)]
-    model = run_layout.canonical_model(config.model_name)
-    title = interactive_html.figure_title(MODEL_LABELS.get(model, config.model_name), config.layer, config.cluster,
-                                     len(members), len(points.tokens))
+    model = config.model
+    title = interactive_html.figure_title(sae_model_title(model), config.layer, config.cluster, len(members),
+                                          len(points.tokens))
     fig = interactive_html.build_interactive_figure(rows, points.pca, hover, title)
     html = interactive_html.write_html(fig, ctx.save_dir / f"{model}-layer{config.layer}-cluster{config.cluster}.html")
     print(f"{len(points.tokens)} reconstructions; explained variance of PCs 0..{points.pca.k - 1}: "

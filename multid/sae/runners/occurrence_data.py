@@ -15,13 +15,13 @@ import torch
 from multid.config import resolve_base_dir, resolve_device
 from multid.errors import UserError
 from multid.models import lazy_loader
-from multid.sae.data import run_layout
-from multid.sae.data.text_sources import make_text_source
-from multid.sae.data.sae_loading import layer_of_hook, load_sae, resolve_sae_source
 from multid.sae.analysis.occurrence_generator import GenerateOptions, generate_occurrences, portable_model_fingerprint
-from multid.sae.data.occurrence_store import ShardResult
-from multid.sae.stage_configs import OccurrencesConfig
 from multid.sae.analysis.sae_trainer import cached_encoder
+from multid.sae.data import run_layout
+from multid.sae.data.occurrence_store import ShardResult
+from multid.sae.data.sae_loading import layer_of_hook, load_sae, resolve_sae_source
+from multid.sae.data.text_sources import make_text_source
+from multid.sae.stage_configs import OccurrencesConfig
 
 UPSTREAM_LAYERS = {"gpt2": list(range(12)), "mistral": [8, 16, 24]}
 UPSTREAM_BATCH = {"gpt2": 64, "mistral": 16}
@@ -56,12 +56,7 @@ def pick_layers(config: OccurrencesConfig) -> list[int]:
     raise UserError(f"pass --layers for model {config.model!r} (upstream defaults exist only for gpt2 and mistral)")
 
 
-def check_config(config: OccurrencesConfig, layers: list[int]) -> None:
-    if not 0 <= config.shard_index < config.num_shards:
-        raise UserError(f"--shard_index must be in [0, {config.num_shards}) for --num_shards {config.num_shards}, "
-                        f"got {config.shard_index}")
-    if config.sae_path is not None and config.release is not None:
-        raise UserError("give --sae_path or --release, not both")
+def check_layers(config: OccurrencesConfig, layers: list[int]) -> None:
     if config.sae_path is not None and "{layer}" not in config.sae_path and len(layers) > 1:
         raise UserError(f"--sae_path {config.sae_path} is one SAE (one layer) but --layers gives {len(layers)}; put "
                         f"{{layer}} in the path (e.g. saes/layer_{{layer}}) or run one layer at a time")
@@ -74,32 +69,49 @@ def text_source(config: OccurrencesConfig) -> Any:
                             text_field=config.text_field, split=config.split, text_split=config.text_split)
 
 
-def run_occurrences(config: OccurrencesConfig) -> list[LayerOccurrences]:
-    """This process's shard of the occurrence dataset of every layer (written, resumed or reused)."""
-    if not 0 <= config.shard_index < config.num_shards:  # before anything loads
-        check_config(config, [])
-    torch.manual_seed(config.seed)  # nothing here is random (stream order as upstream); seeded all the same
+@dataclass(frozen=True)
+class OccurrencePlan:
+    """What a run reads and does, checked before any long work."""
+
+    source: Any
+    layers: list[int]
+    options: GenerateOptions
+
+
+def plan_occurrences(config: OccurrencesConfig) -> OccurrencePlan:
+    """The text, the layers and the generator's options; every option and each layer's SAE source checked."""
+    options = generate_options(config)
+    options.check()  # shard index, ctx_len, caps: before anything loads
+    if config.sae_path is not None and config.release is not None:
+        raise UserError("give --sae_path or --release, not both")
     source = text_source(config)
     layers = pick_layers(config)
-    check_config(config, layers)
-    for layer in layers:  # check every layer's SAE source before any long work
+    check_layers(config, layers)
+    for layer in layers:
         resolve_sae_source(config.model, layer, sae_path=config.sae_path, release=config.release)
+    return OccurrencePlan(source, layers, options)
+
+
+def run_occurrences(config: OccurrencesConfig, plan: OccurrencePlan | None = None) -> list[LayerOccurrences]:
+    """This process's shard of the occurrence dataset of every layer (written, resumed or reused); `plan`: the
+    config's `plan_occurrences`, when the caller already made it."""
+    plan = plan or plan_occurrences(config)
+    torch.manual_seed(config.seed)  # nothing here is random (stream order as upstream); seeded all the same
     base_dir = resolve_base_dir(config.base_dir)
     device = resolve_device(config.device)
     get_model = config.get_model or lazy_loader(config.model, device=device, dtype=config.dtype,
                                                 model_path=config.model_path, base_dir=base_dir,
                                                 n_devices=config.n_devices)
     model_info = portable_model_fingerprint(config.model, config.model_path, config.dtype)
-    options = generate_options(config)
-    options.check()
+    options = plan.options
     done = []
-    for layer in layers:
+    for layer in plan.layers:
         sae = load_sae(config.model, layer, sae_path=config.sae_path, release=config.release, device=device,
                        input_scaling=config.sae_input_scaling)
         run = run_layout.run_dir(base_dir, config.model, layer, sae.tag)
         encoder = None if config.residual_cache is None else \
             cached_encoder(config.residual_cache, sae, options.threshold)
-        shard = generate_occurrences(run=run, model_name=config.model, layer=layer, sae=sae, source=source,
+        shard = generate_occurrences(run=run, model_name=config.model, layer=layer, sae=sae, source=plan.source,
                                      get_model=get_model, model_info=model_info, options=options,
                                      command=config.command(), encoder=encoder)
         done.append(LayerOccurrences(layer, run, shard))

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from multid.commands import as_path
-from multid.config import ensure_writable_dir, figs_dir, resolve_base_dir, resolve_device
+from multid.config import ensure_writable_dir, figs_dir, print_written, resolve_base_dir, resolve_device
 from multid.io import save_figure, save_json
 from multid.models import load_model
 from multid.sae.analysis import day_prompts as dp
@@ -55,7 +55,5 @@ def run_other_circle_points(config: OtherCirclePointsConfig) -> list[Path]:
     plt.close(fig)
     record["experiments"]["months_from"] = summary(proj)
     written.append(save_json(out / f"{config.model}_other_circle_points.json", record))
-    print("wrote:")
-    for path in written:
-        print(f"  {path}")
+    print_written(written)
     return written

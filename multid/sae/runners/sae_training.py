@@ -20,7 +20,6 @@ from multid.sae.stage_configs import TrainConfig
 from multid.sae.data.tokenizers import load_tokenizer
 
 
-
 @dataclass(frozen=True)
 class TrainResult:
     path: Path  # the SAE folder (SAELens format; use it with --sae_path)

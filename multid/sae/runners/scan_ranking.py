@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from multid.commands import as_path
-from multid.config import resolve_base_dir
+from multid.config import print_written, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import save_csv, save_figure, save_json
+from multid.paper import sae_model_title
 from multid.sae.analysis import cluster_reducibility
 from multid.sae.analysis.cluster_points import find_run_dir
+from multid.sae.analysis.scan_batches import check_single_clustering, default_scan_dir
 from multid.sae.figures.figure_context import resolve_clusters_file
 from multid.sae.stage_configs import RankingConfig
-from multid.sae.analysis.scan_batches import check_single_clustering, default_scan_dir
 from multid.stage import RECORD_NAME, Stage, damage, run_stage
 
 RANKING_COLUMNS = ["rank", "cluster", "score", "mean_mixture_index", "mean_separability_index", "kept_planes"]
@@ -83,7 +84,7 @@ def run_ranking(config: RankingConfig) -> RankingResult:
         ranked = cluster_reducibility.ranking(summaries)
     by_id = {c.cluster: c for c in calibrated or []}
     stem = f"reducibility_metrics_threshold{config.threshold:g}_radius{config.radius:g}"
-    label = {"gpt2": "GPT-2", "mistral": "Mistral-7B"}.get(config.model, config.model)
+    label = sae_model_title(config.model)
 
     def build(tmp: Path) -> None:
         fig = cluster_reducibility.summary_figure(summaries, named, title=f"{label} Mixture Index vs Separability Index")
@@ -102,8 +103,7 @@ def run_ranking(config: RankingConfig) -> RankingResult:
     print_ranking(config, files, scan_dir, named, metrics, summaries, ranked)
     if calibrated is not None:
         print_calibrated(calibrated, ranked[:config.top])
-    print("wrote:")
-    print(f"  {out}")
+    print_written([out])
     return RankingResult(out, ranked)
 
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from multid.commands import as_path
-from multid.config import resolve_base_dir
+from multid.config import print_written, resolve_base_dir
 from multid.errors import MissingArtifactError, UserError
 from multid.io import save_figure, save_json
 from multid.sae.analysis import clustering_methods, clustering_stability
@@ -75,6 +75,5 @@ def run_stability(config: StabilityConfig) -> Path:
                                            "decoder": source})
 
     run_stage(Stage("cluster stability sweep", save_dir, settings, command=config.command(), is_dir=True), build)
-    print("wrote:")
-    print(f"  {save_dir}")
+    print_written([save_dir])
     return save_dir
