@@ -5,7 +5,7 @@
 
 Per cluster: the first --sample_limit reconstructions, PCA(min(5, size)), and for each consecutive pair of
 components M (eps = --epsilon; T = 1, hard fraction; start direction seeded: plane p uses seed + p) and S
-(bits). Points with plane norm <= --radius are dropped per plane; only activations > --threshold count.
+(bits); beside M, the exact maximum (--mixture exact: the exact M alone, many times faster). Points with plane norm <= --radius are dropped per plane; only activations > --threshold count.
 Writes `<save_dir>/<cluster>/gpt2-layer7-cluster<C>-threshold<t>-radius<r>-metrics.json` ({"0-1":
 {"mixture_index": M, "separability_index": S}, ...}) and the figure `.png` beside it; each cluster is its own
 stage, so `--clusters all` resumes after an interruption. --activations_file names the run folder of the
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=D.seed, help="seed of M's start directions (default: 0)")
     parser.add_argument("--steps", type=positive_int, default=D.steps,
                         help="gradient-ascent steps of M (default: 10000, as the original)")
+    parser.add_argument("--mixture", choices=("both", "exact"), default=D.mixture,
+                        help="both (default): the original's gradient M (\"mixture_index\") and the exact maximum "
+                             "beside it (\"mixture_index_exact\"); exact: the exact M alone, skipping the "
+                             "gradient engine (the fast whole-SAE scan; rank with analyze_reducibilities.py "
+                             "--mixture exact)")
     add_device_arg(parser, default=D.device)
     parser.add_argument("--no_figures", action="store_true", help="write only the metrics JSON")
     parser.add_argument("--calibrate", action="store_true",

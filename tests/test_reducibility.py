@@ -284,7 +284,7 @@ def test_circle_is_far_from_separable(clouds, config):
 def test_batched_separability_equals_loop(clouds, config):
     rng = np.random.default_rng(9)
     stack = [clouds["lines"][:3000], clouds["circle"][:1001] * 5, rng.normal(size=(333, 2)), clouds["uniform"]]
-    batch = separability_index_batched(stack, config=config, max_elements=1 << 20)
+    batch = separability_index_batched(stack, config=config)
     for b, points in enumerate(stack):
         alone = separability_index(points, config)
         assert abs(float(alone.s_bits - batch.s_bits[b])) <= 1e-6

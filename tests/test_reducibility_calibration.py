@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multid.reducibility.calibration import (benjamini_hochberg, calibrate_plane, grid_ratio, mixture_null,
-                                             variance_ratio)
+from multid.reducibility.calibration import (benjamini_hochberg, calibrate_plane, calibration_sample, calibration_size,
+                                             grid_ratio, mixture_null, variance_ratio)
+from multid.reducibility.indices import separability_index
 
 def noisy_circle(rng, n, noise=0.1):
     theta = rng.uniform(0, 2 * np.pi, n)
@@ -36,6 +37,24 @@ def test_variance_ratio_and_its_grid():
     rng = np.random.default_rng(0)
     assert variance_ratio(rng.standard_normal((20000, 2)) * [1, 0.5]) == pytest.approx(0.25, rel=0.05)
     assert grid_ratio(0.26) == 0.3 and grid_ratio(0.9) == 1.0 and grid_ratio(1e-9) == 0.001
+
+
+@pytest.mark.unit
+def test_large_planes_are_tested_on_a_seeded_sample_of_a_grid_size():
+    """A plane is tested on the largest grid size not above its n (at most 2,000 points), so a scan draws nulls
+    for a handful of sizes; the tested S is the sample's own, and the same seed gives the same sample."""
+    assert [calibration_size(n) for n in (40, 100, 149, 150, 1999, 2000, 20000)] == [40, 100, 100, 150, 1500, 2000, 2000]
+    rng = np.random.default_rng(2)
+    points = noisy_circle(rng, 3000, noise=0.2)
+    sample = calibration_sample(points, seed=0)
+    assert sample.shape == (2000, 2) and np.array_equal(sample, calibration_sample(points, seed=0))
+    assert not np.array_equal(sample, calibration_sample(points, seed=1))
+    assert len({tuple(row) for row in sample}) == 2000  # without replacement
+    full_s = float(separability_index(points).s_bits)
+    result = calibrate_plane(points, draws=20, s_bits=full_s)
+    assert (result.n, result.sample_n) == (3000, 2000)
+    assert result.s_bits == pytest.approx(float(separability_index(sample).s_bits), abs=1e-12) != full_s
+    assert result.s_p == 1 / 21
 
 
 @pytest.mark.integration

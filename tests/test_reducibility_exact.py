@@ -12,6 +12,7 @@ from numpy.polynomial import polynomial as poly
 
 from multid.reducibility import mixture_index_exact
 from multid.reducibility.indices import MixtureConfig, mixture_index
+from multid.reducibility.exact import mixture_index_exact_many
 from multid.reducibility.exact import bound_and_relevant, counts_at_angles, deepest_point, projection_range, slab_share, whitening
 
 EPS = 0.1
@@ -264,6 +265,15 @@ def test_deterministic():
 
 
 @pytest.mark.unit
+def test_planes_side_by_side_on_threads_equal_a_loop():
+    clouds = list(small_clouds().values()) + [noisy_circle(3000, 0.1, 1)]
+    threaded = mixture_index_exact_many(clouds, workers=2)
+    for cloud, result in zip(clouds, threaded):
+        alone = mixture_index_exact(cloud)
+        assert (result.count, result.c) == (alone.count, alone.c) and np.array_equal(result.v, alone.v)
+
+
+@pytest.mark.unit
 def test_open_intervals_that_touch_do_not_overlap():
     lo = np.array([[0.0, 1.0, 1.0, 5.0]])
     hi = np.array([[1.0, 2.0, 3.0, 6.0]])
@@ -280,10 +290,11 @@ def test_range_bound_is_above_every_angle_inside_and_tight_when_narrow():
     starts = np.linspace(0, np.pi, 7, endpoint=False)
     widths = np.full(7, 0.4)
     for start, width in zip(starts, widths):
-        bound, _ = bound_and_relevant(y, start, width, EPS, threshold=len(y))
+        bucketed, _ = bound_and_relevant(y, start, width, EPS, threshold=len(y))  # dropped on the cheap bound
+        exact, _ = bound_and_relevant(y, start, width, EPS, threshold=-1)  # kept: the sorted depth's bound
         inside, _ = counts_at_angles(y, np.linspace(start, start + width, 400), EPS)
-        assert bound >= inside.max()
-    narrow = [bound_and_relevant(y, start, 1e-12, EPS, threshold=len(y))[0] for start in starts]
+        assert bucketed >= exact >= inside.max()
+    narrow = [bound_and_relevant(y, start, 1e-12, EPS, threshold=-1)[0] for start in starts]
     assert np.array_equal(narrow, counts_at_angles(y, starts, EPS)[0])
 
 
@@ -296,10 +307,10 @@ def test_points_left_out_of_a_range_cannot_reach_a_count_above_the_threshold():
     inside, _ = counts_at_angles(y, np.linspace(start, start + width, 50), EPS)
     threshold = int(inside.max()) - 3
     bound, kept = bound_and_relevant(y, start, width, EPS, threshold)
-    assert kept is not None and 0 < kept.sum() < len(y)
+    assert kept is not None and 0 < len(kept) < len(y)
     for angle in np.linspace(start, start + width, 50):
         full, _ = counts_at_angles(y, np.array([angle]), EPS)
-        sub, _ = counts_at_angles(y[kept], np.array([angle]), EPS)
+        sub, _ = counts_at_angles(kept, np.array([angle]), EPS)
         if full[0] > threshold:
             assert sub[0] == full[0]
 

@@ -44,7 +44,7 @@ EXAMPLES = [
     (gpt2_compute_reducibility, ScanConfig(
         base_dir="/b", model_name="smollm2", layer=8, run_dir="/r", clusters_file="/c.json", cluster=3,
         clusters="all", cluster_convention="non_singleton", decoder_file="W.npy", size_limit=50, sample_limit=500,
-        threshold=0.5, radius=0.1, epsilon=0.05, seed=2, steps=400, device="cuda:1", no_figures=True, calibrate=True,
+        threshold=0.5, radius=0.1, epsilon=0.05, seed=2, steps=400, mixture="exact", device="cuda:1", no_figures=True, calibrate=True,
         null_draws=50, group_size=8,
         save_dir="/s", force=True)),
     (analyze_reducibilities, RankingConfig(

@@ -355,3 +355,29 @@ def test_calibrated_scan_ranks_the_planted_circle_first(planted_run, capsys):
     rows = [r.split(",") for r in (out / "ranking.csv").read_text().splitlines()]
     assert rows[0][-4:] == ["best_q", "significant_planes", "s_z", "m_z"] and rows[1][1] == "0"
     assert "top 3 (exact M, calibrated): 0" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_exact_only_scan_skips_the_gradient_and_ranks_the_same(planted_run, capsys):
+    """--mixture exact writes the exact M and S without the gradient M (same values as the full scan); ranking
+    it by the gradient M is refused with the way out."""
+    from sae_multid_feature_discovery import analyze_reducibilities, gpt2_compute_reducibility as script
+
+    base, run, clusters = planted_run
+    common = ["--base_dir", str(base), "--clusters_file", str(clusters), "--steps", str(STEPS), "--no_figures",
+              "--clusters", "all", "--size_limit", "10"]
+    both = {path.parent.name: json.loads(path.read_text()) for path in script.main(common)}
+    exact = {path.parent.name: json.loads(path.read_text()) for path in script.main(common + ["--mixture", "exact"])}
+    assert exact.keys() == both.keys()
+    for cluster, planes in exact.items():
+        for key, values in planes.items():
+            assert "mixture_index" not in values
+            assert values["mixture_index_exact"] == both[cluster][key]["mixture_index_exact"]
+            assert values["separability_index"] == pytest.approx(both[cluster][key]["separability_index"], abs=1e-12)
+    ranking = ["--base_dir", str(base), "--clusters_file", str(clusters)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        analyze_reducibilities.main(ranking)
+    assert "scanned with --mixture exact" in capsys.readouterr().err
+    analyze_reducibilities.main(ranking + ["--mixture", "exact"])
+    assert "top 3 (exact M): 0" in capsys.readouterr().out

@@ -16,15 +16,22 @@ branch and bound over the slab's angle; docs/reducibility.md ("The exact M") der
    extreme projections there. The depth of those widened intervals bounds the count from above on the
    whole range: ranges whose bound cannot beat the best count found are dropped, the rest are halved.
 Counts are integers, so the search ends with the exact maximum (tol = 0) or within a stated tolerance.
+
+The per-range work (extreme projections, interval ends, the merge of the sorted ends) is compiled
+(`multid.reducibility.kernels`), the sorts are numpy's; `mixture_index_exact_many` searches planes side by side.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+from multid.reducibility import kernels
 
 # Covariance eigenvalue ratio below which a cloud is treated as lying on a line (rank 1): whitening would
 # only amplify rounding noise there.
@@ -33,8 +40,6 @@ RANK_ONE_RATIO = 1e-12
 # count is a tangency of two interval ends (a measure-zero case); the result's tolerance then says so.
 MIN_WIDTH = 1e-10
 INITIAL_RANGES = 64
-# Points x ranges evaluated per vectorised batch (memory: ~8 arrays of this many float64).
-BATCH_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -58,92 +63,37 @@ class ExactMixtureResult:
     ranges: int
 
 
-def interval_end(p: np.ndarray, eps: float, side: float) -> np.ndarray:
-    """lo(p) (side -1) or hi(p) (side +1) of the open interval of offsets d with (p + d)^2 < eps^2 (1 + d^2),
-    for unit-variance p: (-p -/+ eps sqrt(p^2 + a)) / a with a = 1 - eps^2."""
-    a = 1.0 - eps * eps
-    return (-p + side * eps * np.sqrt(p * p + a)) / a
-
-
-def interval_ends(p: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(lo(p), hi(p)), see `interval_end`."""
-    return interval_end(p, eps, -1.0), interval_end(p, eps, 1.0)
-
-
 def deepest_point(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise maximum depth of open intervals (lo_i, hi_i) and a d strictly inside that many of them.
-
-    lo, hi: K x n. An interval ending where another starts does not overlap it (open intervals).
-    """
-    num_rows, n = lo.shape
-    lo = np.sort(lo, axis=1)
-    hi = np.sort(hi, axis=1)
-    # how many intervals end at or before each lo_j (a per-row merge; shifting rows apart to search them in
-    # one call would round near-ties)
-    ended = np.stack([np.searchsorted(hi[k], lo[k], side="right") for k in range(num_rows)])
-    depth = np.arange(1, n + 1)[None, :] - ended
-    best = depth.argmax(axis=1)
-    rows = np.arange(num_rows)
-    # the next event after lo_best: the next start or the first end beyond it
-    next_start = np.where(best + 1 < n, lo[rows, np.minimum(best + 1, n - 1)], np.inf)
-    next_end = hi[rows, np.minimum(ended[rows, best], n - 1)]
-    right = np.minimum(next_start, next_end)
-    return depth[rows, best], 0.5 * (lo[rows, best] + right)
+    """Row-wise maximum depth of open intervals (lo_i, hi_i) (K x n) and a d strictly inside that many of them.
+    An interval ending where another starts does not overlap it (open intervals)."""
+    found = [kernels.deepest(np.sort(lo_row), np.sort(hi_row)) for lo_row, hi_row in zip(lo, hi)]
+    return np.array([count for count, _ in found]), np.array([offset for _, offset in found])
 
 
-def projections(y: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """w(theta).y_i for w = (cos theta, sin theta): K x n."""
-    return np.cos(angles)[:, None] * y[None, :, 0] + np.sin(angles)[:, None] * y[None, :, 1]
+def coordinates(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernels' inputs: y's two columns and its rows' norms, as contiguous float64 arrays."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.ascontiguousarray(y[:, 0]), np.ascontiguousarray(y[:, 1]), np.hypot(y[:, 0], y[:, 1])
 
 
-def counts_at_angles(y: np.ndarray, angles: np.ndarray, eps: float):
+def counts_at_angles(y: np.ndarray, angles: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact best count (and its offset d) of a whitened cloud y (n x 2) for each slab angle."""
-    return deepest_point(*interval_ends(projections(y, angles), eps))
+    y0, y1, _ = coordinates(y)
+    found = [kernels.best_slab_at_angle(y0, y1, float(angle), eps) for angle in np.atleast_1d(angles)]
+    return np.array([count for count, _ in found], dtype=np.int64), np.array([offset for _, offset in found])
 
 
-def projection_range(y: np.ndarray, starts: np.ndarray, widths: np.ndarray):
-    """Largest and smallest projection w(theta).y_i of each point over theta in each range (K x n each).
-
-    p(theta) = r cos(theta - phi) has slope r sin(phi - theta): on a range narrower than pi it peaks inside
-    iff the slope goes from >= 0 to <= 0, and bottoms inside iff it goes from <= 0 to >= 0; otherwise the
-    range's ends are its extremes.
-    """
-    ends = starts + widths
-    at_start, at_end = projections(y, starts), projections(y, ends)
-    y_perp = np.stack([y[:, 1], -y[:, 0]], axis=1)  # slope of w(theta).y is w(theta).(y1, -y0)
-    slope_start, slope_end = projections(y_perp, starts), projections(y_perp, ends)
-    radius = np.hypot(y[:, 0], y[:, 1])[None, :]
-    p_max = np.where((slope_start >= 0) & (slope_end <= 0), radius, np.maximum(at_start, at_end))
-    p_min = np.where((slope_start <= 0) & (slope_end >= 0), -radius, np.minimum(at_start, at_end))
-    return p_max, p_min
+def projection_range(y: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest and smallest projection w(theta).y_i of each point over theta in each range (K x n each)."""
+    found = [kernels.projection_extremes(*coordinates(y), float(s), float(w)) for s, w in zip(starts, widths)]
+    return np.stack([p_max for p_max, _ in found]), np.stack([p_min for _, p_min in found])
 
 
 def bound_and_relevant(y: np.ndarray, start: float, width: float, eps: float, threshold: int):
-    """An upper bound on the best count over every angle in [start, start + width], and which points can
-    matter to a count above `threshold` inside it.
-
-    Returns (bound, mask over y's rows or None when bound <= threshold). Any slab in the range holding more
-    than `threshold` points has its offset where the widened depth exceeds `threshold`; that region lies
-    between the first and just past the last widened start with depth above it, so a point whose widened
-    interval misses that span is in no such slab, and the range's sub-ranges can leave it out.
-    """
-    p_max, p_min = projection_range(y, np.array([start]), np.array([width]))
-    lo, hi = interval_end(p_max[0], eps, -1.0), interval_end(p_min[0], eps, 1.0)
-    lo_sorted, hi_sorted = np.sort(lo), np.sort(hi)
-    depth = np.arange(1, len(y) + 1) - np.searchsorted(hi_sorted, lo_sorted, side="right")
-    bound = int(depth.max())
-    if bound <= threshold:
-        return bound, None
-    above = np.flatnonzero(depth > threshold)
-    first, last = lo_sorted[above[0]], (lo_sorted[above[-1] + 1] if above[-1] + 1 < len(y) else np.inf)
-    return bound, (lo < last) & (hi > first)
-
-
-def counts_in_blocks(y: np.ndarray, angles: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """`counts_at_angles` over blocks of angles, so that a block holds about BATCH_ELEMENTS projections."""
-    rows = max(1, BATCH_ELEMENTS // max(len(y), 1))
-    parts = [counts_at_angles(y, angles[i : i + rows], eps) for i in range(0, len(angles), rows)]
-    return np.concatenate([c for c, _ in parts]), np.concatenate([d for _, d in parts])
+    """An upper bound on the best count over every angle in [start, start + width], and the rows of y that can
+    matter to a count above `threshold` inside it (`kernels.range_bound`; None when bound <= threshold)."""
+    bound, kept = kernels.range_bound(*coordinates(y), float(start), float(width), eps, int(threshold))
+    return bound, (None if kept is None else np.c_[kept[0], kept[1]])
 
 
 def count_at(y: np.ndarray, angle: float, offset: float, eps: float) -> int:
@@ -157,7 +107,7 @@ class AngleSearch:
     """Branch and bound over slab angles in [0, pi) for a whitened cloud (w and -w give the same slabs).
 
     Best-first: the range with the largest bound is split next. Each range carries the points that can still
-    matter inside it (`bound_and_relevant`), so deep ranges near the maximum work on few points. A range is
+    matter inside it (`kernels.range_bound`), so deep ranges near the maximum work on few points. A range is
     dropped once its bound is <= best + slack (slack = 0: exact); the certified upper bound on the count is
     the largest of the best count, the dropped bounds, the bounds of ranges too narrow to split (tangencies)
     and the thresholds the point selection used.
@@ -172,26 +122,27 @@ class AngleSearch:
     upper: int = 0
     ranges: int = 0
 
-    def offer(self, angle: float, y_sub: np.ndarray) -> None:
-        """Count the best slab at `angle` on a subset of points; a new best is recounted on every point."""
-        counts, offsets = counts_at_angles(y_sub, np.array([angle]), self.eps)
-        if counts[0] > self.best_count:
-            full = count_at(self.y, angle, float(offsets[0]), self.eps)
+    def offer(self, angle: float, y0: np.ndarray, y1: np.ndarray) -> None:
+        """Count the best slab at `angle` on a subset of points (columns y0, y1); a new best is recounted on
+        every point."""
+        count, offset = kernels.best_slab_at_angle(y0, y1, angle, self.eps)
+        if count > self.best_count:
+            full = count_at(self.y, angle, offset, self.eps)
             if full > self.best_count:
-                self.best_count, self.best_angle, self.best_offset = full, angle, float(offsets[0])
+                self.best_count, self.best_angle, self.best_offset = full, angle, offset
 
     def run(self) -> "AngleSearch":
         width = np.pi / INITIAL_RANGES
         starts = np.arange(INITIAL_RANGES) * width
-        counts, offsets = counts_in_blocks(self.y, starts + 0.5 * width, self.eps)
+        counts, offsets = counts_at_angles(self.y, starts + 0.5 * width, self.eps)
         k = int(counts.argmax())
         self.best_count, self.best_angle, self.best_offset = int(counts[k]), float(starts[k] + 0.5 * width), float(offsets[k])
-        everyone = np.arange(len(self.y))
+        points = coordinates(self.y)
         heap: list = []
         for start in starts:
-            self.push(heap, float(start), width, everyone, self.y)
+            self.bound_range(heap, float(start), width, points)
         while heap:
-            negative_bound, _, start, width, members = heapq.heappop(heap)
+            negative_bound, _, start, width, points = heapq.heappop(heap)
             if -negative_bound <= self.best_count + self.slack:
                 self.upper = max(self.upper, -negative_bound)
                 continue
@@ -199,24 +150,26 @@ class AngleSearch:
                 self.upper = max(self.upper, -negative_bound)
                 continue
             half = 0.5 * width
-            y_sub = self.y[members]
             for child in (start, start + half):
-                self.offer(child + 0.5 * half, y_sub)
-                self.push(heap, child, half, members, y_sub)
+                kept = self.bound_range(heap, child, half, points)
+                if kept is not None:
+                    self.offer(child + 0.5 * half, kept[0], kept[1])
         self.upper = max(self.upper, self.best_count)
         return self
 
-    def push(self, heap: list, start: float, width: float, members: np.ndarray, y_sub: np.ndarray) -> None:
-        """Bound a range (members: its points' rows, y_sub = y[members]); queue it with the points that matter
-        there, or drop it."""
+    def bound_range(self, heap: list, start: float, width: float, points: tuple[np.ndarray, ...]):
+        """Bound a range (points: `coordinates` of those that can matter in it) and queue it with the points
+        that matter there (returned), or drop it (None). A range is offered its middle angle only once queued:
+        a dropped one cannot beat the best count."""
         self.ranges += 1
         threshold = self.best_count + self.slack
-        bound, relevant = bound_and_relevant(y_sub, start, width, self.eps, threshold)
-        if relevant is None:
+        bound, kept = kernels.range_bound(*points, start, width, self.eps, threshold)
+        if kept is None:
             self.upper = max(self.upper, bound)
-            return
+            return None
         self.upper = max(self.upper, threshold)  # counts <= threshold may have lost points to the selection
-        heapq.heappush(heap, (-bound, self.ranges, start, width, members[relevant]))
+        heapq.heappush(heap, (-bound, self.ranges, start, width, kept))
+        return kept
 
 
 def whitening(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -282,3 +235,14 @@ def slab_share(points, v, c, eps: float = 0.1) -> float:
     """The share of points with |v.x + c| < eps * sqrt(mean((v.x + c)^2)), straight from the definition."""
     q = np.asarray(points, dtype=np.float64) @ np.asarray(v, dtype=np.float64) + float(c)
     return float(np.mean(np.abs(q) < eps * np.sqrt(np.mean(q * q))))
+
+
+def mixture_index_exact_many(clouds: Sequence, eps: float = 0.1, tol: float = 0.0,
+                             workers: int | None = None) -> list[ExactMixtureResult]:
+    """`mixture_index_exact` of every cloud, on `workers` threads (default: `kernels.threads()`, torch's thread
+    count): the searches' kernels and sorts release the GIL, so planes run side by side. Same results as a loop."""
+    workers = workers or kernels.threads()
+    if workers == 1 or len(clouds) < 2:
+        return [mixture_index_exact(cloud, eps=eps, tol=tol) for cloud in clouds]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda cloud: mixture_index_exact(cloud, eps=eps, tol=tol), clouds))

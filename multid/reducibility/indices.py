@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from multid.reducibility import kernels
+
 LN2 = math.log(2.0)
 
 
@@ -417,105 +419,29 @@ def demo_normalise(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return centred / mean_square[:, None, None]
 
 
-def rotate(points: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotated coordinates (B x A x N each) of row vectors x @ R(theta), R = cos I + sin [[0, -1], [1, 0]].
-
-    x @ R = (x0 cos + x1 sin, -x0 sin + x1 cos), as upstream's `xy @ R`.
-    """
-    cos, sin = torch.cos(angles)[None, :, None], torch.sin(angles)[None, :, None]
-    x0, x1 = points[:, None, :, 0], points[:, None, :, 1]
-    return x0 * cos + x1 * sin, -x0 * sin + x1 * cos
-
-
-def fixed_grid_bins(coord: torch.Tensor, half_bins: int, bound: float) -> torch.Tensor:
-    """Demo bins (float64 integers): 2*half_bins equal bins on [-bound, bound], i.e.
-    floor(x * half_bins / bound) + half_bins clipped to [0, 2*half_bins - 1] (points outside land in the edge bins)."""
-    index = torch.floor(coord * (half_bins / bound)).add_(half_bins)
-    return index.clamp_(0, 2 * half_bins - 1)
-
-
-def range_bins(coord: torch.Tensor, bins: int) -> torch.Tensor:
-    """Scan bins, bit-for-bit `np.histogram2d(..., bins=bins)` per axis: `bins` equal bins from min to max of
-    the coordinate along the last axis (recomputed for every rotation: the upstream quirk). Edges are
-    linspace(min, max, bins + 1) computed as numpy does (k * step + min, last edge = max); a point goes to
-    the bin k with edges[k] <= x < edges[k+1] (numpy's searchsorted), x == max to the last bin; min == max
-    widens the range by +-0.5 (numpy). The bin is guessed arithmetically, then fixed against the edges,
-    which is exact (the guess is off by at most one) and much faster than a batched searchsorted."""
-    low, high = torch.aminmax(coord, dim=-1, keepdim=True)
-    flat = low == high
-    low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
-    step = (high - low) / bins  # edge k = k * step + low (numpy's linspace), last edge = high
-    index = (coord - low).mul_(bins / (high - low)).floor_().clamp_(0, bins - 1)
-    index.sub_((coord < index * step + low).to(coord.dtype))  # guess above the true bin
-    index.add_(((coord >= (index + 1) * step + low) & (index < bins - 1)).to(coord.dtype))  # guess below it
-    return index
-
-
-def mutual_information_nats(counts: torch.Tensor, total: torch.Tensor, config: SeparabilityConfig) -> torch.Tensor:
-    """Plug-in MI (nats) of joint histograms counts (... x K x K) with `total` points each.
-
-    sum over p > 0 of p log((p + num_smoothing) / (p_x p_y + den_smoothing)), see SeparabilityConfig.
-    """
-    p = counts / total[..., None, None]
-    outer = p.sum(-1)[..., :, None] * p.sum(-2)[..., None, :]
-    terms = p * torch.log((p + config.num_smoothing) / (outer + config.den_smoothing))
-    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum((-1, -2))
-
-
-def separability_index_batched(
-    clouds, mask=None, config: SeparabilityConfig = SCAN_SEPARABILITY, max_elements: int = 1 << 19
-) -> SeparabilityResult:
-    """S for a stack of clouds: all rotations of a chunk of clouds are binned with index arithmetic and one
-    scatter_add, in float64 (numpy's default, as upstream). Chunks keep B_chunk x A x N <= max_elements (at least
-    one cloud): binning is memory-bound, so small cache-sized chunks are fastest; one cloud's 100 angles x 4096
-    points already fill a chunk, which is why batching S gains little over a loop."""
+def separability_index_batched(clouds, mask=None, config: SeparabilityConfig = SCAN_SEPARABILITY) -> SeparabilityResult:
+    """S for a stack of clouds (B x N x 2 with a mask, or a list of N_i x 2): every (cloud, angle) histogram in one
+    compiled pass over the cloud's points (`multid.reducibility.kernels.mi_nats_stack`, float64, the same bins
+    as upstream's), the pairs spread over the kernel threads. Always on the CPU (a stack on another device is
+    copied back)."""
     if config.grid not in ("fixed", "range"):
         raise ValueError(f"SeparabilityConfig.grid must be 'fixed' or 'range', got {config.grid!r}")
     points, mask = as_cloud_stack(clouds, mask)
+    points, mask = points.cpu(), mask.cpu()
     if config.normalise:
         points = demo_normalise(points, mask)
-    angles = torch.as_tensor(rotation_angles(config), dtype=torch.float64, device=points.device)
-    count = mask.sum(-1).to(torch.float64)
-    per_cloud = angles.numel() * points.shape[1]
-    chunk = max(1, max_elements // per_cloud)
-    mi = [
-        _separability_chunk(points[start : start + chunk], mask[start : start + chunk],
-                            count[start : start + chunk], angles, config)
-        for start in range(0, points.shape[0], chunk)
-    ]
-    mi_bits = torch.cat(mi, 0) / LN2
+    kept = points[mask].numpy()  # the real points of every cloud, cloud after cloud
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(-1).numpy())]).astype(np.int64)
+    angles = rotation_angles(config)
+    kernels.threads()
+    mi_nats = kernels.mi_nats_stack(np.ascontiguousarray(kept[:, 0]), np.ascontiguousarray(kept[:, 1]), offsets,
+                                    torch.cos(torch.from_numpy(angles)).numpy(), torch.sin(torch.from_numpy(angles)).numpy(),
+                                    config.grid == "fixed", config.bins, config.half_bins, float(config.bound),
+                                    float(config.num_smoothing), float(config.den_smoothing))
+    mi_bits = torch.from_numpy(mi_nats) / LN2
+    angles_t = torch.from_numpy(angles)
     s_bits, best = mi_bits.min(-1)
-    return SeparabilityResult(s_bits=s_bits, angle=angles[best], mi_bits=mi_bits, angles=angles)
-
-
-def _separability_chunk(points, mask, count, angles, config: SeparabilityConfig) -> torch.Tensor:
-    """MI in nats (chunk x A) for every cloud of the chunk and every angle.
-
-    Padded entries are replaced by copies of the cloud's first point, which leaves every min/max (and so
-    every bin edge) unchanged; their counts are then taken back out of point 0's cell.
-    """
-    num, num_angles = points.shape[0], angles.numel()
-    points = torch.where(mask[..., None], points, points[:, :1, :])
-    first, second = rotate(points, angles)
-    if config.grid == "fixed":
-        side = 2 * config.half_bins
-        index_x = fixed_grid_bins(first, config.half_bins, config.bound)
-        index_y = fixed_grid_bins(second, config.half_bins, config.bound)
-    else:
-        side = config.bins
-        index_x = range_bins(first, config.bins)
-        index_y = range_bins(second, config.bins)
-    del first, second
-    cells = side * side
-    histogram_start = torch.arange(num * num_angles, dtype=torch.float64, device=points.device) * cells
-    flat = index_x.mul_(side).add_(index_y).add_(histogram_start.reshape(num, num_angles, 1))
-    flat = flat.to(torch.int64).reshape(-1)  # bins were kept as exact small integers in float64 until here
-    counts = torch.zeros(num * num_angles * cells, dtype=torch.float64, device=points.device)
-    counts.scatter_add_(0, flat, torch.ones(1, dtype=torch.float64, device=points.device).expand(flat.numel()))
-    padding = (points.shape[1] - count)[:, None].expand(num, num_angles).reshape(-1)
-    counts[flat.reshape(num * num_angles, -1)[:, 0]] -= padding
-    counts = counts.reshape(num, num_angles, side, side)
-    return mutual_information_nats(counts, count[:, None].expand(num, num_angles), config)
+    return SeparabilityResult(s_bits=s_bits, angle=angles_t[best], mi_bits=mi_bits, angles=angles_t)
 
 
 def separability_index(points, config: SeparabilityConfig = SCAN_SEPARABILITY) -> SeparabilityResult:

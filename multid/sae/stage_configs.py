@@ -193,6 +193,7 @@ class ScanConfig(SaeStageConfig):
     epsilon: float = option(0.1)
     seed: int = option(0)
     steps: int | None = option()
+    mixture: str = option("both")
     device: str = option("cpu")
     no_figures: bool = option(False)
     calibrate: bool = option(False)

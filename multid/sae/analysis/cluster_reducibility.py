@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from multid.errors import UserError
 from multid.io import load_json
 from multid.reducibility import benjamini_hochberg, calibrate_plane, mixture_index_exact, plots
+from multid.reducibility.exact import mixture_index_exact_many
 from multid.reducibility.indices import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
                                          separability_index_batched)
@@ -111,33 +112,37 @@ def add_time(timings: dict | None, key: str, start: float) -> None:
 
 
 def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: float = 0.1, seed: int = 0,
-                steps: int | None = None, timings: dict | None = None, device: str | None = None
-                ) -> list[PlaneResult]:
+                steps: int | None = None, timings: dict | None = None, device: str | None = None,
+                gradient: bool = True) -> list[PlaneResult]:
     """M and S of many clouds through ONE batched engine call each (padded stack + mask), as
-    `reducibility_batched` does. `timings` (optional dict) accumulates seconds under "mixture" / "separability".
-    `device` (e.g. "cuda"): run the engine there (the stack is moved, results come back to the CPU); the
-    start directions are drawn on the CPU either way."""
+    `reducibility_batched` does, and the exact M of each (`mixture_index_exact_many`, planes side by side on
+    the kernel threads). `timings` (optional dict) accumulates seconds under "mixture" / "separability" /
+    "mixture_exact". `device` (e.g. "cuda"): run the gradient engine there (the stack is moved, results come
+    back to the CPU); the start directions are drawn on the CPU either way. gradient=False skips the gradient M
+    (m and m_hard are NaN; v and c are the exact slab's)."""
     if not clouds:
         return []
     points, mask = pad_clouds(list(clouds))
-    v0 = torch.stack([plane_start(seed, p) for p in planes])
-    if device is not None and device != "cpu":
-        points, mask, v0 = points.to(device), mask.to(device), v0.to(device)
     start = time.perf_counter()
-    mix = mixture_index_batched(points, mask, config=mixture_config(eps, steps), v0=v0)
-    m, m_hard, v, c = (t.detach().cpu() for t in (mix.m, mix.m_hard, mix.v, mix.c))
-    add_time(timings, "mixture", start)
+    exact = mixture_index_exact_many([np.asarray(cloud, dtype=np.float64) for cloud in clouds], eps=eps)
+    add_time(timings, "mixture_exact", start)
+    if gradient:
+        v0 = torch.stack([plane_start(seed, p) for p in planes])
+        on_device = [t.to(device) for t in (points, mask, v0)] if device not in (None, "cpu") else [points, mask, v0]
+        start = time.perf_counter()
+        mix = mixture_index_batched(on_device[0], on_device[1], config=mixture_config(eps, steps), v0=on_device[2])
+        m, m_hard, v, c = (t.detach().cpu().double().numpy() for t in (mix.m, mix.m_hard, mix.v, mix.c))
+        add_time(timings, "mixture", start)
+    else:
+        m = m_hard = np.full(len(clouds), math.nan)
+        v, c = np.stack([result.v for result in exact]), np.array([result.c for result in exact])
     start = time.perf_counter()
     sep = separability_index_batched(points, mask, config=SCAN_SEPARABILITY)
-    s_bits, angle, mi_bits, angles = (t.detach().cpu() for t in (sep.s_bits, sep.angle, sep.mi_bits, sep.angles))
     add_time(timings, "separability", start)
-    start = time.perf_counter()
-    exact = [mixture_index_exact(cloud, eps=eps).m for cloud in clouds]
-    add_time(timings, "mixture_exact", start)
-    return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(m[b]),
-                        m_hard=float(m_hard[b]), v=v[b].double().numpy(), c=float(c[b]),
-                        s_bits=float(s_bits[b]), s_angle=float(angle[b]),
-                        mi_bits=mi_bits[b].numpy(), angles=angles.numpy(), m_exact=exact[b])
+    return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64),
+                        m=float(m[b]), m_hard=float(m_hard[b]), v=v[b], c=float(c[b]),
+                        s_bits=float(sep.s_bits[b]), s_angle=float(sep.angle[b]), mi_bits=sep.mi_bits[b].numpy(),
+                        angles=sep.angles.numpy(), m_exact=exact[b].m)
             for b, (p, cloud) in enumerate(zip(planes, clouds))]
 
 
@@ -153,7 +158,9 @@ def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps
         start = time.perf_counter()
         sep = separability_index(np.asarray(cloud, dtype=np.float64), config=SCAN_SEPARABILITY)
         add_time(timings, "separability", start)
+        start = time.perf_counter()
         exact = mixture_index_exact(np.asarray(cloud, dtype=np.float64), eps=eps).m
+        add_time(timings, "mixture_exact", start)
         out.append(PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64), m=float(mix.m),
                                m_hard=float(mix.m_hard), v=mix.v.double().numpy(), c=float(mix.c),
                                s_bits=float(sep.s_bits), s_angle=float(sep.angle), mi_bits=sep.mi_bits.numpy(),
@@ -163,7 +170,8 @@ def scan_clouds_loop(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps
 
 def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.0, eps: float = 0.1, seed: int = 0,
               steps: int | None = None, batch_points: int = BATCH_POINTS, progress=None,
-              timings: dict | None = None, device: str | None = None) -> dict[int, list[PlaneResult]]:
+              timings: dict | None = None, device: str | None = None, gradient: bool = True
+              ) -> dict[int, list[PlaneResult]]:
     """Scan the planes of many clusters (cluster id -> PCA coords [n, k]) in padded batches of similar size.
 
     Planes are sorted by point count and cut into batches of at most `batch_points` padded points, so a
@@ -179,7 +187,7 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
             stop += 1
         batch = items[start:stop]
         done = scan_clouds([c for _, _, c in batch], [p for _, p, _ in batch], eps=eps, seed=seed, steps=steps,
-                           timings=timings, device=device)
+                           timings=timings, device=device, gradient=gradient)
         for (cid, _, _), res in zip(batch, done):
             results[cid].append(res)
         if progress is not None:
@@ -191,7 +199,9 @@ def scan_many(coords_by_cluster: Mapping[int, np.ndarray], *, radius: float = 0.
 
 
 CALIBRATION_KEYS = ("s_p", "s_z", "s_null_mean", "s_null_p95", "m_z", "m_p", "m_null_mean", "m_null_p95",
-                    "variance_ratio")
+                    "variance_ratio", "sample_n")
+# the calibration sample's own S and exact M (the whole plane's when it has at most 100 points or a grid size)
+CALIBRATION_VALUES = {"s_bits": "calibration_s", "m_exact": "calibration_m"}
 
 
 def metrics_json(results: Iterable[PlaneResult], null_draws: int | None = None, eps: float = 0.1, seed: int = 0
@@ -203,10 +213,13 @@ def metrics_json(results: Iterable[PlaneResult], null_draws: int | None = None, 
     out = {}
     for r in results:
         entry = {"mixture_index": r.m, "mixture_index_exact": r.m_exact, "separability_index": r.s_bits}
+        if math.isnan(r.m):  # scanned without the gradient engine
+            del entry["mixture_index"]
         if null_draws:
             record = calibrate_plane(r.points, eps=eps, draws=null_draws, seed=seed, s_bits=r.s_bits,
                                      m_exact=r.m_exact).record()
             entry.update({key: record[key] for key in CALIBRATION_KEYS})
+            entry.update({name: record[key] for key, name in CALIBRATION_VALUES.items()})
         out[r.key] = entry
     return out
 
@@ -221,7 +234,7 @@ def scan_figure(results: Sequence[PlaneResult], eps: float, title: str = "") -> 
         plots.draw_cloud(axes[0], res, eps, cross_size=spread or 1.0)
         axes[0].set_ylabel(f"PCs {res.key}")
         plots.draw_slab_histogram(axes[1], res, eps)
-        axes[1].set_title(f"M = {res.m:.4f}", fontsize=9)
+        axes[1].set_title(f"exact M = {res.m_exact:.4f}" if math.isnan(res.m) else f"M = {res.m:.4f}", fontsize=9)
         plots.draw_mi_curve(axes[2], res)
         axes[2].set_title(f"S = {res.s_bits:.4f} bits", fontsize=9)
         for ax in axes:
@@ -240,7 +253,8 @@ def read_metrics(path: str | Path) -> dict[str, dict[str, float]]:
     """One cluster's metrics JSON, checked to have the original's keys."""
     data = load_json(path)
     if not isinstance(data, dict) or any(
-            not isinstance(v, dict) or "mixture_index" not in v or "separability_index" not in v for v in data.values()):
+            not isinstance(v, dict) or "separability_index" not in v or not set(MIXTURE_KEYS.values()) & set(v)
+            for v in data.values()):
         raise UserError(f"{path} is not a cluster metrics file ({{'0-1': {{'mixture_index': .., "
                         f"'separability_index': ..}}, ...}})")
     return data
@@ -261,8 +275,10 @@ def kept_planes(planes: Mapping[str, Mapping[str, float]], min_mixture: float = 
     gradient value (the original's) or the exact maximum."""
     key = mixture_key(mixture)
     if any(key not in values for values in planes.values()):
-        raise UserError(f"these scan results have no {key!r} (scanned before the exact M was recorded); rerun "
-                        f"the scan, or rank by the gradient M")
+        other = "exact" if mixture == "gradient" else "gradient"
+        why = ("scanned with --mixture exact" if mixture == "gradient" else "scanned before the exact M was recorded")
+        raise UserError(f"these scan results have no {key!r} ({why}): rank with --mixture {other}, or rerun the "
+                        f"scan")
     order = sorted(planes, key=lambda k: int(k.split("-")[0]))
     return [(float(planes[k][key]), float(planes[k]["separability_index"])) for k in order
             if float(planes[k][key]) >= min_mixture]

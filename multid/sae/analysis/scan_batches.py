@@ -28,7 +28,9 @@ from multid.stage import Stage, is_current, lock_for, read_record, run_stage
 # 2: each cluster's record names the cluster file it was scanned from ("clusters")
 # 3: the exact M beside the gradient one in every metrics JSON
 VERSION = 3
-NULL_VERSION = 2  # what --calibrate writes per plane (2: with S's z-score)
+# what --calibrate writes per plane (2: with S's z-score; 3: planes above 2,000 points tested on a sample of 2,000,
+# at most nine null sizes)
+NULL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ScanSettings:
     sample_limit: int | None = 20000
     seed: int = 0
     steps: int | None = None  # None = the scan's 10,000
+    gradient: bool = True  # False: the exact M alone (no gradient engine, no "mixture_index")
     figures: bool = True
     device: str = "cpu"  # where the engine runs; in the settings since M may round differently elsewhere
     decoder_id: str = ""
@@ -60,7 +63,8 @@ class ScanSettings:
                 "sample_limit": self.sample_limit, "seed": int(self.seed), "steps": self.steps,
                 "figures": bool(self.figures), "device": self.device, "decoder": self.decoder_id, "occurrences": self.occurrences_id,
                 "clusters": self.clusters_id, "version": VERSION,
-                **({"null_draws": int(self.null_draws), "null_version": NULL_VERSION} if self.null_draws else {})}
+                **({"null_draws": int(self.null_draws), "null_version": NULL_VERSION} if self.null_draws else {}),
+                **({} if self.gradient else {"gradient": False})}
 
 
 def default_scan_dir(run: Path, clusters_file: Path, threshold: float, radius: float) -> Path:
@@ -171,7 +175,7 @@ def _scan_clusters_locked(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[
         coords = {c: cluster_coords(token, feature, value, clusters[c], W_dec, settings) for c in group}
         results = cluster_reducibility.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
                                  eps=settings.epsilon, seed=settings.seed, steps=settings.steps,
-                                 device=settings.device)
+                                 device=settings.device, gradient=settings.gradient)
         for c in group:
             run_stage(cluster_stage(save_dir, c, clusters[c], settings, command),
                       lambda tmp, c=c: write_cluster(tmp, c, results.get(c), settings), force=True)

@@ -55,6 +55,8 @@ def selected_clusters(config: ScanConfig, clusters: list[list[int]], num_feature
 def check_scan_config(config: ScanConfig) -> None:
     if config.epsilon <= 0:
         raise UserError(f"--epsilon must be positive, got {config.epsilon}")
+    if config.mixture not in ("both", "exact"):
+        raise UserError(f"--mixture must be both or exact, got {config.mixture!r}")
     if config.radius < 0:
         raise UserError(f"--radius must be >= 0, got {config.radius}")
 
@@ -81,7 +83,7 @@ def run_scan(config: ScanConfig) -> ScanResult:
     occ = open_run_occurrences(run)
     settings = ScanSettings(model=model, layer=config.layer, threshold=config.threshold, radius=config.radius,
                             epsilon=config.epsilon, sample_limit=config.sample_limit, seed=config.seed,
-                            steps=config.steps, figures=not config.no_figures, device=resolve_device(config.device),
+                            steps=config.steps, gradient=config.mixture == "both", figures=not config.no_figures, device=resolve_device(config.device),
                             decoder_id=file_fingerprint(decoder_file), occurrences_id=occurrences_fingerprint(run),
                             clusters_id=clusters_identity(clusters_file, file_fingerprint(clusters_file)),
                             null_draws=config.null_draws if config.calibrate else None)
@@ -105,7 +107,9 @@ def report_written(written: list[Path], save_dir: Path, single: bool) -> None:
               f"planes: {', '.join(empty[:20])}{' ...' if len(empty) > 20 else ''}")
     if single:
         for key, value in load_json(written[0]).items():
-            print(f"plane {key}: M = {value['mixture_index']:.4f}   S = {value['separability_index']:.4f} bits")
+            gradient = f"M = {value['mixture_index']:.4f}   " if "mixture_index" in value else ""
+            print(f"plane {key}: {gradient}exact M = {value['mixture_index_exact']:.4f}   "
+                  f"S = {value['separability_index']:.4f} bits")
     print("wrote:")
     for path in written if len(written) <= 20 else []:
         print(f"  {path}")
