@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multid.tasks.cache import PcaFit, TaskCache, prompt_tokens
+from multid.circles import controls as ctl
 from multid.circles.engine import CleanRun, layer_metrics, rows_per_forward  # noqa: F401 (rows_per_forward re-exported)
 from multid.circles.probe import (
     VARIANT_LABELS,
@@ -318,6 +319,7 @@ class SweepResult:
     donor: np.ndarray  # [R]
     meta: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+    controls: ctl.ControlResult | None = None  # random-subspace controls, when the sweep ran them
 
     def variant_means(self, variant: str) -> np.ndarray:
         return self.means[:, VARIANTS.index(variant)]
@@ -483,6 +485,7 @@ def run_circle_sweep(
     batch_size: int = 64,
     progress: bool = True,
     make_figures: bool = True,
+    controls: int = 0,
 ) -> SweepResult:
     """Probe + seven interventions at each layer; resumable. Writes (stem = `params.stem(token)`):
 
@@ -495,6 +498,10 @@ def run_circle_sweep(
     `load_model_fn()` is called once, and only if some layer still has to be computed. The returned
     result (and the combined file) holds every finished layer of this cache and parameter set, also
     ones from earlier runs that are not in `layers`.
+
+    controls = K > 0 also runs K seeded random-subspace patches of each kind per layer (`multid.circles.controls`,
+    seeded by params.seed), each layer's its own stage, and writes <stem>_controls.npz / .csv / .png;
+    `result.controls` holds them.
     """
     check_params(params, cache)
     layers = check_layers(layers, cache, params.letter)
@@ -512,10 +519,18 @@ def run_circle_sweep(
         save_layer_result(tmp, {**meta, "layer": layer}, layer, raw, probe, runs)
         timings[layer] = time.time() - started
 
+    def compute_controls(layer: int, probe: LayerProbe, tmp: Path) -> None:
+        basis = probe.basis(params.centered, device=engine.device)
+        circle, raw = ctl.layer_control_metrics(engine, cache, basis, layer, runs, params.letter, controls, params.seed)
+        save_npz(tmp, meta_json=meta_array({**meta, "layer": layer, "controls": controls_settings(controls, params.seed)}),
+                 layer=np.int64(layer), circle=circle, raw=raw)
+
     for layer in tqdm(layers, desc=f"{cache.model} {cache.task} {params.letter}-circle layers", unit="layer", disable=not progress):
         probe = fit_layer_probe(cache, params, layer)
         run_stage(probe_stage(cache, params, layer, base_dir), partial(save_probe, probe=probe, meta=probe_meta(cache, params, layer)))
         run_stage(layer_stage(base_dir, cache, params, layer), partial(compute_layer, layer, probe))
+        if controls:
+            run_stage(controls_stage(base_dir, cache, params, layer, controls), partial(compute_controls, layer, probe))
     result = collect_finished_layers(base_dir, cache, params)
     result.paths["combined"] = save_combined(combined_path(base_dir, cache, params), result)
     result.paths["summary"] = save_csv(combined_path(base_dir, cache, params, "_summary.csv"), SUMMARY_COLUMNS, summary_rows(result))
@@ -523,6 +538,9 @@ def run_circle_sweep(
     if make_figures and len(result.layers):
         result.paths["logit_diffs_figure"] = plot_sweep_means(result, combined_path(base_dir, cache, params, "_logit_diffs.png"))
         result.paths["probe_r2_figure"] = plot_probe_r2(result, combined_path(base_dir, cache, params, "_probe_r2.png"))
+    if controls:
+        result.controls = collect_controls(base_dir, cache, params, result, controls)
+        result.paths.update(write_controls(base_dir, cache, params, result.controls, make_figures))
     result.meta = {**result.meta, "timings_s": {str(k): round(v, 2) for k, v in timings.items()}, "setup_s": engine.setup_s}
     return result
 
@@ -537,6 +555,63 @@ def collect_finished_layers(base_dir: Path, cache: TaskCache, params: SweepParam
         if is_current(stage):
             stored.append(load_npz(path))
     return combine_layers(stored, meta)
+
+
+# ------------------------------------------------------------------------------------------ controls
+
+
+def controls_path(base_dir: Path, cache: TaskCache, params: SweepParams, layer: int) -> Path:
+    return layer_result_path(base_dir, cache, params, layer).with_name(f"controls_layer_{layer}.npz")
+
+
+def controls_settings(draws: int, seed: int) -> dict:
+    return {"draws": int(draws), "seed": int(seed), "kinds": list(ctl.CONTROL_KINDS), "version": ctl.CONTROLS_VERSION}
+
+
+def controls_stage(base_dir: Path, cache: TaskCache, params: SweepParams, layer: int, draws: int) -> Stage:
+    """The random-subspace controls of one layer (`multid.circles.controls`) as a stage beside the layer's file."""
+    command = sweep_command(cache.model, cache.task, params, [layer], base_dir) + f" --controls {draws}"
+    return Stage(f"{params.letter}-sweep controls of layer {layer} of {cache.model} / {cache.task}",
+                 controls_path(base_dir, cache, params, layer),
+                 {**sweep_meta(cache, params), "layer": layer, "cache": cache.artifact_id,
+                  "controls": controls_settings(draws, params.seed)}, command=command)
+
+
+def collect_controls(base_dir: Path, cache: TaskCache, params: SweepParams, result: SweepResult, draws: int
+                     ) -> ctl.ControlResult:
+    """The controls of every finished sweep layer that has current ones, beside the sweep's raw metrics."""
+    runs = intervention_runs(cache.infos, cache.p, params.letter)
+    keep, circle, raw = [], [], []
+    for index, layer in enumerate(result.layers):
+        stage = controls_stage(base_dir, cache, params, int(layer), draws)
+        if is_current(stage):
+            stored = load_npz(stage.path)
+            keep.append(index)
+            circle.append(stored["circle"])
+            raw.append(stored["raw"])
+    runs_count = len(runs)
+    return ctl.ControlResult(
+        layers=result.layers[keep],
+        circle=np.stack(circle) if circle else np.zeros((0, runs_count)),
+        raw=np.stack(raw) if raw else np.zeros((0, len(ctl.CONTROL_KINDS), draws, runs_count)),
+        sweep_raw=result.raw[keep], floor=ctl.chance_floor(cache.infos, runs),
+        meta={**result.meta, "controls": controls_settings(draws, params.seed)})
+
+
+def write_controls(base_dir: Path, cache: TaskCache, params: SweepParams, controls: ctl.ControlResult,
+                   make_figures: bool) -> dict:
+    """<stem>_controls.npz (raw metrics), <stem>_controls.csv (shares per layer) and the control figure."""
+    paths = {"controls": save_npz(combined_path(base_dir, cache, params, "_controls.npz"),
+                                  meta_json=meta_array(controls.meta), layers=controls.layers, circle=controls.circle,
+                                  raw=controls.raw, kinds=np.array(ctl.CONTROL_KINDS), floor=np.float64(controls.floor)),
+             "controls_summary": save_csv(combined_path(base_dir, cache, params, "_controls.csv"), ctl.SUMMARY_COLUMNS,
+                                          ctl.summary_rows(controls))}
+    if make_figures and len(controls.layers):
+        title = (f"{cache.model} {cache.task}: patches of the {params.letter} token against random 2-D subspaces "
+                 f"({controls.raw.shape[2]} draws)")
+        paths["controls_figure"] = ctl.plot_controls(controls, combined_path(base_dir, cache, params, "_controls.png"),
+                                                     title)
+    return paths
 
 
 # ------------------------------------------------------------------------------------------ figures
