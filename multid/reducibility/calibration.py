@@ -20,7 +20,7 @@ Cheap by invariance:
   `CALIBRATION_SIZES` not above n (all n points below the smallest). So a whole scan draws nulls for at most
   nine sizes (not one per distinct n) and never for more than 2,000 points, where a null of 200 exact M would
   cost as much as 200 planes. The price is power on large planes, which have plenty: at 2,000 points a
-  circle's S is about 0.77 bits against a Gaussian null of 0.04 +- 0.005. The sample's own S and M are the
+  noisy circle's S is about 0.78 bits against a round Gaussian null of 0.020 +- 0.002. The sample's own S and M are the
   values tested (`s_bits`, `m_exact` here; `calibration_s`, `calibration_m` in the scan's metrics), beside the
   plane's full-n values.
 """
