@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script from its folder: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from multid.tasks.build import add_cache_args, model_loader, open_or_build_cache  # noqa: E402
-from multid.circles.controls import CONTROL_KINDS, DEFAULT_DRAWS, format_share  # noqa: E402
+from multid.circles.controls import DEFAULT_DRAWS, table_lines  # noqa: E402
 from multid.circles.probe import check_target_names  # noqa: E402
 from multid.circles.sweep import (  # noqa: E402
     DEFAULT_NULL_PERMUTATIONS,
@@ -74,21 +74,6 @@ def params_from_args(args: argparse.Namespace) -> SweepParams:
                        null_permutations=args.null_permutations, seed=args.seed)
 
 
-def print_controls(controls) -> None:
-    """Per layer: the share of patch layer's per-run effect of each patch, with the controls' 95 % bands."""
-    print(f"\nshare of patch layer's per-run effect (0: none, 0.5: destroyed, 1: moved); controls: mean [95 % band] "
-          f"of {controls.raw.shape[2]} draws; chance floor {controls.floor:.2f}")
-    print(f"{'layer':>5} {'circle':>7} {'ablate':>7} {'circle*':>8} {'random 2-D':>20} {'random in PCA':>20}")
-    circle, ablate, plane = (controls.variant_share("patch_circle"), controls.variant_share("average_ablate"),
-                             controls.circle_plane_share())
-    bands = [controls.summary(kind) for kind in CONTROL_KINDS]
-    for index, layer in enumerate(controls.layers):
-        cells = [f"{format_share(m[index])} [{format_share(lo[index])}, {format_share(hi[index])}]" for m, lo, hi in bands]
-        print(f"{layer:>5} {format_share(circle[index]):>7} {format_share(ablate[index]):>7} "
-              f"{format_share(plane[index]):>8} {cells[0]:>20} {cells[1]:>20}")
-    print("circle*: the circle plane patched by the controls' rule (the rest of the activation kept)")
-
-
 @cli_entry
 def main(argv: list[str] | None = None):
     parser = build_parser()
@@ -107,7 +92,7 @@ def main(argv: list[str] | None = None):
         print(f"{layer:>5} {result.r2[index].mean():>6.3f} {result.null_mean[index]:>6.3f} {result.null_p95[index]:>6.3f} "
               + " ".join(f"{value:>12.3f}" for value in means[:5]))
     if result.controls is not None:
-        print_controls(result.controls)
+        print("\n" + "\n".join(table_lines(result.controls)))
     print_written([f"{what:<20} {path}" for what, path in result.paths.items() if path is not None], started)
     return result
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from multid.tasks.cache import TaskCache, build_task_cache
+from multid.circles.controls import format_share
 from multid.circles.probe import fit_circle_probe, relabel_null
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
@@ -78,9 +79,12 @@ def print_sweep_table(result) -> None:
     print(f"{'layer':>5}" + "".join(f"{name:>15}" for name in names) + f"{'circle share':>14}{'ablate share':>14}")
     for index, layer in enumerate(result.layers):
         means = "".join(f"{result.variant_means(name)[index]:>15.4f}" for name in names)
-        print(f"{int(layer):>5}{means}{circle_slope[index]:>8.2f} (r{circle_r[index]:.2f}){ablate_slope[index]:>8.2f} (r{ablate_r[index]:.2f})")
+        shares = "".join(f"{format_share(slope[index]):>8} ({'r' + format_share(r[index]) if np.isfinite(r[index]) else 'n/a'})"
+                         for slope, r in ((circle_slope, circle_r), (ablate_slope, ablate_r)))
+        print(f"{int(layer):>5}{means}{shares}")
     print("  means: logit[c] - logit[c'] (negative = the intervention moved the answer to c');"
-          " share: per-run slope of the variant's change on patch layer's change (r: correlation)")
+          " share: per-run slope of the variant's change on patch layer's change (r: correlation;"
+          " n/a: patch layer changes nothing)")
 
 
 class StepRunner:

@@ -7,8 +7,10 @@ prompts; docs/finetune.md) and runs the pipeline on the result, next to base Smo
   2. both task caches of both models; Table 1;
   3. circle probe R^2 of the start word by layer with the relabelled-classes null;
   4. the seven-variant a-circle sweep, both tasks, every layer of smollm2-arith (base SmolLM2 at the
-     `make demo` layers), and Figure 5 in the paper's 2x2 layout (rows: smollm2-arith, SmolLM2);
-  5. Figure 6 on smollm2-arith weekdays; 6. activation patching (weekdays); 7. feature deconstruction.
+     `make demo` layers), with the random-subspace controls (docs/controls.md), and Figure 5 in the paper's
+     2x2 layout (rows: smollm2-arith, SmolLM2);
+  5. Figure 6 on smollm2-arith weekdays; 6. activation patching and the head table, both tasks, both models;
+  7. feature deconstruction.
 Every step reuses what an earlier run wrote under the base dir.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping, not spinning, idle threads (see finetune_arithmetic.py)
 
+from multid.circles.controls import DEFAULT_DRAWS, table_lines
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
 from multid.config import add_base_dir_arg, add_device_arg, figure_dir, resolve_base_dir, resolve_device
@@ -37,6 +40,7 @@ from multid.tasks.table1 import write_table1
 MODEL = "smollm2-arith"
 BASE = "smollm2"
 FIGURE6_LAYER = 8
+CONTROL_LAYERS = (0, 4, 8, 12, 16, 20, 24, 28)
 
 
 def parse_layers(text: str) -> list[int] | None:
@@ -52,9 +56,10 @@ def parse_layers(text: str) -> list[int] | None:
 class ArithDemo(StepRunner):
     """Fine-tune SmolLM2 on the arithmetic, then the paper's pipeline on it beside base SmolLM2."""
 
-    def __init__(self, base_dir: Path, device: str, layers: dict[str, list[int] | None], base_layers: list[int] | None):
+    def __init__(self, base_dir: Path, device: str, layers: dict[str, list[int] | None], base_layers: list[int] | None,
+                 controls: int = DEFAULT_DRAWS, control_layers: list[int] | None = None):
         super().__init__()
-        self.base_dir, self.device = base_dir, device
+        self.base_dir, self.device, self.controls, self.control_layers = base_dir, device, controls, control_layers
         self.layers, self.base_layers = layers, base_layers
         self.loaders = {name: lazy_loader(name, device=device, base_dir=base_dir) for name in (MODEL, BASE)}
         self.caches: dict[tuple[str, str], object] = {}
@@ -88,8 +93,18 @@ class ArithDemo(StepRunner):
             for task in TASK_NAMES:
                 layers = self.layers[task] if model == MODEL else self.base_layers
                 print(f"-- {model} {task}")
-                result = run_circle_sweep(self.caches[model, task], SweepParams("a"), self.base_dir, layers, self.loaders[model])
+                cache = self.caches[model, task]
+                result = run_circle_sweep(cache, SweepParams("a"), self.base_dir, layers, self.loaders[model])
+                # the controls at fewer layers: 21 patched forwards per run and layer
+                chosen = [int(layer) for layer in result.layers
+                          if self.control_layers is None or int(layer) in self.control_layers]
+                if self.controls and chosen:
+                    result = run_circle_sweep(cache, SweepParams("a"), self.base_dir, chosen, self.loaders[model],
+                                              controls=self.controls)
                 print_sweep_table(result)
+                if result.controls is not None:
+                    print("\n".join(table_lines(result.controls)))
+                    self.wrote(f"controls {model} {task}", result.paths["controls_summary"])
                 self.sweeps[model, task] = result
                 self.wrote(f"sweep {model} {task}", result.paths["summary"])
         runs = [(model, task, self.sweeps[model, task].paths["combined"]) for model in (MODEL, BASE) for task in TASK_NAMES]
@@ -105,9 +120,12 @@ class ArithDemo(StepRunner):
     def patching(self) -> None:
         from multid.patching.run import PatchingParams, patch_and_draw
 
-        for path in patch_and_draw(self.caches[MODEL, "days_of_week"], self.loaders[MODEL], self.base_dir, PatchingParams()):
-            if path.suffix == ".png" and path.parent.name == "paper_plots":
-                self.wrote("patching heat map", path)
+        for model in (MODEL, BASE):
+            for task in TASK_NAMES:
+                print(f"-- {model} {task}")
+                for path in patch_and_draw(self.caches[model, task], self.loaders[model], self.base_dir, PatchingParams()):
+                    if path.parent.name == "paper_plots" and path.suffix in (".png", ".csv"):
+                        self.wrote(f"patching {model} {task}", path)
 
     def deconstruction(self) -> None:
         from multid.deconstruction.residual_rgb import run_deconstruction
@@ -128,18 +146,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="smollm2-arith month sweep layers (default: all; ~5x the weekday cost per layer)")
     parser.add_argument("--base_layers", default=",".join(map(str, SWEEP_LAYERS)),
                         help="base SmolLM2 sweep layers (default: %(default)s, as make demo; or all)")
+    parser.add_argument("--controls", type=int, default=DEFAULT_DRAWS,
+                        help="random 2-D subspace draws of each kind per control layer (default: %(default)s; 0: none; "
+                             "docs/controls.md)")
+    parser.add_argument("--control_layers", default=",".join(map(str, CONTROL_LAYERS)),
+                        help="sweep layers that also get the controls (default: %(default)s; or all)")
     args = parser.parse_args(argv)
     started = time.time()
     layers = {"days_of_week": parse_layers(args.layers), "months_of_year": parse_layers(args.month_layers)}
-    demo = ArithDemo(resolve_base_dir(args.base_dir), resolve_device(args.device), layers, parse_layers(args.base_layers))
+    if args.controls < 0:
+        raise UserError(f"--controls must be 0 or more, got {args.controls}")
+    demo = ArithDemo(resolve_base_dir(args.base_dir), resolve_device(args.device), layers, parse_layers(args.base_layers),
+                     args.controls, parse_layers(args.control_layers))
     print(f"multid arithmetic demo on {MODEL} (and {BASE}); artifacts under {demo.base_dir}")
     demo.step("1. fine-tune SmolLM2 on the arithmetic (LoRA; reused when current)", demo.finetune)
     demo.step("2. task caches of both models", demo.build_caches)
     demo.step("3. Table 1", demo.table1)
     demo.step("4. circle probe R^2 of the start word by layer, with the relabelled-classes null", demo.probes)
-    demo.step("5. a-circle interventions (seven variants), both tasks, and Figure 5", demo.sweeps_and_figure5)
+    demo.step("5. a-circle interventions (seven variants, random-subspace controls), both tasks, and Figure 5",
+              demo.sweeps_and_figure5)
     demo.step(f"6. Figure 6 (layer {FIGURE6_LAYER}, weekdays)", demo.figure6)
-    demo.step("7. activation patching, weekdays", demo.patching)
+    demo.step("7. activation patching and the head table, both tasks, both models", demo.patching)
     demo.step("8. feature deconstruction (residual RGB), both tasks", demo.deconstruction)
     demo.print_outputs(started)
 

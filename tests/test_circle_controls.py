@@ -99,8 +99,9 @@ def test_draws_are_reproducible_from_their_seeds():
 
 @pytest.mark.unit
 def test_shares_are_not_reported_where_patch_layer_changes_nothing():
-    effects = np.array([[1.0, 2.0], [3.0, 1.0]])
-    layer_effect = np.array([[1.0, 2.0], [0.0, 0.0]])
+    noise = np.array([3e-7, -1e-7])  # rounding noise where patch layer changes nothing: its ratio would read 1.00
+    effects = np.array([[1.0, 2.0], noise])
+    layer_effect = np.array([[1.0, 2.0], noise])
     shares = ctl.per_run_shares(effects, layer_effect)
     assert shares[0] == pytest.approx(1.0) and np.isnan(shares[1])
     result = planted_result(2, 0)
@@ -145,3 +146,20 @@ def test_cli_prints_the_shares_with_their_bands(tiny_model, tiny_base, capsys):
     assert "random in PCA" in out and "chance floor 0.00" in out and "of 2 draws" in out
     assert result.controls.raw.shape[2] == 2 and "controls_summary" in result.paths
     assert script.build_parser().parse_args(["day", "a", "tiny", "--controls"]).controls == ctl.DEFAULT_DRAWS
+
+
+@pytest.mark.integration
+def test_a_layer_where_patch_layer_changes_nothing_has_no_share(tiny_model, tiny_base):
+    """At the last cache layer the start word no longer reaches the answer: patch layer's change is 0, so every share
+    is 0/0 and reported as NaN ("n/a"), not as the 1.00 that rounding noise gave."""
+    from multid.circles.sweep import SweepParams, run_circle_sweep, sweep_layers
+    from multid.tasks.cache import TaskCache
+
+    cache = TaskCache.open(tiny_base, "tiny", "days_of_week")
+    params = SweepParams("a", ("cos", "sin"), 5, null_permutations=2)
+    last = sweep_layers(cache, "a")[-1]
+    result = run_circle_sweep(cache, params, tiny_base, [last], lambda: tiny_model, progress=False, make_figures=False,
+                              controls=1)
+    slope, corr = result.per_run_recovery("patch_circle")
+    assert np.isnan(slope[0]) and np.isnan(corr[0])
+    assert ctl.summary_rows(result.controls)[0][1:-1] == ("n/a",) * (len(ctl.SUMMARY_COLUMNS) - 2)

@@ -176,6 +176,23 @@ def format_share(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.2f}"
 
 
+def table_lines(result: ControlResult) -> list[str]:
+    """The controls as a printed table: per layer, each patch's share of patch layer's per-run effect, with the
+    random controls' means and 95 % bands."""
+    lines = [f"share of patch layer's per-run effect (0: none, 0.5: destroyed, 1: moved); random planes: mean "
+             f"[95 % band] of {result.raw.shape[2]} draws; chance floor {result.floor:.2f}",
+             f"{'layer':>5} {'circle':>7} {'ablate':>7} {'circle*':>8} {'random 2-D':>20} {'random in PCA':>20}"]
+    columns = (result.variant_share("patch_circle"), result.variant_share("average_ablate"), result.circle_plane_share())
+    bands = [result.summary(kind) for kind in CONTROL_KINDS]
+    for index, layer in enumerate(result.layers):
+        cells = [f"{format_share(m[index])} [{format_share(lo[index])}, {format_share(hi[index])}]" for m, lo, hi in bands]
+        shares = "".join(f"{format_share(column[index]):>8}" for column in columns)
+        lines.append(f"{int(layer):>5}{shares} {cells[0]:>20} {cells[1]:>20}")
+    lines.append("circle: the paper's patch circle (the rest set to the mean); circle*: the circle plane patched by the "
+                 "random planes' rule (the rest kept); n/a: patch layer changes nothing there")
+    return lines
+
+
 def plot_controls(result: ControlResult, out_path: Path, title: str = "") -> Path:
     """Share of patch layer's per-run effect vs layer: patch circle, the circle plane under the controls' rule,
     patch PCA, average ablate, and each random control's mean with its 95 % band over draws (beside Figure 5,

@@ -338,17 +338,18 @@ class SweepResult:
         """(slope, correlation) per layer of the per-run effect of `variant` on the per-run patch-layer effect.
 
         Effects are changes of the metric against no-op in the same run. The slope <d_v, d_layer> /
-        <d_layer, d_layer> is the share of the patch-layer change that `variant` reproduces run by run.
+        <d_layer, d_layer> is the share of the patch-layer change that `variant` reproduces run by run; both are
+        NaN where patch layer changes nothing (RMS below `multid.circles.controls.MIN_LAYER_EFFECT`).
         """
         noop = self.raw[:, VARIANTS.index("no_op"), :]
         effect = self.raw[:, VARIANTS.index(variant), :] - noop
         layer_effect = self.raw[:, VARIANTS.index("patch_layer"), :] - noop
+        slope = ctl.per_run_shares(effect, layer_effect)  # NaN where patch layer changes nothing (0/0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.sum(effect * layer_effect, axis=1) / np.sum(layer_effect**2, axis=1)
             centred = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731
             corr = np.sum(centred(effect) * centred(layer_effect), axis=1) / np.sqrt(
                 np.sum(centred(effect) ** 2, axis=1) * np.sum(centred(layer_effect) ** 2, axis=1))
-        return slope, corr
+        return slope, np.where(np.isnan(slope), np.nan, corr)
 
 
 def sweep_meta(cache: TaskCache, params: SweepParams) -> dict:
