@@ -93,14 +93,9 @@ class ArithDemo(StepRunner):
             for task in TASK_NAMES:
                 layers = self.layers[task] if model == MODEL else self.base_layers
                 print(f"-- {model} {task}")
-                cache = self.caches[model, task]
-                result = run_circle_sweep(cache, SweepParams("a"), self.base_dir, layers, self.loaders[model])
                 # the controls at fewer layers: 21 patched forwards per run and layer
-                chosen = [int(layer) for layer in result.layers
-                          if self.control_layers is None or int(layer) in self.control_layers]
-                if self.controls and chosen:
-                    result = run_circle_sweep(cache, SweepParams("a"), self.base_dir, chosen, self.loaders[model],
-                                              controls=self.controls)
+                result = run_circle_sweep(self.caches[model, task], SweepParams("a"), self.base_dir, layers,
+                                          self.loaders[model], controls=self.controls, control_layers=self.control_layers)
                 print_sweep_table(result)
                 if result.controls is not None:
                     print("\n".join(table_lines(result.controls)))

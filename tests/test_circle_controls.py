@@ -134,6 +134,9 @@ def test_sweep_runs_the_controls_as_cached_stages(tiny_model, tiny_base, capsys)
     again = run_circle_sweep(cache, params, tiny_base, [1, 2], load, progress=False, make_figures=False, controls=2)
     np.testing.assert_array_equal(again.controls.raw, controls.raw)
     assert not is_current(controls_stage(tiny_base, cache, params, 1, 3))  # another K is another stage
+    only = run_circle_sweep(cache, params, tiny_base, [1, 2], load, progress=False, make_figures=False, controls=3,
+                            control_layers=[2])
+    assert list(only.layers) == [1, 2] and list(only.controls.layers) == [2]
 
 
 @pytest.mark.integration

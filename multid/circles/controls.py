@@ -36,7 +36,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from multid.circles.engine import metric
 from multid.circles.probe import VARIANTS, CircleBasis, InterventionRuns
+from multid.io import save_figure
 
 CONTROL_KINDS = ("patch_random", "patch_random_pca")  # K seeded draws each
 CONTROL_LABELS = {"circle_plane": "circle plane (same rule)", "patch_random": "random 2-D subspace",
@@ -202,8 +204,6 @@ def plot_controls(result: ControlResult, out_path: Path, title: str = "") -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from multid.io import save_figure
-
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     layers = result.layers
     colors = {"patch_random": "tab:orange", "patch_random_pca": "tab:purple"}
@@ -233,8 +233,6 @@ def layer_control_metrics(engine, cache, basis: CircleBasis, layer: int, runs: I
                           draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """logit[c] - logit[c'] on every run of one layer: the circle plane under the controls' rule [R], and every
     draw of each control [kinds, draws, R] (one batched forward per plane, through the sweep's engine)."""
-    from multid.circles.engine import metric
-
     x = cache.layer_acts(layer)[:, engine.position, :].to(basis.mean.device, basis.mean.dtype)
     rows = torch.as_tensor(runs.problem)
     answer = cache.infos[runs.problem, 2]

@@ -487,6 +487,7 @@ def run_circle_sweep(
     progress: bool = True,
     make_figures: bool = True,
     controls: int = 0,
+    control_layers: Sequence[int] | None = None,
 ) -> SweepResult:
     """Probe + seven interventions at each layer; resumable. Writes (stem = `params.stem(token)`):
 
@@ -501,8 +502,8 @@ def run_circle_sweep(
     ones from earlier runs that are not in `layers`.
 
     controls = K > 0 also runs K seeded random-subspace patches of each kind per layer (`multid.circles.controls`,
-    seeded by params.seed), each layer's its own stage, and writes <stem>_controls.npz / .csv / .png;
-    `result.controls` holds them.
+    seeded by params.seed) at each of `layers` also in `control_layers` (default: all), each layer's its own
+    stage, and writes <stem>_controls.npz / .csv / .png; `result.controls` holds them.
     """
     check_params(params, cache)
     layers = check_layers(layers, cache, params.letter)
@@ -530,7 +531,7 @@ def run_circle_sweep(
         probe = fit_layer_probe(cache, params, layer)
         run_stage(probe_stage(cache, params, layer, base_dir), partial(save_probe, probe=probe, meta=probe_meta(cache, params, layer)))
         run_stage(layer_stage(base_dir, cache, params, layer), partial(compute_layer, layer, probe))
-        if controls:
+        if controls and (control_layers is None or layer in control_layers):
             run_stage(controls_stage(base_dir, cache, params, layer, controls), partial(compute_controls, layer, probe))
     result = collect_finished_layers(base_dir, cache, params)
     result.paths["combined"] = save_combined(combined_path(base_dir, cache, params), result)

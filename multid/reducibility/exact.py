@@ -134,10 +134,9 @@ class AngleSearch:
     def run(self) -> "AngleSearch":
         width = np.pi / INITIAL_RANGES
         starts = np.arange(INITIAL_RANGES) * width
-        counts, offsets = counts_at_angles(self.y, starts + 0.5 * width, self.eps)
-        k = int(counts.argmax())
-        self.best_count, self.best_angle, self.best_offset = int(counts[k]), float(starts[k] + 0.5 * width), float(offsets[k])
         points = coordinates(self.y)
+        for start in starts:  # a first best count: the middle angle of each initial range
+            self.offer(float(start + 0.5 * width), points[0], points[1])
         heap: list = []
         for start in starts:
             self.bound_range(heap, float(start), width, points)

@@ -434,6 +434,7 @@ def separability_index_batched(clouds, mask=None, config: SeparabilityConfig = S
     offsets = np.concatenate([[0], np.cumsum(mask.sum(-1).numpy())]).astype(np.int64)
     angles = rotation_angles(config)
     kernels.threads()
+    # cos and sin from torch, as the engine before the kernel computed them (numpy's can differ in the last bit)
     mi_nats = kernels.mi_nats_stack(np.ascontiguousarray(kept[:, 0]), np.ascontiguousarray(kept[:, 1]), offsets,
                                     torch.cos(torch.from_numpy(angles)).numpy(), torch.sin(torch.from_numpy(angles)).numpy(),
                                     config.grid == "fixed", config.bins, config.half_bins, float(config.bound),

@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from multid.errors import UserError
 from multid.io import load_json
-from multid.reducibility import benjamini_hochberg, calibrate_plane, mixture_index_exact, plots
+from multid.reducibility import PlaneCalibration, benjamini_hochberg, calibrate_plane, mixture_index_exact, plots
 from multid.reducibility.exact import mixture_index_exact_many
 from multid.reducibility.indices import (SCAN_MIXTURE, SCAN_SEPARABILITY, CloudIndices, initial_directions, mixture_index,
                                          mixture_index_batched, pad_clouds, separability_index,
@@ -122,9 +122,10 @@ def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: flo
     (m and m_hard are NaN; v and c are the exact slab's)."""
     if not clouds:
         return []
-    points, mask = pad_clouds(list(clouds))
+    clouds = [np.asarray(cloud, dtype=np.float64) for cloud in clouds]
+    points, mask = pad_clouds(clouds)
     start = time.perf_counter()
-    exact = mixture_index_exact_many([np.asarray(cloud, dtype=np.float64) for cloud in clouds], eps=eps)
+    exact = mixture_index_exact_many(clouds, eps=eps)
     add_time(timings, "mixture_exact", start)
     if gradient:
         v0 = torch.stack([plane_start(seed, p) for p in planes])
@@ -139,7 +140,7 @@ def scan_clouds(clouds: Sequence[np.ndarray], planes: Sequence[int], *, eps: flo
     start = time.perf_counter()
     sep = separability_index_batched(points, mask, config=SCAN_SEPARABILITY)
     add_time(timings, "separability", start)
-    return [PlaneResult(plane=int(p), points=np.asarray(cloud, dtype=np.float64),
+    return [PlaneResult(plane=int(p), points=cloud,
                         m=float(m[b]), m_hard=float(m_hard[b]), v=v[b], c=float(c[b]),
                         s_bits=float(sep.s_bits[b]), s_angle=float(sep.angle[b]), mi_bits=sep.mi_bits[b].numpy(),
                         angles=sep.angles.numpy(), m_exact=exact[b].m)
@@ -204,20 +205,26 @@ CALIBRATION_KEYS = ("s_p", "s_z", "s_null_mean", "s_null_p95", "m_z", "m_p", "m_
 CALIBRATION_VALUES = {"s_bits": "calibration_s", "m_exact": "calibration_m"}
 
 
-def metrics_json(results: Iterable[PlaneResult], null_draws: int | None = None, eps: float = 0.1, seed: int = 0
+def calibrate_results(results: Sequence[PlaneResult], draws: int, eps: float = 0.1, seed: int = 0
+                      ) -> list[PlaneCalibration]:
+    """Each plane against its Gaussian null (`calibrate_plane`, given the plane's S and exact M; nulls seeded by
+    `seed`, shared by planes of the same sample size and shape)."""
+    return [calibrate_plane(r.points, eps=eps, draws=draws, seed=seed, s_bits=r.s_bits, m_exact=r.m_exact)
+            for r in results]
+
+
+def metrics_json(results: Sequence[PlaneResult], calibrations: Sequence[PlaneCalibration] | None = None
                  ) -> dict[str, dict[str, float]]:
     """The original's per-cluster JSON, {"0-1": {"mixture_index": M, "separability_index": S_bits}, ...}, with the
-    exact M beside the gradient one ("mixture_index_exact"); with `null_draws`, each plane against its Gaussian
-    null (multid.reducibility.calibrate_plane: `CALIBRATION_KEYS`; nulls seeded by `seed`, shared by planes of
-    the same size and shape)."""
+    exact M beside the gradient one ("mixture_index_exact"); with `calibrations` (`calibrate_results`), each
+    plane's null (`CALIBRATION_KEYS`, and the tested values as `CALIBRATION_VALUES`)."""
     out = {}
-    for r in results:
+    for index, r in enumerate(results):
         entry = {"mixture_index": r.m, "mixture_index_exact": r.m_exact, "separability_index": r.s_bits}
         if math.isnan(r.m):  # scanned without the gradient engine
             del entry["mixture_index"]
-        if null_draws:
-            record = calibrate_plane(r.points, eps=eps, draws=null_draws, seed=seed, s_bits=r.s_bits,
-                                     m_exact=r.m_exact).record()
+        if calibrations is not None:
+            record = calibrations[index].record()
             entry.update({key: record[key] for key in CALIBRATION_KEYS})
             entry.update({name: record[key] for key, name in CALIBRATION_VALUES.items()})
         out[r.key] = entry

@@ -20,6 +20,7 @@ import shutil
 
 from multid.errors import UserError
 from multid.io import save_figure, save_json
+from multid.reducibility import PlaneCalibration
 from multid.sae.data import run_layout
 from multid.sae.analysis import cluster_reducibility
 from multid.sae.analysis.reconstructions import reconstruct_from_triples, reconstruction_pca
@@ -140,11 +141,12 @@ def cluster_coords(token, feature, value, members: Sequence[int], W_dec: np.ndar
     return pca.coords[:, :cluster_reducibility.numerical_rank(pca.singular_values)]
 
 
-def write_cluster(folder: Path, cluster: int, results: list[cluster_reducibility.PlaneResult] | None, settings: ScanSettings) -> None:
-    """The stage's files: metrics JSON ({} when the cluster fired on fewer than 2 tokens) and the figure."""
+def write_cluster(folder: Path, cluster: int, results: list[cluster_reducibility.PlaneResult] | None,
+                  calibrations: list[PlaneCalibration] | None, settings: ScanSettings) -> None:
+    """The stage's files: metrics JSON ({} when the cluster fired on fewer than 2 tokens; with the planes' nulls
+    when calibrated) and the figure."""
     stem = settings.stem(cluster)
-    save_json(folder / f"{stem}-metrics.json", cluster_reducibility.metrics_json(
-        results or [], null_draws=settings.null_draws, eps=settings.epsilon, seed=settings.seed))
+    save_json(folder / f"{stem}-metrics.json", cluster_reducibility.metrics_json(results or [], calibrations))
     if settings.figures and results:
         fig = cluster_reducibility.scan_figure(results, settings.epsilon, title=f"cluster {cluster}")
         save_figure(fig, folder / f"{stem}.png", dpi=80)
@@ -176,9 +178,12 @@ def _scan_clusters_locked(occ: Any, W_dec: np.ndarray, clusters: dict[int, list[
         results = cluster_reducibility.scan_many({c: x for c, x in coords.items() if x is not None}, radius=settings.radius,
                                  eps=settings.epsilon, seed=settings.seed, steps=settings.steps,
                                  device=settings.device, gradient=settings.gradient)
+        calibrations = {c: cluster_reducibility.calibrate_results(planes, settings.null_draws, settings.epsilon,
+                                                                  settings.seed)
+                        for c, planes in results.items()} if settings.null_draws else {}
         for c in group:
             run_stage(cluster_stage(save_dir, c, clusters[c], settings, command),
-                      lambda tmp, c=c: write_cluster(tmp, c, results.get(c), settings), force=True)
+                      lambda tmp, c=c: write_cluster(tmp, c, results.get(c), calibrations.get(c), settings), force=True)
             if progress is not None:
                 progress(1)
     return [metrics_path(save_dir, c, settings) for c in ids]
