@@ -101,6 +101,11 @@ def answer_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int] | t
     token_ids: [k] (the same tokens in every row) or [rows, k]. Only those unembedding columns are
     computed; ln_final and the output soft cap are applied as in the model's own forward.
     """
+    return readout_logits(model, final_resid, token_ids)
+
+
+def readout_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """`answer_logits` with gradients (for training an intervention through the model, multid.circles.das)."""
     device = output_device(model)
     resid = final_resid.to(device)
     if model.cfg.normalization_type is not None:
