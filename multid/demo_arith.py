@@ -10,7 +10,8 @@ prompts; docs/finetune.md) and runs the pipeline on the result, next to base Smo
      `make demo` layers), with the random-subspace controls (docs/controls.md), and Figure 5 in the paper's
      2x2 layout (rows: smollm2-arith, SmolLM2);
   5. Figure 6 on smollm2-arith weekdays; 6. activation patching and the head table, both tasks, both models;
-  7. feature deconstruction.
+  7. feature deconstruction;
+  8. DAS: a learned causal subspace beside the circle, both models, both tasks (docs/das.md).
 Every step reuses what an earlier run wrote under the base dir.
 """
 
@@ -20,10 +21,13 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping, not spinning, idle threads (see finetune_arithmetic.py)
 
 from multid.circles.controls import DEFAULT_DRAWS, table_lines
+from multid.circles.das import DasSettings
+from multid.circles.das_sweep import run_das_sweep, table_lines as das_table_lines
 from multid.circles.grid import compute_grid_logits
 from multid.circles.sweep import SweepParams, run_circle_sweep
 from multid.config import add_base_dir_arg, add_device_arg, figure_dir, resolve_base_dir, resolve_device
@@ -41,6 +45,8 @@ MODEL = "smollm2-arith"
 BASE = "smollm2"
 FIGURE6_LAYER = 8
 CONTROL_LAYERS = (0, 4, 8, 12, 16, 20, 24, 28)
+DAS_LAYERS = (0, 8, 16, 24)
+DAS_DIMS = {MODEL: (2, 8), BASE: (2,)}  # k of the learned subspaces (base SmolLM2 does not do the arithmetic)
 
 
 def parse_layers(text: str) -> list[int] | None:
@@ -57,8 +63,10 @@ class ArithDemo(StepRunner):
     """Fine-tune SmolLM2 on the arithmetic, then the paper's pipeline on it beside base SmolLM2."""
 
     def __init__(self, base_dir: Path, device: str, layers: dict[str, list[int] | None], base_layers: list[int] | None,
-                 controls: int = DEFAULT_DRAWS, control_layers: list[int] | None = None):
+                 controls: int = DEFAULT_DRAWS, control_layers: list[int] | None = None,
+                 das_layers: Sequence[int] | None = DAS_LAYERS):
         super().__init__()
+        self.das_layers = das_layers
         self.base_dir, self.device, self.controls, self.control_layers = base_dir, device, controls, control_layers
         self.layers, self.base_layers = layers, base_layers
         self.loaders = {name: lazy_loader(name, device=device, base_dir=base_dir) for name in (MODEL, BASE)}
@@ -122,6 +130,15 @@ class ArithDemo(StepRunner):
                     if path.parent.name == "paper_plots" and path.suffix in (".png", ".csv"):
                         self.wrote(f"patching {model} {task}", path)
 
+    def das(self) -> None:
+        for model in (MODEL, BASE):
+            for task in TASK_NAMES:
+                print(f"-- {model} {task}")
+                sweep = run_das_sweep(self.caches[model, task], self.base_dir, self.das_layers, self.loaders[model],
+                                      DasSettings(dims=DAS_DIMS[model]))
+                print("\n".join(das_table_lines(sweep)))
+                self.wrote(f"DAS {model} {task}", sweep.paths["summary"])
+
     def deconstruction(self) -> None:
         from multid.deconstruction.residual_rgb import run_deconstruction
 
@@ -146,13 +163,15 @@ def main(argv: list[str] | None = None) -> None:
                              "docs/controls.md)")
     parser.add_argument("--control_layers", default=",".join(map(str, CONTROL_LAYERS)),
                         help="sweep layers that also get the controls (default: %(default)s; or all)")
+    parser.add_argument("--das_layers", default=",".join(map(str, DAS_LAYERS)),
+                        help="layers of the DAS step (default: %(default)s; or all; docs/das.md)")
     args = parser.parse_args(argv)
     started = time.time()
     layers = {"days_of_week": parse_layers(args.layers), "months_of_year": parse_layers(args.month_layers)}
     if args.controls < 0:
         raise UserError(f"--controls must be 0 or more, got {args.controls}")
     demo = ArithDemo(resolve_base_dir(args.base_dir), resolve_device(args.device), layers, parse_layers(args.base_layers),
-                     args.controls, parse_layers(args.control_layers))
+                     args.controls, parse_layers(args.control_layers), parse_layers(args.das_layers))
     print(f"multid arithmetic demo on {MODEL} (and {BASE}); artifacts under {demo.base_dir}")
     demo.step("1. fine-tune SmolLM2 on the arithmetic (LoRA; reused when current)", demo.finetune)
     demo.step("2. task caches of both models", demo.build_caches)
@@ -163,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.step(f"6. Figure 6 (layer {FIGURE6_LAYER}, weekdays)", demo.figure6)
     demo.step("7. activation patching and the head table, both tasks, both models", demo.patching)
     demo.step("8. feature deconstruction (residual RGB), both tasks", demo.deconstruction)
+    demo.step("9. DAS: a learned causal subspace beside the circle, both tasks, both models", demo.das)
     demo.print_outputs(started)
 
 

@@ -65,7 +65,7 @@ def planted_basis(data: PlantedSet, axes: tuple[int, int]) -> CircleBasis:
 
 
 def planted_run(routed: bool, circle: tuple[int, int] = READ_OUT):
-    settings = das.DasSettings(dims=(2,), steps=150, batch_size=32, lr=0.02, train_eval_pairs=256, draws=5, seed=0)
+    settings = das.DasSettings(dims=(2,), steps=150, train_batch=32, lr=0.02, train_eval_pairs=256, draws=5, seed=0)
     train = PlantedSet(range(1, 4 * P + 1), routed, seed=1)
     paper = PlantedSet(range(P), routed, seed=2)
     runs = intervention_runs(paper.infos, P, "a")
@@ -106,7 +106,7 @@ def test_training_is_seeded():
 
 @pytest.mark.integration
 def test_prompt_set_gives_the_models_own_and_a_hooks_patched_logits(tiny_model):
-    from multid.finetune.data import training_examples
+    from multid.tasks.phrasings import training_examples
     from multid.tasks.cache import resid_hook_name
     from multid.tasks.registry import TASKS
     from multid.tasks.spec import answer_token_ids, model_tokenize
@@ -137,3 +137,51 @@ def test_prompt_set_gives_the_models_own_and_a_hooks_patched_logits(tiny_model):
         torch.testing.assert_close(own[row], clean, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(patched[row], hooked, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(own, patched, atol=1e-3)
+
+
+@pytest.mark.integration
+def test_das_sweep_caches_each_layer_and_writes_its_table(tiny_model, tiny_base):
+    from multid.circles import das_sweep
+    from multid.stage import is_current
+    from multid.tasks.cache import TaskCache
+
+    cache = TaskCache.open(tiny_base, "tiny", "days_of_week")
+    settings = das.DasSettings(dims=(2, 3), steps=4, train_prompts=256, train_eval_pairs=32, draws=2, seed=1)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return tiny_model
+
+    sweep = das_sweep.run_das_sweep(cache, tiny_base, [1, 2], load, settings, progress=False)
+    assert len(calls) == 1 and [row["layer"] for row in sweep.rows] == [1, 2]
+    header = sweep.paths["summary"].read_text().splitlines()[0].split(",")
+    for column in ("paper_iia_das_3", "held_out_iia_circle_plane", "paper_iia_patch_circle", "paper_share_das_2",
+                   "angle_min_das_2", "train_iia_das_3", "paper_iia_random_hi", "chance_iia"):
+        assert column in header
+    assert "held_out_iia_patch_circle" not in header  # the paper's patch circle needs the paper template's means
+    assert sweep.paths["figure"].exists()
+    lines = das_sweep.table_lines(sweep)
+    assert len(lines) == 3 + 2 + 1 and lines[3].split()[0] == "1"
+    again = das_sweep.run_das_sweep(cache, tiny_base, [1, 2], load, settings, progress=False, make_figure=False)
+    assert len(calls) == 1 and again.rows == sweep.rows  # every layer reused: no model load
+    stage = das_sweep.das_stage(tiny_base, cache, 1, settings)
+    assert is_current(stage) and not is_current(das_sweep.das_stage(tiny_base, cache, 1, das.DasSettings(seed=2)))
+    stored = das_sweep.load_layer(stage.path)
+    assert stored.fits[3].plane.shape == (64, 3)
+    assert stored.names["paper"] == ["no_op", "patch_layer", "das_2", "das_3", "circle_plane", "random_0", "random_1",
+                                     "patch_circle"]
+    assert stored.logits["paper"].shape == (8, P * P * (P - 1), P) and stored.logits["held_out"].shape == (7, P * P * (P - 1), P)
+
+
+@pytest.mark.integration
+def test_das_cli_refuses_bad_settings(tiny_base, capsys):
+    import importlib
+
+    script = importlib.import_module("intervention.das_subspace")
+    with pytest.raises(SystemExit):
+        script.main(["day", "tiny", "--base_dir", str(tiny_base), "--layers", "9"])
+    assert "--layers [9] out of range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["day", "tiny", "--base_dir", str(tiny_base), "--draws", "-1"])
+    assert "--draws must be >= 0" in capsys.readouterr().err

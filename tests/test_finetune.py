@@ -12,7 +12,7 @@ import torch
 
 from multid.config import MODELS_DIR_ENV, REPO_ROOT
 from multid.errors import MissingArtifactError, UserError
-from multid.finetune import data
+from multid.tasks import phrasings
 from multid.finetune import train as ft
 from multid.models import MODEL_NAMES, load_model, model_fingerprint
 from multid.tasks.registry import TASKS
@@ -25,23 +25,23 @@ from multid.tasks.registry import TASKS
 @pytest.mark.parametrize("task", list(TASKS))
 def test_training_data_never_contains_the_paper_prompts(task):
     spec = TASKS[task]
-    examples = data.training_examples(task)
+    examples = phrasings.training_examples(task)
     prompts = [example.prompt for example in examples]
-    paper = {problem.prompt for problem in data.paper_examples(task)}
+    paper = {problem.prompt for problem in phrasings.paper_examples(task)}
     assert not paper & set(prompts)
     assert not any(prompt.startswith("Let's do some") or re.search(r" from \w+ is$", prompt) for prompt in prompts)
     # several phrasings, durations as words and digits and beyond p, answers (a + b) mod p
-    assert len({example.phrasing for example in examples}) == len(data.TRAIN_PHRASINGS[task]) >= 4
+    assert len({example.phrasing for example in examples}) == len(phrasings.TRAIN_PHRASINGS[task]) >= 4
     assert any(f" {4 * spec.p} " in prompt for prompt in prompts)
     assert any(" twenty-" in prompt for prompt in prompts) and any(" Three " in prompt for prompt in prompts)
     for example in examples[:: max(1, len(examples) // 50)]:
         a, b, c = example.info
         assert example.answer == spec.start_words[(a + b) % spec.p] and c == (a + b) % spec.p
     # the held-out phrasing is a test template only
-    held = data.held_out_examples(task)
-    assert data.HELD_OUT[task] not in data.TRAIN_PHRASINGS[task]
+    held = phrasings.held_out_examples(task)
+    assert phrasings.HELD_OUT[task] not in phrasings.TRAIN_PHRASINGS[task]
     assert not {example.prompt for example in held} & set(prompts)
-    assert [example.info for example in held] == [example.info for example in data.paper_examples(task)]
+    assert [example.info for example in held] == [example.info for example in phrasings.paper_examples(task)]
 
 
 @pytest.mark.unit
@@ -55,20 +55,20 @@ def test_training_data_never_contains_the_paper_prompts(task):
 ])
 def test_the_template_check_rejects_paper_prompts(prompt, why):
     with pytest.raises(UserError, match=why):
-        data.check_no_paper_prompts(["Today is Monday. In 3 days it will be", prompt])
+        phrasings.check_no_paper_prompts(["Today is Monday. In 3 days it will be", prompt])
 
 
 @pytest.mark.unit
 def test_the_template_check_guards_the_training_set(monkeypatch):
-    monkeypatch.setitem(data.TRAIN_PHRASINGS, "days_of_week",
-                        (*data.TRAIN_PHRASINGS["days_of_week"], "Let's do some days of the week math. {n} {unit} from {start} is"))
+    monkeypatch.setitem(phrasings.TRAIN_PHRASINGS, "days_of_week",
+                        (*phrasings.TRAIN_PHRASINGS["days_of_week"], "Let's do some days of the week math. {n} {unit} from {start} is"))
     with pytest.raises(UserError, match="paper"):
-        data.training_examples("days_of_week")
+        phrasings.training_examples("days_of_week")
 
 
 @pytest.mark.unit
 def test_number_words():
-    assert [data.write_duration(n, style) for n, style in [(3, "Word"), (21, "word"), (40, "word"), (12, "digits")]] == [
+    assert [phrasings.write_duration(n, style) for n, style in [(3, "Word"), (21, "word"), (40, "word"), (12, "digits")]] == [
         "Three", "twenty-one", "forty", "12"]
 
 
@@ -125,7 +125,7 @@ def test_saved_folder_loads_under_the_registered_name(tiny_arith):
     model = load_model("tiny-arith", base_dir=base_dir)
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    prompt = data.paper_examples("days_of_week")[0].prompt
+    prompt = phrasings.paper_examples("days_of_week")[0].prompt
     ids = ft.hf_tokenize(tokenizer)(prompt)
     assert model.to_tokens(prompt)[0].tolist() == ids  # training saw what TransformerLens sees
     with torch.no_grad():

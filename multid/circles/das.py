@@ -47,18 +47,21 @@ class DasSettings:
     """How DAS is trained and scored at one layer (every field is part of the stage's settings)."""
 
     dims: tuple[int, ...] = (2, 8)  # k of each learned subspace
-    steps: int = 150
-    batch_size: int = 32
+    steps: int = 100
+    train_batch: int = 16  # training pairs per step
     lr: float = 0.01
-    train_prompts: int = 1024  # seeded sample of the training phrasings' prompts
-    train_eval_pairs: int = 512  # seeded training pairs on which the trained subspace's IIA is reported
+    train_prompts: int = 1024  # seeded sample of the training phrasings' prompts (those the model gets right are kept)
+    train_eval_pairs: int = 256  # seeded training pairs on which the trained subspace's IIA is reported
     draws: int = 5  # random 2-D planes under the interchange rule
+    eval_runs: int = 300  # seeded sample of the sweep's runs scored per template (0: all; weekdays have 294)
     seed: int = 0
 
     def check(self) -> "DasSettings":
         if not self.dims or min(self.dims) < 1:
             raise UserError(f"--dims must be positive integers, got {self.dims}")
-        for name in ("steps", "batch_size", "train_prompts", "train_eval_pairs"):
+        if self.eval_runs < 0:
+            raise UserError(f"--eval_runs must be >= 0 (0: all), got {self.eval_runs}")
+        for name in ("steps", "train_batch", "train_prompts", "train_eval_pairs"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.draws < 0 or not self.lr > 0:
@@ -143,6 +146,13 @@ class PromptSet:
             suffixes.append(torch.cat(parts))
         self.layer, self.suffixes = layer, suffixes
 
+    @torch.no_grad()
+    def clean_correct(self) -> np.ndarray:
+        """[n] whether the model's own arg-max answer word is right on each prompt (one forward per group)."""
+        self.use_layer(self.model.cfg.n_layers)
+        logits = self.answer_logits(torch.arange(len(self)), self.start_acts())
+        return logits.argmax(1).numpy() == self.infos[:, 2]
+
     def start_acts(self) -> torch.Tensor:
         acts = torch.zeros(len(self), self.suffixes[0].shape[-1])
         for rows, suffix in zip(self.groups, self.suffixes):
@@ -213,7 +223,7 @@ def train_das(data: InterchangeSet, k: int, settings: DasSettings, seed: int, pr
     losses = np.zeros(settings.steps)
     for step in tqdm(range(settings.steps), desc=f"DAS k={k}", unit="step", leave=False, disable=not progress):
         rows = data.groups[rng.choice(len(sizes), p=sizes / sizes.sum())]
-        base = rng.choice(rows, size=min(settings.batch_size, len(rows)), replace=False)
+        base = rng.choice(rows, size=min(settings.train_batch, len(rows)), replace=False)
         sources, targets = sample_pairs(rng, data.infos, base, data.p)
         plane = rotation.weight.T
         vectors = interchange(acts[torch.as_tensor(base)], acts[torch.as_tensor(sources)], plane)
@@ -267,6 +277,14 @@ def patch_logits(data: InterchangeSet, runs: InterventionRuns, vectors: dict[str
     return names, np.stack(logits)
 
 
+def sample_runs(runs: InterventionRuns, n: int, seed: int) -> InterventionRuns:
+    """A seeded sample of n runs in their order (all of them when n is 0 or not below their number)."""
+    if n == 0 or n >= len(runs):
+        return runs
+    keep = np.sort(np.random.default_rng([seed, 3]).choice(len(runs), size=n, replace=False))
+    return InterventionRuns(runs.problem[keep], runs.value[keep], runs.new_answer[keep], runs.donor[keep])
+
+
 def iia(logits: np.ndarray, runs: InterventionRuns) -> np.ndarray:
     """[...] share of runs whose arg-max answer word is the counterfactual c' (logits [..., R, p])."""
     return np.mean(logits.argmax(-1) == runs.new_answer, axis=-1)
@@ -303,6 +321,7 @@ class LayerDas:
     logits: dict[str, np.ndarray]  # eval set -> [patches, R, p]
     circle_plane: np.ndarray  # [d, 2]
     random: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [d, 2]
+    n_train: int = 0  # training prompts
 
     def angles(self, k: int) -> np.ndarray:
         return principal_angles_deg(self.fits[k].plane, self.circle_plane)
@@ -331,13 +350,13 @@ def run_layer_das(sets: dict[str, InterchangeSet], runs: InterventionRuns, basis
         vectors = patch_vectors(data.start_acts(), runs, planes, basis if name == "paper" else None)
         names[name], logits[name] = patch_logits(data, runs, vectors, progress)
     return LayerDas(layer, fits, names, logits, basis.plane.double().cpu().numpy(),
-                    {name: plane.double().cpu().numpy() for name, plane in randoms.items()})
+                    {name: plane.double().cpu().numpy() for name, plane in randoms.items()}, len(sets["train"].infos))
 
 
 def layer_summary(result: LayerDas, runs: InterventionRuns, infos: np.ndarray, p: int) -> dict[str, float]:
     """One layer's numbers: IIA and share of every patch on every evaluation set (random planes: mean and
     2.5th / 97.5th percentiles over the draws), DAS's training IIA and principal angles with the circle plane."""
-    row: dict[str, float] = {"layer": result.layer, "chance_iia": 1.0 / p}
+    row: dict[str, float] = {"layer": result.layer, "chance_iia": 1.0 / p, "train_prompts": result.n_train}
     for set_name, names in result.names.items():
         accuracy = iia(result.logits[set_name], runs)
         share = shares(result.logits[set_name], names, runs, infos)

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning of a registered base model on the arithmetic prompts of `multid.finetune.data`.
+"""LoRA fine-tuning of a registered base model on the arithmetic prompts of `multid.tasks.phrasings`.
 
 The recipe (docs/finetune.md): PEFT LoRA on every attention and MLP projection of a Hugging Face
 Llama-style model; one model for both tasks (batches alternate weekday and month prompts); the loss is
@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multid.errors import UserError
-from multid.finetune import data
+from multid.tasks import phrasings
 from multid.io import write_text_atomic
 from multid.models import (
     FINETUNED,
@@ -53,7 +53,7 @@ class FinetuneSettings:
     batch_size: int = 16
     lr: float = 1e-3
     clip: float = 1.0  # gradient-norm clipping
-    duration_power: float = 1.0  # durations drawn with weight 1/b**power (data.mixed_order)
+    duration_power: float = 1.0  # durations drawn with weight 1/b**power (phrasings.mixed_order)
     rank: int = 16
     alpha: int = 32
     max_multiple: int = 2  # durations 1 .. max_multiple * p
@@ -139,7 +139,7 @@ class Encoded:
     answer_sets: list[list[int]]  # the p allowable answer ids of each example's task and phrasing
 
 
-def encode(examples: Sequence[data.Example], tokenize) -> Encoded:
+def encode(examples: Sequence[phrasings.Example], tokenize) -> Encoded:
     """Token ids, the answer id and the p allowable ids of every example (one continuation rule for all)."""
     answer_ids: dict[tuple[str, int], list[int]] = {}
     ids, answers, sets = [], [], []
@@ -174,14 +174,14 @@ def last_token_logits(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, la
 # ----------------------------------------------------------------------------------------- evaluation
 
 
-def test_sets(tokenize) -> dict[tuple[str, str], list[data.Example]]:
+def test_sets(tokenize) -> dict[tuple[str, str], list[phrasings.Example]]:
     """(task, template) -> the p*p test problems; template "paper" or "held_out". The paper's prompts
     get the task caches' ". " padding (`align_problems`), so "paper" counts equal Table 1's."""
     sets = {}
     for task in TASK_NAMES:
         aligned, _ = align_problems(TASKS[task], generate_problems(TASKS[task]), tokenize)
-        sets[task, "paper"] = [data.Example(task, problem.prompt, problem.target, problem.info, -1) for problem in aligned]
-        sets[task, "held_out"] = data.held_out_examples(task)
+        sets[task, "paper"] = [phrasings.Example(task, problem.prompt, problem.target, problem.info, -1) for problem in aligned]
+        sets[task, "held_out"] = phrasings.held_out_examples(task)
     return sets
 
 
@@ -239,10 +239,10 @@ def deterministic(threads: int) -> Iterator[None]:
         torch.set_num_threads(old_threads)
 
 
-def training_batches(settings: FinetuneSettings) -> list[list[data.Example]]:
+def training_batches(settings: FinetuneSettings) -> list[list[phrasings.Example]]:
     """`steps` batches of `batch_size` examples, weekday and month prompts alternating (seeded)."""
-    pools = {task: data.training_examples(task, settings.max_multiple) for task in TASK_NAMES}
-    order = data.mixed_order(pools, settings.steps * settings.batch_size, settings.seed, settings.duration_power)
+    pools = {task: phrasings.training_examples(task, settings.max_multiple) for task in TASK_NAMES}
+    order = phrasings.mixed_order(pools, settings.steps * settings.batch_size, settings.seed, settings.duration_power)
     return [order[step * settings.batch_size:(step + 1) * settings.batch_size] for step in range(settings.steps)]
 
 
@@ -295,9 +295,9 @@ def stage_for(name: str, base_dir: Path, settings: FinetuneSettings) -> Stage:
             "base": model_fingerprint(FINETUNED[name]),
             "training": asdict(settings),
             "lora_targets": list(TARGET_MODULES),
-            "phrasings": data.TRAIN_PHRASINGS,
-            "held_out": data.HELD_OUT,
-            "number_styles": list(data.NUMBER_STYLES),
+            "phrasings": phrasings.TRAIN_PHRASINGS,
+            "held_out": phrasings.HELD_OUT,
+            "number_styles": list(phrasings.NUMBER_STYLES),
         },
         command=finetune_command(name, base_dir),
         is_dir=True,
@@ -321,9 +321,9 @@ def build_finetuned(name: str, base_dir: Path, settings: FinetuneSettings, out: 
         "base": FINETUNED[name],
         "settings": asdict(settings),
         "lora_targets": list(TARGET_MODULES),
-        "training_examples": {task: len(data.training_examples(task, settings.max_multiple)) for task in TASK_NAMES},
-        "phrasings": data.TRAIN_PHRASINGS,
-        "held_out": data.HELD_OUT,
+        "training_examples": {task: len(phrasings.training_examples(task, settings.max_multiple)) for task in TASK_NAMES},
+        "phrasings": phrasings.TRAIN_PHRASINGS,
+        "held_out": phrasings.HELD_OUT,
         "accuracy_before": before,
         "accuracy_after": after,
         "loss_first_last_10": [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))],
