@@ -188,21 +188,22 @@ def table_lines(sweep: DasSweep) -> list[str]:
     small = min(sweep.dims)
     das_heads = "".join(f"{'DAS' + str(k):>7}" for k in sweep.dims)
     lines = [f"interchange accuracy (arg-max answer = c'; chance {cell(sweep.rows[0]['chance_iia'])}); "
-             f"circle*: the probe's circle plane interchanged like DAS; angles: DAS{small} vs circle plane (degrees)",
+             f"circle*: the probe's circle plane interchanged like DAS; anglesK: DAS K vs circle plane (degrees)",
              f"{'':>5} {'--- paper template ':-<{44 + 7 * len(sweep.dims)}} {'--- held-out ':-<29} {'train':>6}",
              f"{'layer':>5} {'full':>6}{das_heads} {'circle*':>7} {'circle':>7} {'random 2-D':>17}"
-             f" {'full':>6} {'DAS' + str(small):>6} {'circle*':>7} {'random':>7} {'DAS' + str(small):>6} {'angles':>11}"
-             f" {'random':>7}"]
+             f" {'full':>6} {'DAS' + str(small):>6} {'circle*':>7} {'random':>7} {'DAS' + str(small):>6}"
+             + "".join(f" {'angles' + str(k):>11}" for k in sweep.dims) + f" {'random':>7}"]
     for row in sweep.rows:
         random = (f"{cell(row['paper_iia_random_mean'])} [{cell(row['paper_iia_random_lo'])},"
                   f"{cell(row['paper_iia_random_hi'])}]")
         dims = "".join(f"{cell(row[f'paper_iia_das_{k}']):>7}" for k in sweep.dims)
-        angles = f"{cell(row[f'angle_min_das_{small}'], 0)}-{cell(row[f'angle_max_das_{small}'], 0)}"
+        angles = "".join(f" {cell(row[f'angle_min_das_{k}'], 0) + '-' + cell(row[f'angle_max_das_{k}'], 0):>11}"
+                         for k in sweep.dims)
         lines.append(f"{row['layer']:>5} {cell(row['paper_iia_patch_layer']):>6}{dims} "
                      f"{cell(row['paper_iia_circle_plane']):>7} {cell(row['paper_iia_patch_circle']):>7} {random:>17} "
                      f"{cell(row['held_out_iia_patch_layer']):>6} {cell(row[f'held_out_iia_das_{small}']):>6} "
                      f"{cell(row['held_out_iia_circle_plane']):>7} {cell(row['held_out_iia_random_mean']):>7} "
-                     f"{cell(row[f'train_iia_das_{small}']):>6} {angles:>11} {cell(row['angle_min_random_mean'], 0):>7}")
+                     f"{cell(row[f'train_iia_das_{small}']):>6}{angles} {cell(row['angle_min_random_mean'], 0):>7}")
     lines.append("full: the donor's whole activation (patch layer); circle: the paper's patch circle (the rest set to "
                  "the mean); random: seeded random 2-D planes interchanged like DAS, mean [2.5, 97.5 percentiles]; "
                  "angles random: the smaller principal angle of a random plane with the circle plane")
