@@ -16,7 +16,7 @@ import numpy as np
 
 from multid.circles import das
 from multid.circles.probe import intervention_runs
-from multid.circles.sweep import SweepParams, fit_layer_probe, problem_type, sweep_layers
+from multid.circles.sweep import SweepParams, check_layers, fit_layer_probe, problem_type
 from multid.config import figure_dir
 from multid.errors import UserError
 from multid.tasks.phrasings import held_out_examples, training_examples
@@ -131,22 +131,12 @@ class DasSweep:
     paths: dict = field(default_factory=dict)
 
 
-def check_das_layers(layers: Sequence[int] | None, cache: TaskCache) -> list[int]:
-    allowed = sweep_layers(cache, "a")
-    if layers is None:
-        return allowed
-    bad = [layer for layer in layers if layer not in allowed]
-    if bad:
-        raise UserError(f"--layers {bad} out of range: allowed {allowed[0]}..{allowed[-1]}")
-    return sorted(set(int(layer) for layer in layers))
-
-
 def run_das_sweep(cache: TaskCache, base_dir: Path, layers: Sequence[int] | None, load_model: Callable[[], object],
                   settings: das.DasSettings | None = None, progress: bool = True, make_figure: bool = True,
                   batch_size: int = 64) -> DasSweep:
     """DAS at every layer (each a stage; the model and prompt sets are made only if some layer must be computed)."""
     settings = (settings or das.DasSettings()).check()
-    layers = check_das_layers(layers, cache)
+    layers = check_layers(layers, cache, "a")  # the start word's layers, as the a-sweep's
     runs = das.sample_runs(intervention_runs(cache.infos, cache.p, "a"), settings.eval_runs, settings.seed)
     held: dict[str, dict] = {}
 
