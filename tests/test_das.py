@@ -137,6 +137,10 @@ def test_prompt_set_gives_the_models_own_and_a_hooks_patched_logits(tiny_model):
         torch.testing.assert_close(own[row], clean, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(patched[row], hooked, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(own, patched, atol=1e-3)
+    vectors = acts.clone().requires_grad_(True)
+    data.answer_logits(rows, vectors).sum().backward()  # gradients reach the vectors, not the model's weights
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+    assert all(parameter.grad is None and parameter.requires_grad for parameter in tiny_model.parameters())
 
 
 @pytest.mark.integration

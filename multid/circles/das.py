@@ -24,8 +24,9 @@ cache), and random 2-D planes under the interchange rule (seeded draws: the yard
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -100,6 +101,19 @@ def start_position(tokenize, prompt: str, start_word: str) -> int:
     return last_token_index(tokenize, tokenize(prompt), prompt[: found + len(start_word)], "start word")
 
 
+@contextmanager
+def frozen_weights(model) -> Iterator[None]:
+    """The model's weights as constants (no weight gradients: about a third of a training step) for the duration."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
 class PromptSet:
     """Prompts in any phrasings, grouped by (length, start position) so a group runs as one batch; at one layer at
     a time it holds each prompt's residual from the start word on, and runs the blocks from there.
@@ -162,7 +176,11 @@ class PromptSet:
     def answer_logits(self, rows: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         if self.layer is None:
             raise RuntimeError("call use_layer(layer) before answer_logits")
-        model, rows_np = self.model, np.asarray(rows)
+        with frozen_weights(self.model):
+            return self._answer_logits(np.asarray(rows), vectors)
+
+    def _answer_logits(self, rows_np: np.ndarray, vectors: torch.Tensor) -> torch.Tensor:
+        model = self.model
         out = torch.zeros(len(rows_np), self.p)
         for g in np.unique(self.group_of[rows_np]):
             picked = np.flatnonzero(self.group_of[rows_np] == g)
