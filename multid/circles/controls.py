@@ -31,7 +31,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -145,14 +144,20 @@ class ControlResult:
 
     def summary(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """[L] mean share over the draws and the 2.5th / 97.5th percentiles (NaN on flat layers)."""
-        shares = self.draw_shares(kind)
-        if shares.shape[1] == 0:
-            nan = np.full(len(self.layers), np.nan)
-            return nan, nan, nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # flat layers are all-NaN by design
-            return (np.nanmean(shares, axis=1), np.nanpercentile(shares, BAND[0], axis=1),
-                    np.nanpercentile(shares, BAND[1], axis=1))
+        return draw_band(self.draw_shares(kind), axis=1)
+
+
+def draw_band(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeded draws and their 95 % band (`BAND` percentiles) along `axis`, ignoring NaN (flat layers);
+    all NaN where there are no draws."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[axis] == 0:
+        nan = np.full(np.delete(values.shape, axis), np.nan)
+        return nan, nan, nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (flat layers) are NaN by design
+        return (np.nanmean(values, axis=axis), np.nanpercentile(values, BAND[0], axis=axis),
+                np.nanpercentile(values, BAND[1], axis=axis))
 
 
 SUMMARY_COLUMNS = ("layer", "patch_circle_share", "average_ablate_share", "patch_pca_share", "circle_plane_share",

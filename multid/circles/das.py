@@ -23,7 +23,6 @@ cache), and random 2-D planes under the interchange rule (seeded draws: the yard
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence
@@ -33,7 +32,7 @@ import torch
 from scipy.linalg import subspace_angles
 from tqdm.auto import tqdm
 
-from multid.circles.controls import draw_seed, per_run_shares, random_plane
+from multid.circles.controls import draw_band, draw_seed, per_run_shares, random_plane
 from multid.circles.engine import PrefixKV, metric, model_device, readout_logits
 from multid.circles.probe import CircleBasis, InterventionRuns, variant_vectors
 from multid.errors import UserError
@@ -140,8 +139,7 @@ class PromptSet:
         for g, rows in enumerate(self.groups):
             self.group_of[rows] = g
             self.slot[rows] = np.arange(len(rows))
-        self.prefixes = [PrefixKV(model, tokens_g, position, batch_size)
-                         for tokens_g, position in zip(self.group_tokens, self.group_position)]
+        self.prefixes: dict[int, PrefixKV] = {}  # group -> clean keys and values, made when the group first runs
         self.layer: int | None = None
         self.suffixes: list[torch.Tensor] = []
 
@@ -160,12 +158,22 @@ class PromptSet:
             suffixes.append(torch.cat(parts))
         self.layer, self.suffixes = layer, suffixes
 
+    def prefix(self, group: int) -> PrefixKV:
+        if group not in self.prefixes:
+            self.prefixes[group] = PrefixKV(self.model, self.group_tokens[group], self.group_position[group],
+                                            self.batch_size)
+        return self.prefixes[group]
+
     @torch.no_grad()
     def clean_correct(self) -> np.ndarray:
-        """[n] whether the model's own arg-max answer word is right on each prompt (one forward per group)."""
+        """[n] whether the model's own arg-max answer word is right on each prompt (one forward per group, read
+        from the final residual: no prefix keys and values are made)."""
         self.use_layer(self.model.cfg.n_layers)
-        logits = self.answer_logits(torch.arange(len(self)), self.start_acts())
-        return logits.argmax(1).numpy() == self.infos[:, 2]
+        right = np.zeros(len(self), dtype=bool)
+        for rows, suffix in zip(self.groups, self.suffixes):
+            logits = readout_logits(self.model, suffix[:, -1, :].to(self.model.cfg.dtype), self.answer_ids)
+            right[rows] = logits.argmax(1).cpu().numpy() == self.infos[rows, 2]
+        return right
 
     def start_acts(self) -> torch.Tensor:
         acts = torch.zeros(len(self), self.suffixes[0].shape[-1])
@@ -190,7 +198,7 @@ class PromptSet:
                 resid = self.suffixes[g][slots].to(model_device(model), model.cfg.dtype)
                 resid = torch.cat([vectors[torch.as_tensor(chunk)][:, None, :].to(resid), resid[:, 1:, :]], dim=1)
                 final = model(resid, start_at_layer=self.layer, stop_at_layer=model.cfg.n_layers,
-                              past_kv_cache=self.prefixes[g].for_rows(slots))
+                              past_kv_cache=self.prefix(g).for_rows(slots))
                 logits = readout_logits(model, final[:, -1, :], self.answer_ids).float().cpu()
                 out = out.index_put((torch.as_tensor(chunk),), logits)
         return out
@@ -252,16 +260,15 @@ def train_das(data: InterchangeSet, k: int, settings: DasSettings, seed: int, pr
         optimizer.step()
         losses[step] = float(loss.detach())
     plane = rotation.weight.detach().T.double()
-    return DasFit(plane.numpy(), losses, training_iia(data, plane.float(), settings.train_eval_pairs, seed))
+    return DasFit(plane.numpy(), losses, training_iia(data, acts, plane.float(), settings.train_eval_pairs, seed))
 
 
 @torch.no_grad()
-def training_iia(data: InterchangeSet, plane: torch.Tensor, n_pairs: int, seed: int) -> float:
-    """IIA of a subspace on `n_pairs` seeded pairs of the data it was trained on."""
+def training_iia(data: InterchangeSet, acts: torch.Tensor, plane: torch.Tensor, n_pairs: int, seed: int) -> float:
+    """IIA of a subspace on `n_pairs` seeded pairs of the data it was trained on (acts: its start-word activations)."""
     rng = np.random.default_rng([seed, 1])
     base = rng.integers(len(data.infos), size=n_pairs)
     sources, targets = sample_pairs(rng, data.infos, base, data.p)
-    acts = data.start_acts()
     vectors = interchange(acts[torch.as_tensor(base)], acts[torch.as_tensor(sources)], plane)
     logits = data.answer_logits(torch.as_tensor(base), vectors)
     return float(np.mean(logits.argmax(1).numpy() == targets))
@@ -384,11 +391,8 @@ def layer_summary(result: LayerDas, runs: InterventionRuns, infos: np.ndarray, p
                 row[f"{set_name}_iia_{name}"] = float(accuracy[i])
                 row[f"{set_name}_share_{name}"] = float(share[i])
         for stat, values in (("iia", accuracy[random]), ("share", share[random])):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                row[f"{set_name}_{stat}_random_mean"] = float(np.nanmean(values)) if len(values) else float("nan")
-                row[f"{set_name}_{stat}_random_lo"] = float(np.nanpercentile(values, 2.5)) if len(values) else float("nan")
-                row[f"{set_name}_{stat}_random_hi"] = float(np.nanpercentile(values, 97.5)) if len(values) else float("nan")
+            for label, value in zip(("mean", "lo", "hi"), draw_band(values)):
+                row[f"{set_name}_{stat}_random_{label}"] = float(value)
     for k, fit in result.fits.items():
         angles = result.angles(k)
         row[f"train_iia_das_{k}"] = fit.train_iia
