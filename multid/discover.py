@@ -41,7 +41,8 @@ from multid.sae.runners.decoder_clustering import run_clustering
 from multid.sae.runners.interactive_figure import run_interactive
 from multid.sae.runners.occurrence_data import run_occurrences
 from multid.sae.runners.reducibility_scan import run_scan
-from multid.sae.runners.sae_training import TrainResult, run_train_sae, train_settings
+from multid.sae.runners.sae_training import (TRAINING_OPTIONS, TrainResult, add_training_args, run_train_sae,
+                                              train_settings)
 from multid.sae.runners.scan_ranking import run_ranking
 from multid.sae.data.tokenizers import load_tokenizer
 from multid.sae.stage_configs import (ClusteringConfig, InteractiveConfig, OccurrencesConfig, RankingConfig, ScanConfig,
@@ -97,10 +98,10 @@ class Discovery:
 
     def train_config(self, corpus: Corpus) -> TrainConfig:
         a = self.args
+        training = {name: getattr(a, name) for name in TRAINING_OPTIONS}
         config = TrainConfig(base_dir=str(self.base_dir), model_name=MODEL, layer=self.layer,
                              dataset_path=str(corpus.folder / "dataset"), ctx_len=CTX_LEN, max_tokens=self.max_tokens,
-                             architecture=a.architecture, expansion=a.expansion, l1_coefficient=a.l1_coefficient,
-                             k=a.k, training_tokens=a.training_tokens, seed=a.seed, get_model=self.get_model)
+                             seed=a.seed, get_model=self.get_model, **training)
         folder = T.sae_folder(self.base_dir, MODEL, self.layer, train_settings(config), self.text_tag(corpus.tag))
         return dataclasses.replace(config, out=str(folder))
 
@@ -203,15 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_base_dir_arg(parser)
     parser.add_argument("--layer", type=int, default=LAYER, help="SmolLM2 layer of the SAE (default: %(default)s)")
-    parser.add_argument("--architecture", choices=T.ARCHITECTURES, default=T.TrainSettings.architecture,
-                        help="SAE kind: standard (ReLU + L1, as the paper's SAEs) or topk (default: %(default)s)")
-    parser.add_argument("--expansion", type=positive_int, default=T.TrainSettings.expansion,
-                        help="features per residual dimension (default: %(default)s)")
-    parser.add_argument("--l1_coefficient", type=float, default=T.TrainSettings.l1_coefficient,
-                        help="standard SAE: L1 coefficient (default: %(default)s)")
-    parser.add_argument("--k", type=positive_int, default=T.TrainSettings.k, help="topk SAE: k (default: %(default)s)")
-    parser.add_argument("--training_tokens", type=positive_int, default=T.TrainSettings.training_tokens,
-                        help="SAE training tokens (default: %(default)s)")
+    add_training_args(parser)
     parser.add_argument("--n_clusters", type=positive_int, default=SPECTRAL_CLUSTERS,
                         help="spectral clusters (default: %(default)s)")
     parser.add_argument("--sample_limit", type=positive_int, default=SCAN_SAMPLE_LIMIT,

@@ -28,7 +28,7 @@ from multid.config import add_base_dir_arg, add_device_arg, positive_int
 from multid.errors import cli_entry
 from multid.models import MODEL_NAMES
 from multid.sae.analysis import sae_trainer as T
-from multid.sae.runners.sae_training import run_train_sae
+from multid.sae.runners.sae_training import add_training_args, run_train_sae
 from multid.sae.stage_configs import TrainConfig
 
 D = TrainConfig()
@@ -52,21 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ctx_len", type=positive_int, default=D.ctx_len, help="tokens per context incl. BOS "
                                                                           "(default: %(default)s)")
     parser.add_argument("--max_tokens", type=positive_int, default=None, help="use at most this many tokens of text")
-    parser.add_argument("--architecture", choices=T.ARCHITECTURES, default=D.architecture,
-                        help="standard (ReLU + L1, as the paper's SAEs) or topk (default: %(default)s)")
-    parser.add_argument("--expansion", type=positive_int, default=D.expansion,
-                        help="d_sae / d_in (default: %(default)s)")
-    parser.add_argument("--l1_coefficient", type=float, default=D.l1_coefficient,
-                        help="standard: L1 coefficient on activations normalised to mean norm sqrt(d) "
-                             "(default: %(default)s)")
-    parser.add_argument("--k", type=positive_int, default=D.k, help="topk: active features per token "
-                                                                    "(default: %(default)s)")
-    parser.add_argument("--training_tokens", type=positive_int, default=D.training_tokens,
-                        help="tokens seen in training; the cached positions are reshuffled each epoch "
-                             "(default: %(default)s)")
-    parser.add_argument("--batch_size", type=positive_int, default=D.batch_size,
-                        help="positions per training step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=D.lr, help="Adam learning rate (default: %(default)s)")
+    add_training_args(parser, D)
     parser.add_argument("--eval_contexts", type=positive_int, default=D.eval_contexts,
                         help="contexts held out for the metrics (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=D.seed, help="seed (default: %(default)s)")

@@ -12,6 +12,7 @@ import pytest
 from multid.sae.analysis import calendar_metrics as CC
 from multid.sae.data import local_corpus as C
 from multid.sae.data.token_labels import DAY_NAMES, OTHER
+from multid.sae.stage_configs import TrainConfig as T_DEFAULTS
 
 # ----------------------------------------------------------------------------------------- corpus cleaning
 
@@ -177,7 +178,7 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
     source = make_text_source(text_files=planted_corpus(tmp_path / "text"))
     settings = T.TrainSettings(architecture=architecture, expansion=1, k=2, training_tokens=120_000, batch_size=256,
                                lr=3e-3, eval_contexts=6, l1_coefficient=2.0, l1_warm_up_steps=20,
-                               lr_warm_up_steps=10)
+                               lr_warm_up_steps=10, dead_feature_window=117)
     hook = "blocks.0.hook_resid_pre"
     sae_path, cache = T.train_sae_for_model(base_dir=tmp_path, model_name="tiny", layer=0, hook=hook, source=source,
                                             ctx_len=24, settings=settings, get_model=lambda: model,
@@ -242,6 +243,10 @@ def test_training_reuses_the_saved_sae_and_rejects_bad_settings(tmp_path):
     T.TrainSettings(k=128, expansion=2).check_width(64)
 
 
+ALT = {"normalisation": "trainer" if T_DEFAULTS.normalisation == "fixed" else "fixed",
+       "b_dec_init": "zeros" if T_DEFAULTS.b_dec_init == "mean" else "mean"}  # the non-default of each
+
+
 @pytest.mark.unit
 def test_sae_folder_names_every_setting_that_changes_the_weights(tmp_path):
     from multid.sae.analysis import sae_trainer as T
@@ -254,11 +259,19 @@ def test_sae_folder_names_every_setting_that_changes_the_weights(tmp_path):
                 T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(lr_warm_up_steps=5)),
                 T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), hook="blocks.8.hook_resid_post"),
                 T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), ctx_len=64),
-                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), text_tag="oanc")]
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), text_tag="oanc"),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(aux_loss_coefficient=0.03125)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(dead_feature_window=7)),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(normalisation=ALT["normalisation"],
+                                                                     b_dec_init=ALT["b_dec_init"])),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(architecture="batchtopk")),
+                T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(architecture="matryoshka"))]
     assert [v.name for v in variants] == [
         "x8_topk32_1500k_seed0_lr0.001", "x8_topk32_1500k_seed0_bs2048", "x8_topk32_1500k_seed0_eval32",
         "x8_topk32_1500k_seed0_warmup5", "x8_topk32_1500k_seed0_8-hook_resid_post", "x8_topk32_1500k_seed0_ctx64",
-        "x8_topk32_1500k_seed0_oanc"]
+        "x8_topk32_1500k_seed0_oanc", "x8_topk32_1500k_seed0_aux0.03125", "x8_topk32_1500k_seed0_window7",
+        f"x8_topk32_1500k_seed0_norm-{ALT['normalisation']}_bdec-{ALT['b_dec_init']}",
+        "x8_batchtopk32_1500k_seed0", "x8_matryoshka32-levels4_1500k_seed0"]
     assert T.sae_folder(tmp_path, "smollm2", 8, T.TrainSettings(), hook="blocks.8.hook_resid_pre") == default
 
 

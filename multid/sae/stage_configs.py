@@ -65,7 +65,12 @@ class TrainConfig(SaeStageConfig):
     architecture: str = option("topk")  # see docs/discover.md: the L1 SAE needs more steps than a CPU run gives it
     expansion: int = option(8)  # d_sae = expansion * d_in
     l1_coefficient: float = option(5.0)  # standard: on activations normalised to mean norm sqrt(d)
-    k: int = option(32)  # topk
+    k: int = option(32)  # topk, batchtopk, matryoshka
+    matryoshka_levels: int = option(4)  # matryoshka: nested widths d_sae/8, d_sae/4, d_sae/2, d_sae
+    aux_loss_coefficient: float = option(1.0)  # topk family: AuxK (SAELens' default)
+    dead_feature_window: int = option(91)  # steps without firing before AuxK counts a feature dead
+    normalisation: str = option("trainer")  # fixed: our training-set scale; trainer: SAELens' estimate
+    b_dec_init: str = option("zeros")  # mean: the decoder bias starts at the training positions' mean
     training_tokens: int = option(1_500_000)
     batch_size: int = option(4096)
     lr: float = option(3e-4)

@@ -29,12 +29,17 @@ from multid.sae.data.occurrence_format import feature_triples
 from multid.sae.stage_configs import TrainConfig
 from multid.stage import Stage, artifact_id, run_stage
 
-ARCHITECTURES = ("standard", "topk")
+ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka")
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")  # k active features per token (batchtopk: on average over a batch)
+NORMALISATIONS = ("fixed", "trainer")
+B_DEC_INITS = ("mean", "zeros")
+TRAIN_DEAD_POSITIONS = 131_072  # training positions on which dead_fraction_train is counted
 ACTS_FILE = "activations.npy"
 TOKENS_FILE = "token_ids.npy"
 METRICS_FILE = "training_metrics.json"
 VERSION = 1  # of the residual cache
-SAE_VERSION = 2  # of the trained SAE (2: decoder norms folded into the encoder)
+SAE_VERSION = 3  # of the trained SAE (2: decoder norms folded into the encoder; 3: normalisation, b_dec init, AuxK
+#                 window and coefficient are settings)
 
 
 def default_hook(layer: int) -> str:
@@ -184,23 +189,36 @@ class TrainSettings:
     l1_warm_up_steps: int = 50
     eval_contexts: int = TrainConfig.eval_contexts
     seed: int = TrainConfig.seed
+    aux_loss_coefficient: float = TrainConfig.aux_loss_coefficient
+    dead_feature_window: int = TrainConfig.dead_feature_window
+    normalisation: str = TrainConfig.normalisation
+    b_dec_init: str = TrainConfig.b_dec_init
+    matryoshka_levels: int = TrainConfig.matryoshka_levels
 
     def check(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise UserError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
-        for name in ("expansion", "k", "training_tokens", "batch_size", "eval_contexts"):
+        for name, allowed in (("normalisation", NORMALISATIONS), ("b_dec_init", B_DEC_INITS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("expansion", "k", "training_tokens", "batch_size", "eval_contexts", "dead_feature_window",
+                     "matryoshka_levels"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.training_tokens < self.batch_size:
             raise UserError(f"--training_tokens {self.training_tokens} is less than one batch ({self.batch_size})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
-            raise UserError(f"--l1_coefficient must be a non-negative number, got {self.l1_coefficient}")
+        for name in ("l1_coefficient", "aux_loss_coefficient"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise UserError(f"--{name} must be a non-negative number, got {getattr(self, name)}")
 
     def check_width(self, d_in: int) -> None:
         """Settings that need the activations' width: TopK's k must not exceed the SAE's features."""
-        if self.architecture == "topk" and self.k > self.expansion * d_in:
+        if self.architecture == "matryoshka" and self.expansion * d_in >> (self.matryoshka_levels - 1) < self.k:
+            raise UserError(f"--matryoshka_levels {self.matryoshka_levels}: the smallest level would have fewer "
+                            f"features than k = {self.k}; use fewer levels")
+        if self.architecture in TOPK_FAMILY and self.k > self.expansion * d_in:
             raise UserError(f"--k {self.k} is more than the SAE's {self.expansion * d_in} features "
                             f"(--expansion {self.expansion} x width {d_in}); lower --k or raise --expansion")
 
@@ -211,11 +229,16 @@ class TrainSettings:
     def tag(self) -> str:
         """x<expansion>_<kind>_<tokens>k_seed<s>, then every other setting that changes the weights and differs
         from its default (so two trainings that differ in any of them never share a folder)."""
-        kind = f"topk{self.k}" if self.architecture == "topk" else f"l1-{self.l1_coefficient:g}"
+        kind = f"{self.architecture}{self.k}" if self.architecture in TOPK_FAMILY else f"l1-{self.l1_coefficient:g}"
+        if self.architecture == "matryoshka":
+            kind += f"-levels{self.matryoshka_levels}"
         default = TrainSettings()
         extra = "".join(f"_{short}{getattr(self, name):g}" for name, short in (
             ("batch_size", "bs"), ("lr", "lr"), ("lr_warm_up_steps", "warmup"), ("l1_warm_up_steps", "l1warmup"),
-            ("eval_contexts", "eval")) if getattr(self, name) != getattr(default, name))
+            ("eval_contexts", "eval"), ("aux_loss_coefficient", "aux"), ("dead_feature_window", "window"))
+            if getattr(self, name) != getattr(default, name))
+        extra += "".join(f"_{short}{getattr(self, name)}" for name, short in (
+            ("normalisation", "norm-"), ("b_dec_init", "bdec-")) if getattr(self, name) != getattr(default, name))
         return f"x{self.expansion}_{kind}_{self.training_tokens // 1000}k_seed{self.seed}{extra}"
 
 
@@ -227,12 +250,30 @@ def split_contexts(num_contexts: int, eval_contexts: int) -> tuple[np.ndarray, n
     return np.arange(num_contexts - n_eval), np.arange(num_contexts - n_eval, num_contexts)
 
 
-def batch_stream(acts: np.ndarray, contexts: np.ndarray, batch_size: int, seed: int) -> Iterator[Any]:
-    """Endless shuffled batches [batch_size, d] of the residuals of `contexts` at positions 1.. (BOS left
-    out); each epoch is a fresh permutation from a seeded generator."""
+def training_positions(acts: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+    """The residuals [n, d] of `contexts` at positions 1.. (BOS left out: its norm is far above the rest's)."""
+    return np.ascontiguousarray(np.asarray(acts[contexts][:, 1:]).reshape(-1, acts.shape[2]))
+
+
+def activation_scale(flat: np.ndarray, chunk: int = 65_536) -> float:
+    """sqrt(d) / the mean norm of the training positions: scaled by it, they have mean norm sqrt(d) (the
+    normalisation SAELens calls expected_average_only_in, here fixed by the whole training set, not estimated
+    from a few batches)."""
+    total = sum(float(np.linalg.norm(flat[i:i + chunk].astype(np.float64), axis=1).sum())
+                for i in range(0, len(flat), chunk))
+    return math.sqrt(flat.shape[1]) / (total / len(flat))
+
+
+def positions_mean(flat: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    total = sum(flat[i:i + chunk].astype(np.float64).sum(0) for i in range(0, len(flat), chunk))
+    return (total / len(flat)).astype(np.float32)
+
+
+def batch_stream(flat: np.ndarray, batch_size: int, seed: int, scale: float = 1.0) -> Iterator[Any]:
+    """Endless shuffled batches [batch_size, d] of the training positions, times `scale`; each epoch is a fresh
+    permutation from a seeded generator."""
     import torch
 
-    flat = np.asarray(acts[contexts][:, 1:]).reshape(-1, acts.shape[2])
     if len(flat) < batch_size:
         raise UserError(f"{len(flat)} training positions are fewer than one batch ({batch_size}); give more text "
                         f"or a smaller --batch_size")
@@ -240,52 +281,106 @@ def batch_stream(acts: np.ndarray, contexts: np.ndarray, batch_size: int, seed: 
     while True:
         order = rng.permutation(len(flat))
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield torch.from_numpy(flat[np.sort(order[start:start + batch_size])])
+            batch = torch.from_numpy(flat[np.sort(order[start:start + batch_size])])
+            yield batch if scale == 1.0 else batch * scale
 
 
-def training_sae(d_in: int, settings: TrainSettings, hook: str, model_name: str):
-    """A fresh SAELens training SAE (seeded), with activations normalised to mean norm sqrt(d) during
-    training (folded into the weights when training ends)."""
-    import torch
-    from sae_lens import TrainingSAE
+def matryoshka_widths(d_sae: int, levels: int) -> list[int]:
+    """Nested prefix widths d_sae / 2^(levels-1), ..., d_sae / 2, d_sae (SAELens' matryoshka_widths)."""
+    return [d_sae >> (levels - 1 - level) for level in range(levels)]
+
+
+def training_config(d_in: int, settings: TrainSettings, hook: str, model_name: str):
+    """SAELens' training config for the settings' architecture."""
     from sae_lens.saes.sae import SAEMetadata
 
-    settings.check_width(d_in)
-    torch.manual_seed(settings.seed)
     metadata = SAEMetadata(hook_name=hook, model_name=model_name, prepend_bos=True)
     d_sae = settings.expansion * d_in
-    common = {"d_in": d_in, "d_sae": d_sae, "normalize_activations": "expected_average_only_in", "metadata": metadata}
+    # "fixed": the batches come in already scaled (fit_sae), so SAELens normalises nothing
+    norm = "expected_average_only_in" if settings.normalisation == "trainer" else "none"
+    common = {"d_in": d_in, "d_sae": d_sae, "normalize_activations": norm, "metadata": metadata}
+    topk = {"aux_loss_coefficient": settings.aux_loss_coefficient}
     if settings.architecture == "topk":
         from sae_lens import TopKTrainingSAEConfig
 
-        cfg = TopKTrainingSAEConfig(k=settings.k, **common)
-    else:
-        from sae_lens import StandardTrainingSAEConfig
+        return TopKTrainingSAEConfig(k=settings.k, **topk, **common)
+    if settings.architecture == "batchtopk":
+        from sae_lens import BatchTopKTrainingSAEConfig
 
-        cfg = StandardTrainingSAEConfig(l1_coefficient=settings.l1_coefficient,
-                                        l1_warm_up_steps=settings.l1_warm_up_steps, **common)
-    return TrainingSAE.from_dict(cfg.to_dict())
+        return BatchTopKTrainingSAEConfig(k=float(settings.k), **topk, **common)
+    if settings.architecture == "matryoshka":
+        from sae_lens import MatryoshkaBatchTopKTrainingSAEConfig
+
+        return MatryoshkaBatchTopKTrainingSAEConfig(k=float(settings.k), **topk, **common,
+                                                    matryoshka_widths=matryoshka_widths(d_sae, settings.matryoshka_levels))
+    from sae_lens import StandardTrainingSAEConfig
+
+    return StandardTrainingSAEConfig(l1_coefficient=settings.l1_coefficient,
+                                     l1_warm_up_steps=settings.l1_warm_up_steps, **common)
 
 
-def fit_sae(acts: np.ndarray, train_contexts: np.ndarray, settings: TrainSettings, hook: str, model_name: str):
-    """Train with SAELens' SAETrainer (no loop of ours) and return the trained training-SAE."""
+def training_sae(d_in: int, settings: TrainSettings, hook: str, model_name: str, b_dec: np.ndarray | None = None):
+    """A fresh SAELens training SAE (seeded); `b_dec` (in the scaled space) starts the decoder bias."""
+    import torch
+    from sae_lens import TrainingSAE
+
+    settings.check_width(d_in)
+    torch.manual_seed(settings.seed)
+    sae = TrainingSAE.from_dict(training_config(d_in, settings, hook, model_name).to_dict())
+    if b_dec is not None:
+        with torch.no_grad():
+            sae.b_dec.copy_(torch.from_numpy(b_dec))
+    return sae
+
+
+@dataclass(frozen=True)
+class FitResult:
+    sae: Any  # the trained training-SAE, taking raw (unscaled) residuals
+    scale: float | None  # the fixed activation scale folded into it (None: SAELens' own estimate)
+    train_positions: np.ndarray  # [n, d] the residuals it was trained on
+
+
+def fit_sae(acts: np.ndarray, train_contexts: np.ndarray, settings: TrainSettings, hook: str,
+            model_name: str) -> FitResult:
+    """Train with SAELens' SAETrainer (no loop of ours). With normalisation "fixed", the batches are scaled to
+    mean norm sqrt(d) by a factor taken from the whole training set, and the factor is folded into the weights
+    afterwards (SAELens' fold_activation_norm_scaling_factor), as SAELens does with its own estimate."""
     import torch
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    sae = training_sae(int(acts.shape[2]), settings, hook, model_name)
+    flat = training_positions(acts, train_contexts)
+    scale = activation_scale(flat) if settings.normalisation == "fixed" else None
+    b_dec = positions_mean(flat) * (scale or 1.0) if settings.b_dec_init == "mean" else None
+    sae = training_sae(int(acts.shape[2]), settings, hook, model_name, b_dec)
     cfg = SAETrainerConfig(total_training_samples=settings.steps * settings.batch_size,
                            train_batch_size_samples=settings.batch_size, lr=settings.lr, lr_end=settings.lr / 10,
                            lr_warm_up_steps=settings.lr_warm_up_steps, device="cpu",
                            logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20,
-                           dead_feature_window=max(1, settings.steps // 4))
+                           dead_feature_window=settings.dead_feature_window)
     torch.manual_seed(settings.seed)
-    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batch_stream(acts, train_contexts, settings.batch_size,
-                                                                       settings.seed))
-    return trainer.fit()
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batch_stream(flat, settings.batch_size, settings.seed,
+                                                                       scale or 1.0))
+    trained = trainer.fit()
+    if scale is not None:
+        trained.fold_activation_norm_scaling_factor(scale)
+    return FitResult(trained, scale, flat)
 
 
 # ----------------------------------------------------------------------------------------- metrics
+
+
+def dead_fraction_on(sae: Any, flat: np.ndarray, positions: int, seed: int, chunk: int = 8192) -> float:
+    """The share of features that never fire on a seeded sample of `positions` of the rows of `flat`."""
+    import torch
+
+    rng = np.random.default_rng([seed, 1])
+    rows = np.sort(rng.choice(len(flat), size=min(positions, len(flat)), replace=False))
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    with torch.no_grad():
+        for i in range(0, len(rows), chunk):
+            fired |= (sae.encode(torch.from_numpy(flat[rows[i:i + chunk]])) > 0).any(0)
+    return float((~fired).float().mean())
 
 
 def reconstruction_metrics(sae: Any, x: Any) -> dict[str, float]:
@@ -365,22 +460,36 @@ def sae_stage(folder: Path, cache: ActivationCache, settings: TrainSettings, *, 
 
         train_idx, eval_idx = split_contexts(cache.num_contexts, settings.eval_contexts)
         started = time.time()
-        trained = fit_sae(cache.acts, train_idx, settings, hook, model_name)
+        fit = fit_sae(cache.acts, train_idx, settings, hook, model_name)
         seconds = time.time() - started
-        trained.save_inference_model(tmp)
+        fit.sae.save_inference_model(tmp)
         sae = SAE.load_from_disk(str(tmp))
         fold_decoder_norms(sae)
         sae.save_model(tmp)
         sae.eval()
         metrics = evaluate_sae(sae, cache, eval_idx, get_model() if get_model else None, hook)
-        metrics.update({"architecture": settings.architecture, "d_in": int(cache.acts.shape[2]),
+        metrics.update({"dead_fraction_train": dead_fraction_on(sae, fit.train_positions, TRAIN_DEAD_POSITIONS,
+                                                                settings.seed),
+                        "dead_train_positions": int(min(TRAIN_DEAD_POSITIONS, len(fit.train_positions))),
+                        "architecture": settings.architecture, "d_in": int(cache.acts.shape[2]),
                         "d_sae": int(sae.cfg.d_sae), "training_tokens": settings.steps * settings.batch_size,
-                        "training_steps": settings.steps, "training_seconds": round(seconds, 1),
+                        "training_positions": int(len(fit.train_positions)),
+                        "epochs": round(settings.steps * settings.batch_size / len(fit.train_positions), 2),
+                        "activation_scale": fit.scale, "training_steps": settings.steps,
+                        "training_seconds": round(seconds, 1), "torch_threads": torch_threads(),
                         "train_contexts": int(len(train_idx)), "eval_contexts": int(len(eval_idx)),
                         "hook": hook, "model": model_name})
         save_json(tmp / METRICS_FILE, metrics)
 
     return run_stage(stage, build)
+
+
+def torch_threads() -> int:
+    """Torch's intra-op threads: the order of floating-point sums, and so the last bits of the weights, depend on
+    it (docs/discover.md, reproducibility)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def fold_decoder_norms(sae: Any) -> None:
@@ -398,6 +507,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     parts = [f"L0 {metrics['l0']:.1f}", f"explained variance {metrics['explained_variance']:.3f}",
              f"dead features {100 * metrics['dead_fraction']:.1f}% (over {metrics['eval_positions']:,} held-out "
              f"positions)"]
+    if "dead_fraction_train" in metrics:
+        parts.append(f"{100 * metrics['dead_fraction_train']:.1f}% never fire on {metrics['dead_train_positions']:,} "
+                     f"training positions")
     if "ce_loss_recovered" in metrics:
         parts.append(f"CE loss recovered {metrics['ce_loss_recovered']:.3f} (clean {metrics['ce_loss_clean']:.3f}, "
                      f"with SAE {metrics['ce_loss_with_sae']:.3f}, zero-ablated {metrics['ce_loss_zero_ablation']:.3f})")

@@ -5,12 +5,14 @@ The script is sae_multid_feature_discovery/train_sae.py; the cache and the train
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from multid.commands import as_path
-from multid.config import resolve_base_dir, resolve_device
+from multid.config import positive_int, resolve_base_dir, resolve_device
 from multid.models import lazy_loader
 from multid.sae.data import local_corpus, run_layout
 from multid.sae.analysis import sae_trainer as T
@@ -30,10 +32,43 @@ class TrainResult:
 
 
 def train_settings(config: TrainConfig) -> T.TrainSettings:
-    return T.TrainSettings(architecture=config.architecture, expansion=config.expansion,
-                           l1_coefficient=config.l1_coefficient, k=config.k, training_tokens=config.training_tokens,
-                           batch_size=config.batch_size, lr=config.lr, eval_contexts=config.eval_contexts,
-                           seed=config.seed)
+    names = [f.name for f in dataclasses.fields(T.TrainSettings) if hasattr(config, f.name)]
+    return T.TrainSettings(**{name: getattr(config, name) for name in names})
+
+
+TRAINING_OPTIONS = ("architecture", "expansion", "l1_coefficient", "k", "matryoshka_levels", "aux_loss_coefficient",
+                    "dead_feature_window", "normalisation", "b_dec_init", "training_tokens", "batch_size", "lr")
+
+
+def add_training_args(parser: argparse.ArgumentParser, defaults: TrainConfig = TrainConfig()) -> None:
+    """The SAE's shape and training options (train_sae.py and make discover share them)."""
+    group = parser.add_argument_group("the SAE and its training (docs/discover.md: the attempts table)")
+    add = group.add_argument
+    add("--architecture", choices=T.ARCHITECTURES, default=defaults.architecture,
+        help="standard (ReLU + L1, as the paper's SAEs), topk, batchtopk (k on average over a batch) or matryoshka "
+             "(batchtopk with nested widths) (default: %(default)s)")
+    add("--expansion", type=positive_int, default=defaults.expansion, help="d_sae / d_in (default: %(default)s)")
+    add("--l1_coefficient", type=float, default=defaults.l1_coefficient,
+        help="standard: L1 coefficient on activations normalised to mean norm sqrt(d) (default: %(default)s)")
+    add("--k", type=positive_int, default=defaults.k, help="topk family: active features per token "
+                                                            "(default: %(default)s)")
+    add("--matryoshka_levels", type=positive_int, default=defaults.matryoshka_levels,
+        help="matryoshka: nested widths d_sae / 2^(levels-1), ..., d_sae (default: %(default)s)")
+    add("--aux_loss_coefficient", type=float, default=defaults.aux_loss_coefficient,
+        help="topk family: weight of the AuxK loss that trains dead features on the residual error "
+             "(default: %(default)s)")
+    add("--dead_feature_window", type=positive_int, default=defaults.dead_feature_window,
+        help="steps without firing after which AuxK counts a feature dead (default: %(default)s)")
+    add("--normalisation", choices=T.NORMALISATIONS, default=defaults.normalisation,
+        help="fixed: residuals scaled to mean norm sqrt(d) by a factor from the whole training set; trainer: "
+             "SAELens' estimate from 20 batches; both folded into the saved weights (default: %(default)s)")
+    add("--b_dec_init", choices=T.B_DEC_INITS, default=defaults.b_dec_init,
+        help="decoder bias at the start: the training positions' mean, or zeros (default: %(default)s)")
+    add("--training_tokens", type=positive_int, default=defaults.training_tokens,
+        help="tokens seen in training; the cached positions are reshuffled each epoch (default: %(default)s)")
+    add("--batch_size", type=positive_int, default=defaults.batch_size,
+        help="positions per training step (default: %(default)s)")
+    add("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
 
 
 def run_train_sae(config: TrainConfig) -> TrainResult:
