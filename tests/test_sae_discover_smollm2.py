@@ -20,7 +20,7 @@ def test_discover_small_runs_every_stage(smollm2_model, tmp_path):
 
     del smollm2_model  # the fixture converts SmolLM2 into the shared models folder
     argv = ["--base_dir", str(tmp_path), "--max_tokens", str(50 * 128), "--training_tokens", "16384",
-            "--expansion", "1", "--n_clusters", "6", "--sample_limit", "300"]
+            "--expansion", "1", "--n_clusters", "6", "--sample_limit", "300", "--calendar_text", "none"]  # no network
     done = subprocess.run([sys.executable, "-m", "multid.discover", *argv], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_discover_small_runs_every_stage(smollm2_model, tmp_path):
     assert report["occurrences"]["contexts"] == 50 and report["occurrences"]["pairs"] > 0
 
     named = report["named_clusters"]["spectral"]
-    assert set(named) <= {"days", "months", "years"} and "years" in named
+    assert set(named) <= {"days", "months", "years", "day_abbr", "month_abbr"} and "years" in named
     assert all(0 < e["purity"] <= 1 and 2 <= e["size"] for e in named.values())
     for path in report["figures"]:
         assert Path(path).is_file(), path

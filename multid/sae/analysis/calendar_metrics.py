@@ -19,11 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multid.sae.data.calendar_tokens import (CATEGORIES, PERIODS, YEAR_RANGE, TokenClasses, strict_classes,
-                                             token_classes, vocabulary_tables, year_of_tokens)
+from multid.sae.data.calendar_tokens import (CATEGORIES, FIGURE_CATEGORIES, PERIODS, YEAR_RANGE, TokenClasses,
+                                             strict_classes, token_classes, vocabulary_tables, year_of_tokens)
 from multid.sae.data.token_labels import OTHER
 
-__all__ = ["CATEGORIES", "PERIODS", "YEAR_RANGE", "TokenClasses", "strict_classes", "token_classes",
+__all__ = ["CATEGORIES", "FIGURE_CATEGORIES", "PERIODS", "YEAR_RANGE", "TokenClasses", "strict_classes", "token_classes",
            "vocabulary_tables", "year_of_tokens", "ClusterCounts", "cluster_counts", "f1_score", "best_cluster",
            "CircleOrder", "circle_order", "is_cyclic", "circle_report", "MIN_CLASS_POINTS"]  # with the token classes the metrics are computed on
 

@@ -1,5 +1,6 @@
 """Calendar classes of tokens, by their text (docs/discover.md): a day is a capitalised weekday name (" Monday",
-"Mondays"), a month a capitalised month name, and a year digit a digit token inside a four-digit number
+"Mondays"), a month a capitalised month name, their three-letter abbreviations classes of their own ("Mon",
+"Jan"; docs/corpus.md), and a year digit a digit token inside a four-digit number
 1500..2099 that stands alone (tokenizers that split numbers into digits, such as SmolLM2's, give years as four
 one-digit tokens; a tokenizer with whole-number tokens gives one token of four digits, also counted).
 """
@@ -11,10 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
-from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES, OTHER
+from multid.sae.data.token_labels import DAY_NAMES, DAY_SHORT, MONTH_NAMES, MONTH_SHORT, OTHER
 
-CATEGORIES = ("days", "months", "years")
-PERIODS = {"days": 7, "months": 12}
+FIGURE_CATEGORIES = ("days", "months", "years")  # Figure 1's panels
+CATEGORIES = FIGURE_CATEGORIES + ("day_abbr", "month_abbr")  # abbreviations apart from full names (docs/corpus.md)
+PERIODS = {"days": 7, "months": 12, "day_abbr": 7, "month_abbr": 12}
 YEAR_RANGE = (1500, 2099)
 
 
@@ -23,6 +25,21 @@ def strict_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray
     days = {name: i for i, name in enumerate(DAY_NAMES)}
     days.update({name + "s": i for i, name in enumerate(DAY_NAMES)})
     months = {name: i for i, name in enumerate(MONTH_NAMES)}
+    day = np.full(len(token_strings), OTHER, dtype=np.int64)
+    month = np.full(len(token_strings), OTHER, dtype=np.int64)
+    for i, text in enumerate(token_strings):
+        word = text.replace("\u2581", " ").replace("\u0120", " ").strip()
+        day[i] = days.get(word, OTHER)
+        month[i] = months.get(word, OTHER)
+    return day, month
+
+
+def abbreviation_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(day class, month class) per vocabulary string where it is a capitalised three-letter abbreviation ("Mon",
+    " Thu", "Jan"; "May" is a full name, so not here); OTHER elsewhere. Reported beside the full names, never
+    merged into them (docs/corpus.md)."""
+    days = {name: i for i, name in enumerate(DAY_SHORT)}
+    months = {name: i for i, name in enumerate(MONTH_SHORT) if name not in MONTH_NAMES}
     day = np.full(len(token_strings), OTHER, dtype=np.int64)
     month = np.full(len(token_strings), OTHER, dtype=np.int64)
     for i, text in enumerate(token_strings):
@@ -77,14 +94,18 @@ def vocabulary_tables(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndar
 
 @dataclass(frozen=True)
 class TokenClasses:
-    """Per token of the run (token order): day class, month class, year (OTHER where none)."""
+    """Per token of the run (token order): day class, month class, year, and the abbreviations' day and month
+    classes (OTHER where none)."""
 
     day: np.ndarray
     month: np.ndarray
     year: np.ndarray
+    day_abbr: np.ndarray
+    month_abbr: np.ndarray
 
     def of(self, category: str) -> np.ndarray:
-        return {"days": self.day, "months": self.month, "years": self.year}[category]
+        return {"days": self.day, "months": self.month, "years": self.year, "day_abbr": self.day_abbr,
+                "month_abbr": self.month_abbr}[category]
 
     def totals(self) -> dict[str, int]:
         return {c: int((self.of(c) != OTHER).sum()) for c in CATEGORIES}
@@ -92,5 +113,7 @@ class TokenClasses:
 
 def token_classes(ids: np.ndarray, ctx_len: int, token_strings: Sequence[str]) -> TokenClasses:
     day_v, month_v = strict_classes(token_strings)
+    day_a, month_a = abbreviation_classes(token_strings)
     digit, number = vocabulary_tables(token_strings)
-    return TokenClasses(day_v[ids], month_v[ids], year_of_tokens(ids, ctx_len, digit, number))
+    return TokenClasses(day_v[ids], month_v[ids], year_of_tokens(ids, ctx_len, digit, number), day_a[ids],
+                        month_a[ids])

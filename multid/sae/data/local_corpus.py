@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from multid.errors import UserError
-from multid.sae.data.token_labels import DAY_NAMES, MONTH_NAMES
+from multid.sae.data.token_labels import DAY_NAMES, DAY_SHORT, MONTH_NAMES, MONTH_SHORT
 
 GENSIM_VERSION = "4.4.0"
 GENSIM_INSTALL = f"pip install --no-deps gensim=={GENSIM_VERSION}   (make setup does it)"
@@ -43,6 +43,7 @@ YEAR_RE = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
 class Document:
     source: str
     text: str
+    whole: bool = False  # one passage as it is (a mail: its date line first), not cut at sentence ends
 
 
 # ----------------------------------------------------------------------------------------- locating the data
@@ -199,14 +200,20 @@ def passages(text: str, min_words: int) -> list[str]:
 # ----------------------------------------------------------------------------------------- the corpus
 
 
-def iter_documents(test_data: Path, extra_files: Sequence[Path] = ()) -> Iterator[Document]:
-    """Every source's documents in a fixed order: news first (it mentions weekdays most), then Wikipedia."""
+def iter_documents(test_data: Path, extra_files: Sequence[Path] = (), mail: Path | None = None
+                   ) -> Iterator[Document]:
+    """Every source's documents in a fixed order: news first (it mentions weekdays most), then Wikipedia, the
+    extra files, then the mail text (multid.sae.data.mail_corpus: one document per message, kept whole)."""
     yield from iter_line_articles(test_data / "lee_background.cor", "news:lee_background")
     yield from iter_line_articles(test_data / "lee.cor", "news:lee")
     yield from iter_wikipedia(test_data / ENWIKI_FILE)
     for path in extra_files:
         path = Path(path)
         yield from (iter_oanc(path) if path.name == OANC_NAME else iter_text_file(path))
+    if mail is not None:
+        from multid.sae.data.mail_corpus import iter_mail
+
+        yield from (Document(source, text, whole=True) for source, text in iter_mail(mail))
 
 
 def build_passages(documents: Iterable[Document], passage_words: int = DEFAULT_PASSAGE_WORDS
@@ -215,23 +222,27 @@ def build_passages(documents: Iterable[Document], passage_words: int = DEFAULT_P
     texts: list[str] = []
     sources: list[str] = []
     for doc in documents:
-        for passage in passages(doc.text, passage_words):
+        for passage in ([doc.text] if doc.whole else passages(doc.text, passage_words)):
             texts.append(passage)
             sources.append(doc.source)
     return texts, sources
 
 
+MONTH_ABBREVIATIONS = tuple(m for m in MONTH_SHORT if m not in MONTH_NAMES)  # "May" is the full name
+
+
 def word_counts(texts: Sequence[str]) -> dict[str, dict[str, int]]:
-    """How often each weekday and month name (capitalised, whole word) and year-like number 1500..2099 occurs."""
-    days: Counter = Counter()
-    months: Counter = Counter()
+    """How often each weekday and month name and three-letter abbreviation (capitalised, whole word: "Mon",
+    "Jan"; "May" counts as the name) and year-like number 1500..2099 occurs."""
+    found: Counter = Counter()
     years = 0
-    pattern = re.compile(r"\b(" + "|".join(DAY_NAMES + MONTH_NAMES) + r")\b")
+    pattern = re.compile(r"\b(" + "|".join(DAY_NAMES + MONTH_NAMES + DAY_SHORT + MONTH_ABBREVIATIONS) + r")\b")
     for text in texts:
-        for match in pattern.findall(text):
-            (days if match in DAY_NAMES else months)[match] += 1
+        found.update(pattern.findall(text))
         years += len(YEAR_RE.findall(text))
-    return {"days": {d: days[d] for d in DAY_NAMES}, "months": {m: months[m] for m in MONTH_NAMES},
+    return {"days": {d: found[d] for d in DAY_NAMES}, "months": {m: found[m] for m in MONTH_NAMES},
+            "day_abbreviations": {d: found[d] for d in DAY_SHORT},
+            "month_abbreviations": {m: found[m] for m in MONTH_ABBREVIATIONS},
             "year_like_numbers": {"1500-2099": years}}
 
 
@@ -269,20 +280,23 @@ CORPUS_VERSION = 1
 STATS_FILE = "corpus_stats.json"
 
 
-def corpus_tag(extra_files: Sequence[Path] = ()) -> str:
-    """"" for the default corpus, else a short name of the extra files ("oanc", or a hash of the names); it
-    suffixes the corpus folder and the names of SAEs trained on it, so they live side by side."""
+def corpus_tag(extra_files: Sequence[Path] = (), mail: bool = False) -> str:
+    """"" for the gensim corpus alone, else short names of what is added ("oanc" or a hash of the extra files'
+    names, "mail"); it suffixes the corpus folder and the names of SAEs trained on it, so they live side by side."""
     import hashlib
 
-    if not extra_files:
-        return ""
-    names = sorted(Path(p).name for p in extra_files)
-    return "oanc" if names == [OANC_NAME] else hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
+    parts = []
+    if extra_files:
+        names = sorted(Path(p).name for p in extra_files)
+        parts.append("oanc" if names == [OANC_NAME] else hashlib.sha1("\n".join(names).encode()).hexdigest()[:8])
+    if mail:
+        parts.append("mail")
+    return "+".join(parts)
 
 
-def corpus_folder(base_dir: Path, extra_files: Sequence[Path] = ()) -> Path:
-    """<base>/corpora/local_english, or local_english+<corpus_tag> with extra files."""
-    tag = corpus_tag(extra_files)
+def corpus_folder(base_dir: Path, extra_files: Sequence[Path] = (), mail: bool = False) -> Path:
+    """<base>/corpora/local_english, or local_english+<corpus_tag> with more text."""
+    tag = corpus_tag(extra_files, mail)
     return Path(base_dir) / "corpora" / ("local_english" + (f"+{tag}" if tag else ""))
 
 
@@ -290,9 +304,11 @@ def token_class_counts(token_ids: Sequence[Sequence[int]], token_strings: Sequen
     """How many tokens are a (capitalised) weekday name, a month name, or part of a year, per name."""
     import numpy as np
 
-    from multid.sae.data.calendar_tokens import strict_classes, vocabulary_tables, year_of_tokens
+    from multid.sae.data.calendar_tokens import abbreviation_classes, strict_classes, vocabulary_tables, year_of_tokens
 
     day, month = strict_classes(token_strings)
+    day_abbr, month_abbr = abbreviation_classes(token_strings)
+    abbreviations = np.zeros(2, dtype=np.int64)
     digit, number = vocabulary_tables(token_strings)
     days = np.zeros(len(DAY_NAMES), dtype=np.int64)
     months = np.zeros(len(MONTH_NAMES), dtype=np.int64)
@@ -301,17 +317,20 @@ def token_class_counts(token_ids: Sequence[Sequence[int]], token_strings: Sequen
         ids = np.asarray(ids, dtype=np.int64)
         days += np.bincount(day[ids][day[ids] >= 0], minlength=len(DAY_NAMES))
         months += np.bincount(month[ids][month[ids] >= 0], minlength=len(MONTH_NAMES))
+        abbreviations += [int((day_abbr[ids] >= 0).sum()), int((month_abbr[ids] >= 0).sum())]
         year = year_of_tokens(ids, len(ids) or 1, digit, number)
         years += int((year >= 0).sum())
     return {"day_tokens": dict(zip(DAY_NAMES, days.tolist())), "month_tokens": dict(zip(MONTH_NAMES, months.tolist())),
+            "day_abbreviation_tokens": int(abbreviations[0]), "month_abbreviation_tokens": int(abbreviations[1]),
             "year_tokens": years}
 
 
 def local_corpus_stage(base_dir: Path, *, tokenizer: object | None = None, tokenizer_name: str | None = None,
-                       extra_files: Sequence[Path] = (), passage_words: int = DEFAULT_PASSAGE_WORDS,
-                       test_data: Path | None = None, command: str | None = None) -> Path:
+                       extra_files: Sequence[Path] = (), mail: Path | None = None,
+                       passage_words: int = DEFAULT_PASSAGE_WORDS, test_data: Path | None = None,
+                       command: str | None = None) -> Path:
     """Build (or reuse) the local corpus folder: the `datasets` folder plus corpus_stats.json (token counts
-    with `tokenizer`, a Hugging Face tokenizer, when given)."""
+    with `tokenizer`, a Hugging Face tokenizer, when given). `mail`: a folder of mail_corpus.mail_text_stage."""
     from multid.io import save_json
     from multid.stage import file_checksum
     from multid.stage import Stage, run_stage
@@ -319,11 +338,15 @@ def local_corpus_stage(base_dir: Path, *, tokenizer: object | None = None, token
     data = gensim_test_data(test_data)
     inputs = [[name, file_checksum(data / name)] for name in (ENWIKI_FILE, *NEWS_FILES)]
     inputs += [[Path(p).name, file_checksum(Path(p))] for p in extra_files]
+    if mail is not None:
+        from multid.sae.data.mail_corpus import MANIFEST
+
+        inputs.append(["mail", file_checksum(Path(mail) / MANIFEST)])
     settings = {"inputs": inputs, "passage_words": passage_words, "tokenizer": tokenizer_name,
                 "version": CORPUS_VERSION}
 
     def build(tmp: Path) -> None:
-        texts, sources = build_passages(iter_documents(data, extra_files), passage_words)
+        texts, sources = build_passages(iter_documents(data, extra_files, mail), passage_words)
         if not texts:
             raise UserError("the local corpus came out empty")
         tokenize_many = None
@@ -337,8 +360,8 @@ def local_corpus_stage(base_dir: Path, *, tokenizer: object | None = None, token
         save_corpus(tmp / "dataset", texts, sources)
         save_json(tmp / STATS_FILE, stats)
 
-    return run_stage(Stage("local English corpus", corpus_folder(base_dir, extra_files), settings, command=command,
-                           is_dir=True), build)
+    return run_stage(Stage("local English corpus", corpus_folder(base_dir, extra_files, mail is not None), settings,
+                           command=command, is_dir=True), build)
 
 
 def format_stats(stats: dict) -> str:
@@ -350,6 +373,9 @@ def format_stats(stats: dict) -> str:
                      + f" (total {sum(stats['day_tokens'].values())})")
         lines.append("month tokens: " + ", ".join(f"{k[:3]} {stats['month_tokens'][k]}" for k in MONTH_NAMES)
                      + f" (total {sum(stats['month_tokens'].values())})")
+        if "day_abbreviation_tokens" in stats:
+            lines.append(f"abbreviation tokens (Mon..Sun / Jan..Dec but May): {stats['day_abbreviation_tokens']:,} / "
+                         f"{stats['month_abbreviation_tokens']:,}")
         lines.append(f"tokens inside a year 1500-2099: {stats['year_tokens']:,}")
     return "\n".join(lines)
 

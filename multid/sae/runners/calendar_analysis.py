@@ -64,7 +64,7 @@ class CalendarAnalysis:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 3}
+                                    for c in clusterings], "version": 4}  # 4: abbreviation classes
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))
@@ -134,7 +134,7 @@ class CalendarAnalysis:
         in the paper's PC planes where the cluster has that many PCs, else in PCs 1-2."""
         data = self.run_classes()
         panels, planes, titles = {}, [], []
-        for category, paper_plane in zip(CC.CATEGORIES, P.FIGURE1_PLANES):
+        for category, paper_plane in zip(CC.FIGURE_CATEGORIES, P.FIGURE1_PLANES):
             entry = entries[category]
             points = self.cluster_points(c, entry["cluster"], data.W_dec)
             labels = data.classes.of(category)[points.tokens].copy()
@@ -151,7 +151,7 @@ class CalendarAnalysis:
 
 
 def print_named(found: dict[str, dict[str, dict]]) -> None:
-    print(f"{'clustering':<11}{'class':<8}{'cluster':>8}{'size':>6}{'cos':>7}{'points':>8}{'purity':>8}"
+    print(f"{'clustering':<11}{'class':<11}{'cluster':>8}{'size':>6}{'cos':>7}{'points':>8}{'purity':>8}"
           f"{'cover':>7}{'M':>7}{'S':>7}{'rank':>10}{'adj PC1-2':>10}{'best plane':>11}{'own PCA':>9}")
     for method, entries in found.items():
         for category, e in entries.items():
@@ -161,7 +161,7 @@ def print_named(found: dict[str, dict[str, dict]]) -> None:
             best_text = f"{best[1]['adjacent_fraction']:.2f} ({best[0]})" if best else "-"
             own = e.get("circle_class_pca", {}).get("adjacent_fraction", float("nan"))
             rank = f"{e['rank']}/{e['ranked_clusters']}" if "rank" in e else "-"
-            print(f"{method:<11}{category:<8}{e['cluster']:>8}{e['size']:>6}{e['mean_decoder_cosine']:>7.3f}"
+            print(f"{method:<11}{category:<11}{e['cluster']:>8}{e['size']:>6}{e['mean_decoder_cosine']:>7.3f}"
                   f"{e['points']:>8}{e['purity']:>8.3f}{e['coverage']:>7.3f}{e.get('mean_M', float('nan')):>7.3f}"
                   f"{e.get('mean_S', float('nan')):>7.3f}{rank:>10}"
                   f"{circle.get('adjacent_fraction', float('nan')):>10.2f}{best_text:>11}{own:>9.2f}")
