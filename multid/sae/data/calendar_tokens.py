@@ -20,11 +20,10 @@ PERIODS = {"days": 7, "months": 12, "day_abbr": 7, "month_abbr": 12}
 YEAR_RANGE = (1500, 2099)
 
 
-def strict_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(day class, month class) per vocabulary string; OTHER where it is not a capitalised full name."""
-    days = {name: i for i, name in enumerate(DAY_NAMES)}
-    days.update({name + "s": i for i, name in enumerate(DAY_NAMES)})
-    months = {name: i for i, name in enumerate(MONTH_NAMES)}
+def classes_by_word(token_strings: Sequence[str], days: dict[str, int], months: dict[str, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(day class, month class) per vocabulary string, looked up by its word (word-start markers and spaces
+    stripped); OTHER where the word is in neither table."""
     day = np.full(len(token_strings), OTHER, dtype=np.int64)
     month = np.full(len(token_strings), OTHER, dtype=np.int64)
     for i, text in enumerate(token_strings):
@@ -32,21 +31,21 @@ def strict_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray
         day[i] = days.get(word, OTHER)
         month[i] = months.get(word, OTHER)
     return day, month
+
+
+def strict_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(day class, month class) per vocabulary string; OTHER where it is not a capitalised full name."""
+    days = {name: i for i, name in enumerate(DAY_NAMES)}
+    days.update({name + "s": i for i, name in enumerate(DAY_NAMES)})
+    return classes_by_word(token_strings, days, {name: i for i, name in enumerate(MONTH_NAMES)})
 
 
 def abbreviation_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(day class, month class) per vocabulary string where it is a capitalised three-letter abbreviation ("Mon",
     " Thu", "Jan"; "May" is a full name, so not here); OTHER elsewhere. Reported beside the full names, never
     merged into them (docs/corpus.md)."""
-    days = {name: i for i, name in enumerate(DAY_SHORT)}
-    months = {name: i for i, name in enumerate(MONTH_SHORT) if name not in MONTH_NAMES}
-    day = np.full(len(token_strings), OTHER, dtype=np.int64)
-    month = np.full(len(token_strings), OTHER, dtype=np.int64)
-    for i, text in enumerate(token_strings):
-        word = text.replace("\u2581", " ").replace("\u0120", " ").strip()
-        day[i] = days.get(word, OTHER)
-        month[i] = months.get(word, OTHER)
-    return day, month
+    return classes_by_word(token_strings, {name: i for i, name in enumerate(DAY_SHORT)},
+                           {name: i for i, name in enumerate(MONTH_SHORT) if name not in MONTH_NAMES})
 
 
 def year_of_tokens(ids: np.ndarray, ctx_len: int, digit_value: np.ndarray, number_value: np.ndarray) -> np.ndarray:
