@@ -20,8 +20,6 @@ from sae_multid_feature_discovery import (analyze_reducibilities, cluster_stabil
 
 pytestmark = pytest.mark.unit
 
-ALT_NORMALISATION = "trainer" if TrainConfig.normalisation == "fixed" else "fixed"
-ALT_B_DEC = "zeros" if TrainConfig.b_dec_init == "mean" else "mean"
 
 # every option away from its default, in values the parsers accept
 RUN = {"base_dir": "/b", "model_name": "smollm2", "layer": 9, "run_dir": "/r", "decoder_file": "W.npy",
@@ -33,7 +31,7 @@ EXAMPLES = [
         dataset_path="/dp", text_files=("a.txt", "b dir"), text_split="line", ctx_len=64, max_tokens=30000,
         architecture="standard", expansion=4, l1_coefficient=3.5, k=16, training_tokens=60000, batch_size=512,
         lr=1e-3, eval_contexts=8, seed=3, out="/o", device="cuda", matryoshka_levels=3, aux_loss_coefficient=0.5,
-        dead_feature_window=7, normalisation=ALT_NORMALISATION, b_dec_init=ALT_B_DEC)),
+        dead_feature_window=7, normalisation="trainer", b_dec_init="zeros")),
     (generate_feature_occurence_data, OccurrencesConfig(
         model_name="smollm2", layers=(8, 9), sae_path="/s/{layer}", sae_input_scaling="none", release="r",
         model_path="/m", n_devices=2, device="cpu", dtype="bfloat16", base_dir="/b", seed=1, dataset="d/s",

@@ -134,6 +134,8 @@ def test_the_same_settings_give_the_same_weights(tmp_path):
 def test_bad_training_options_are_refused():
     with pytest.raises(UserError, match="--normalisation must be one of fixed, trainer"):
         T.TrainSettings(normalisation="layer_norm").check()
+    with pytest.raises(UserError, match="--b_dec_init mean needs --normalisation fixed"):
+        T.TrainSettings(b_dec_init="mean", normalisation="trainer").check()
     with pytest.raises(UserError, match="--b_dec_init must be one of"):
         T.TrainSettings(b_dec_init="median").check()
     with pytest.raises(UserError, match="--aux_loss_coefficient must be a non-negative number"):

@@ -201,6 +201,9 @@ class TrainSettings:
         for name, allowed in (("normalisation", NORMALISATIONS), ("b_dec_init", B_DEC_INITS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.b_dec_init == "mean" and self.normalisation == "trainer":
+            raise UserError("--b_dec_init mean needs --normalisation fixed: SAELens estimates its own scale inside "
+                            "the trainer, after the bias is set, so the mean would be in the wrong units")
         for name in ("expansion", "k", "training_tokens", "batch_size", "eval_contexts", "dead_feature_window",
                      "matryoshka_levels"):
             if getattr(self, name) < 1:
@@ -351,7 +354,7 @@ def fit_sae(acts: np.ndarray, train_contexts: np.ndarray, settings: TrainSetting
 
     flat = training_positions(acts, train_contexts)
     scale = activation_scale(flat) if settings.normalisation == "fixed" else None
-    b_dec = positions_mean(flat) * (scale or 1.0) if settings.b_dec_init == "mean" else None
+    b_dec = positions_mean(flat) * scale if scale is not None and settings.b_dec_init == "mean" else None
     sae = training_sae(int(acts.shape[2]), settings, hook, model_name, b_dec)
     cfg = SAETrainerConfig(total_training_samples=settings.steps * settings.batch_size,
                            train_batch_size_samples=settings.batch_size, lr=settings.lr, lr_end=settings.lr / 10,
