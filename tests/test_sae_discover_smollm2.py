@@ -25,7 +25,7 @@ def test_discover_small_runs_every_stage(smollm2_model, tmp_path):
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "[7/7] figures" in out and "$ python sae_multid_feature_discovery/clustering.py" in out
+    assert "[8/8] figures" in out and "$ python sae_multid_feature_discovery/clustering.py" in out
     run = next((tmp_path / "sae").glob("smollm2_layer8_*"))
     report = load_json(run / "discover_report.json")
 
@@ -41,7 +41,10 @@ def test_discover_small_runs_every_stage(smollm2_model, tmp_path):
     assert report["occurrences"]["contexts"] == 50 and report["occurrences"]["pairs"] > 0
 
     named = report["named_clusters"]["spectral"]
-    assert set(named) <= {"days", "months", "years", "day_abbr", "month_abbr"} and "years" in named
+    assert set(named) <= {"days", "months", "years", "day_abbr", "month_abbr", "weekday", "month"} and "years" in named
+    assert "verdict (targets:" in out and "one SAE seed: a verdict needs several" in out
+    profile = load_json(report["layer_profile"]["path"])
+    assert len(profile["layers"]) == 30 and profile["contexts"] <= 50 and Path(report["layer_profile"]["figure"]).is_file()
     assert all(0 < e["purity"] <= 1 and 2 <= e["size"] for e in named.values())
     for path in report["figures"]:
         assert Path(path).is_file(), path

@@ -198,7 +198,7 @@ def test_discover_reads_the_cluster_files_the_clustering_writes(tmp_path):
     from tests.sae_helpers import make_tiny_sae
 
     sae_folder = make_tiny_sae(tmp_path / "sae", d_sae=48, hook="blocks.8.hook_resid_pre", d_in=576)
-    d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path), "--n_clusters", "5"]))
+    d = discover.Discovery(discover.build_parser().parse_args(["--base_dir", str(tmp_path), "--n_clusters", "5"]), 0, discover.LAYER)
     sae = load_sae(discover.MODEL, d.layer, sae_path=sae_folder)
     run = run_layout.run_dir(d.base_dir, discover.MODEL, d.layer, sae.tag)
     clusterings = d.cluster(run, sae_folder)

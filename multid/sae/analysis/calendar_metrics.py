@@ -9,7 +9,10 @@ over the class's tokens in the corpus.
 Order on the circle: in the top-2 PCs of the cluster's reconstructions, each class's mean point is given an
 angle around the centre of the class means; `adjacent_fraction` is the share of calendar neighbours
 (Monday-Tuesday, ..., Sunday-Monday) that are also neighbours in angle (1.0 = a perfect cycle, either
-direction; a random order of 12 classes gives about 2/11 = 0.18, of 7 about 1/3).
+direction). Its chance level is exact: on a cycle of m classes two given classes are neighbours with
+probability 2 / (m - 1), so a random order of 12 classes gives 2/11 = 0.18, of 7 1/3, and of 3 classes 1.0 (any
+order of three is a cycle: with 3 classes present the share says nothing). `adjacent_p` is the share of random
+orders (seeded permutations) whose adjacent_fraction is at least the observed one.
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multid.sae.data.calendar_tokens import (CATEGORIES, FIGURE_CATEGORIES, PERIODS, YEAR_RANGE, TokenClasses,
-                                             strict_classes, token_classes, vocabulary_tables, year_of_tokens)
+from multid.sae.data.calendar_tokens import (CATEGORIES, FIGURE_CATEGORIES, PERIODS, VERDICT_CATEGORIES, YEAR_RANGE,
+                                             TokenClasses, strict_classes, token_classes, vocabulary_tables,
+                                             year_of_tokens)
 from multid.sae.data.token_labels import OTHER
 
-__all__ = ["CATEGORIES", "FIGURE_CATEGORIES", "PERIODS", "YEAR_RANGE", "TokenClasses", "strict_classes", "token_classes",
-           "vocabulary_tables", "year_of_tokens", "ClusterCounts", "cluster_counts", "f1_score", "best_cluster",
-           "CircleOrder", "circle_order", "is_cyclic", "circle_report", "MIN_CLASS_POINTS"]  # with the token classes the metrics are computed on
+# with the token classes the metrics are computed on
+__all__ = ["CATEGORIES", "FIGURE_CATEGORIES", "PERIODS", "VERDICT_CATEGORIES", "YEAR_RANGE", "TokenClasses",
+           "strict_classes", "token_classes", "vocabulary_tables", "year_of_tokens", "ClusterCounts", "cluster_counts",
+           "f1_score", "best_cluster", "CircleOrder", "circle_order", "adjacent_chance", "adjacent_p_value",
+           "is_cyclic", "circle_report", "MIN_CLASS_POINTS"]
 
 MIN_CLASS_POINTS = 3
+ORDER_DRAWS = 10_000  # random orders behind adjacent_p
 
 
 @dataclass
@@ -81,6 +88,8 @@ def best_cluster(counts: Sequence[ClusterCounts], category: str, total: int, min
 class CircleOrder:
     classes_present: int
     adjacent_fraction: float  # calendar neighbours that are angular neighbours
+    adjacent_chance: float  # its expectation under a random order of the classes present (2 / (m - 1))
+    adjacent_p: float  # share of random orders with an adjacent_fraction at least as high (seeded)
     cyclic_order: bool  # the angular order is the calendar order up to rotation and direction
     radius_cv: float  # std / mean of the class means' distances to their centre (0 = on a circle)
     angle_order: list[int]  # classes by angle
@@ -104,10 +113,32 @@ def circle_order(coords2: np.ndarray, labels: np.ndarray, period: int, min_point
     m = len(order)
     pairs = [(k, (k + 1) % period) for k in range(period) if k in position and (k + 1) % period in position]
     adjacent = [abs(position[a] - position[b]) in (1, m - 1) for a, b in pairs]
+    observed = float(np.mean(adjacent)) if adjacent else float("nan")
     radii = np.linalg.norm(rel, axis=1)
-    return CircleOrder(m, float(np.mean(adjacent)) if adjacent else float("nan"),
+    return CircleOrder(m, observed, adjacent_chance(m), adjacent_p_value(present, pairs, observed),
                        is_cyclic(order, present), float(radii.std() / radii.mean()) if radii.mean() > 0 else 0.0,
                        [int(k) for k in order])
+
+
+def adjacent_chance(m: int) -> float:
+    """Expected adjacent_fraction when m >= 3 classes are put in a random cyclic order: 2 / (m - 1)."""
+    return min(1.0, 2.0 / (m - 1))
+
+
+def adjacent_p_value(present: Sequence[int], pairs: Sequence[tuple[int, int]], observed: float,
+                     draws: int = ORDER_DRAWS, seed: int = 0) -> float:
+    """P(adjacent_fraction >= observed) over random orders of the classes present ((hits + 1) / (draws + 1),
+    seeded; NaN when there is no calendar pair to score)."""
+    if not pairs or observed != observed:
+        return float("nan")
+    m = len(present)
+    index = {k: i for i, k in enumerate(present)}
+    a = np.array([index[x] for x, _ in pairs])
+    b = np.array([index[y] for _, y in pairs])
+    positions = np.argsort(np.random.default_rng(seed).random((draws, m)), axis=1)  # a random order per draw
+    gap = np.abs(positions[:, a] - positions[:, b])
+    share = ((gap == 1) | (gap == m - 1)).mean(axis=1)
+    return float(((share >= observed - 1e-12).sum() + 1) / (draws + 1))
 
 
 def is_cyclic(order: Sequence[int], present: Sequence[int]) -> bool:
@@ -146,3 +177,62 @@ def circle_report(coords: np.ndarray, labels: np.ndarray, period: int, max_plane
         if order is not None:
             out["circle_class_pca"] = order.record()
     return out
+
+
+# ----------------------------------------------------------------------------------------- the verdict (issue 33)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a named weekday or month cluster must show to count as found (issue 33)."""
+
+    purity: float = 0.5
+    coverage: float = 0.5
+    adjacent: float = 0.8  # calendar order of the class means in the best view
+    min_classes: int = 5  # classes present in that view: with fewer, chance is 2 / (m - 1) >= 0.5
+    top_share: float = 0.10  # rank in the scan within the top 10 % of the clusters ranked
+
+
+TARGETS = Targets()
+
+
+def order_views(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every view of a cluster's calendar order: each PC plane ("PCs 1-2", ...) and the class's own PCs."""
+    views = {f"PCs {int(k.split('-')[0]) + 1}-{int(k.split('-')[1]) + 1}": v
+             for k, v in entry.get("circle_by_plane", {}).items()}
+    if "circle_class_pca" in entry:
+        views["class PCs"] = entry["circle_class_pca"]
+    return views
+
+
+def best_of(views: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """The view with the highest adjacent share (then more classes present, then the earlier view)."""
+    names = list(views)
+    if not names:
+        return None
+    best = max(names, key=lambda k: (views[k]["adjacent_fraction"], views[k]["classes_present"], -names.index(k)))
+    return best, views[best]
+
+
+def best_view(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The best of every view of the cluster's calendar order (`order_views`)."""
+    return best_of(order_views(entry))
+
+
+def verdict(entry: dict[str, Any], targets: Targets = TARGETS) -> dict[str, Any]:
+    """Each target met or not, the best view of the order (its p-value Bonferroni-corrected for the views
+    tried), and `found`: every target met."""
+    best = best_view(entry)
+    views = len(order_views(entry))
+    order = best[1] if best else {}
+    checks = {
+        "purity": entry["purity"] >= targets.purity,
+        "coverage": entry["coverage"] >= targets.coverage,
+        "order": bool(best) and order["adjacent_fraction"] >= targets.adjacent
+        and order["classes_present"] >= targets.min_classes,
+        "rank": "rank" in entry and entry["rank"] <= targets.top_share * entry["ranked_clusters"],
+    }
+    return {"best_view": best[0] if best else None, "adjacent_fraction": order.get("adjacent_fraction"),
+            "adjacent_chance": order.get("adjacent_chance"), "classes_present": order.get("classes_present"),
+            "adjacent_p_corrected": min(1.0, order["adjacent_p"] * views) if best else None,
+            "checks": checks, "found": all(checks.values())}

@@ -27,7 +27,7 @@ from multid.errors import UserError
 from multid.io import load_json, save_json
 from multid.sae.data.occurrence_format import feature_triples
 from multid.sae.stage_configs import TrainConfig
-from multid.stage import Stage, artifact_id, run_stage
+from multid.stage import Stage, artifact_id, is_current, run_stage
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka")
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")  # k active features per token (batchtopk: on average over a batch)
@@ -138,18 +138,46 @@ def write_activation_cache(folder: Path, model: Any, hook: str, contexts: list[l
 
 def activation_cache_stage(folder: Path, *, get_model: Callable[[], Any], model_info: dict[str, Any], hook: str,
                            source: Any, ctx_len: int, max_contexts: int | None = None, batch_size: int = 32,
-                           command: str | None = None, progress: bool = True) -> ActivationCache:
+                           command: str | None = None, progress: bool = True, whole_folder: Path | None = None
+                           ) -> ActivationCache:
+    """The residual cache of the first max_contexts contexts (all: None). Where `whole_folder` holds a current
+    cache of every context of the same text, a prefix is copied from it instead of running the model (the
+    contexts are cut in the same order, so the prefix's contexts are the whole cache's first ones)."""
     settings = {"model": model_info, "hook": hook, "source": source.fingerprint(), "ctx_len": int(ctx_len),
                 "max_contexts": max_contexts, "bos": True, "version": VERSION}
+    whole = Stage(f"residual cache at {hook}", Path(whole_folder), {**settings, "max_contexts": None},
+                  is_dir=True) if whole_folder is not None and max_contexts is not None else None
 
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
+        if whole is not None and is_current(whole):
+            copy_cache_prefix(open_activation_cache(whole.path), tmp, int(max_contexts), progress)
+            return
         model = get_model()
         contexts = cache_contexts(source, model, ctx_len, max_contexts)
         write_activation_cache(tmp, model, hook, contexts, batch_size, progress)
 
     path = run_stage(Stage(f"residual cache at {hook}", Path(folder), settings, command=command, is_dir=True), build)
     return open_activation_cache(path)
+
+
+def copy_cache_prefix(whole: ActivationCache, folder: Path, max_contexts: int, progress: bool = True,
+                      chunk: int = 256) -> None:
+    """The first max_contexts contexts of a whole-corpus cache, written as a cache of their own."""
+    from tqdm.auto import tqdm
+
+    n = min(max_contexts, whole.num_contexts)
+    acts = np.lib.format.open_memmap(folder / ACTS_FILE, mode="w+", dtype=np.float32,
+                                     shape=(n, *whole.acts.shape[1:]))
+    reserve_space(folder / ACTS_FILE)
+    with tqdm(total=n, unit="ctx", desc=f"residuals copied from {whole.folder.name}", disable=not progress) as bar:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            acts[start:stop] = whole.acts[start:stop]
+            bar.update(stop - start)
+    acts.flush()
+    del acts
+    np.save(folder / TOKENS_FILE, np.asarray(whole.token_ids[:n]), allow_pickle=False)
 
 
 def cached_encoder(cache: ActivationCache, sae: Any, threshold: float):
@@ -529,8 +557,11 @@ def source_slug(source: Any) -> str:
     return hashlib.sha1(json.dumps(source.fingerprint(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, source: Any) -> Path:
-    return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}"
+def cache_folder(base_dir: Path, model_name: str, hook: str, ctx_len: int, source: Any,
+                 max_contexts: int | None = None) -> Path:
+    """Where the residual cache of the text (of its first max_contexts contexts) lives."""
+    first = f"_first{max_contexts}" if max_contexts is not None else ""
+    return Path(base_dir) / "sae_training" / f"{model_name}_{hook}_ctx{ctx_len}_{source_slug(source)}{first}"
 
 
 DEFAULT_CTX_LEN = TrainConfig.ctx_len
@@ -558,10 +589,11 @@ def train_sae_for_model(*, base_dir: Path, model_name: str, layer: int, hook: st
                         ) -> tuple[Path, ActivationCache]:
     """The residual cache and the trained SAE (both reused when current); returns (SAE folder, cache)."""
     hook = hook or default_hook(layer)
-    cache = activation_cache_stage(cache_folder(base_dir, model_name, hook, ctx_len, source), get_model=get_model,
-                                   model_info=model_info, hook=hook, source=source, ctx_len=ctx_len,
-                                   max_contexts=max_contexts, batch_size=batch_size, command=command,
-                                   progress=progress)
+    cache = activation_cache_stage(cache_folder(base_dir, model_name, hook, ctx_len, source, max_contexts),
+                                   get_model=get_model, model_info=model_info, hook=hook, source=source,
+                                   ctx_len=ctx_len, max_contexts=max_contexts, batch_size=batch_size, command=command,
+                                   progress=progress, whole_folder=cache_folder(base_dir, model_name, hook, ctx_len,
+                                                                                source))
     folder = out or sae_folder(base_dir, model_name, layer, settings, source_slug(source)[:8], hook=hook,
                                ctx_len=ctx_len)
     path = sae_stage(folder, cache, settings, hook=hook, model_name=model_name, get_model=get_model, command=command)

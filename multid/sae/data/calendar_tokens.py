@@ -1,6 +1,7 @@
 """Calendar classes of tokens, by their text (docs/discover.md): a day is a capitalised weekday name (" Monday",
 "Mondays"), a month a capitalised month name, their three-letter abbreviations classes of their own ("Mon",
-"Jan"; docs/corpus.md), and a year digit a digit token inside a four-digit number
+"Jan"; docs/corpus.md), the verdict's classes "weekday" and "month" a weekday or month in either form
+(issue 33: "Mon" in a mail's Date line and " Monday" in its body are the same weekday), and a year digit a digit token inside a four-digit number
 1500..2099 that stands alone (tokenizers that split numbers into digits, such as SmolLM2's, give years as four
 one-digit tokens; a tokenizer with whole-number tokens gives one token of four digits, also counted).
 """
@@ -14,9 +15,10 @@ import numpy as np
 
 from multid.sae.data.token_labels import DAY_NAMES, DAY_SHORT, MONTH_NAMES, MONTH_SHORT, OTHER
 
-FIGURE_CATEGORIES = ("days", "months", "years")  # Figure 1's panels
-CATEGORIES = FIGURE_CATEGORIES + ("day_abbr", "month_abbr")  # abbreviations apart from full names (docs/corpus.md)
-PERIODS = {"days": 7, "months": 12, "day_abbr": 7, "month_abbr": 12}
+VERDICT_CATEGORIES = ("weekday", "month")  # either form: full name or abbreviation
+FIGURE_CATEGORIES = VERDICT_CATEGORIES + ("years",)  # the Figure 1 style panels of make discover
+CATEGORIES = ("days", "months", "years", "day_abbr", "month_abbr") + VERDICT_CATEGORIES
+PERIODS = {"days": 7, "months": 12, "day_abbr": 7, "month_abbr": 12, "weekday": 7, "month": 12}
 YEAR_RANGE = (1500, 2099)
 
 
@@ -91,6 +93,11 @@ def vocabulary_tables(token_strings: Sequence[str]) -> tuple[np.ndarray, np.ndar
     return digit, number
 
 
+def either_form(full: np.ndarray, abbreviation: np.ndarray) -> np.ndarray:
+    """The class of a token that is a full name or an abbreviation (never both: they are different words)."""
+    return np.where(full != OTHER, full, abbreviation)
+
+
 @dataclass(frozen=True)
 class TokenClasses:
     """Per token of the run (token order): day class, month class, year, and the abbreviations' day and month
@@ -103,6 +110,10 @@ class TokenClasses:
     month_abbr: np.ndarray
 
     def of(self, category: str) -> np.ndarray:
+        if category == "weekday":
+            return either_form(self.day, self.day_abbr)
+        if category == "month":
+            return either_form(self.month, self.month_abbr)
         return {"days": self.day, "months": self.month, "years": self.year, "day_abbr": self.day_abbr,
                 "month_abbr": self.month_abbr}[category]
 

@@ -21,8 +21,13 @@ from multid.sae.data.cluster_files import mean_pairwise_cosine
 from multid.sae.data.token_labels import OTHER
 from multid.sae.data.occurrence_store import open_occurrences
 from multid.sae.analysis.cluster_reducibility import ranking, summarise
+from multid.sae.runners.reducibility_scan import run_scan
+from multid.sae.stage_configs import ScanConfig
 from multid.sae.data.tokenizers import load_tokenizer
 from multid.stage import Stage, run_stage, settings_id
+
+
+NULL_DRAWS = 200  # Gaussian null draws per plane of a named cluster (the scan's --null_draws default)
 
 
 @dataclass
@@ -64,12 +69,13 @@ class CalendarAnalysis:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 4}  # 4: abbreviation classes
+                                    for c in clusterings], "version": 5}  # 4: abbreviation classes; 5: verdict
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))
         saved = load_json(path)
         print_named(saved["found"])
+        print(format_verdict(saved["found"]))
         return saved
 
     def run_classes(self) -> RunClasses:
@@ -95,6 +101,7 @@ class CalendarAnalysis:
             summaries = summarise(c.metrics, mixture=self.mixture)
             ranked = [s.cluster for s in ranking(summaries)]
             by_id = {s.cluster: s for s in summaries}
+            gradient = {s.cluster: s for s in summarise(c.metrics, mixture="gradient")} if has_gradient(c) else {}
             found[c.method] = {}
             for category in CC.CATEGORIES:
                 total = classes.totals()[category]
@@ -109,7 +116,13 @@ class CalendarAnalysis:
                     s = by_id[best.cluster]
                     entry.update({"mean_M": s.mean_m, "mean_S": s.mean_s, "score": s.score,
                                   "rank": ranked.index(best.cluster) + 1, "ranked_clusters": len(ranked)})
+                    if best.cluster in gradient:
+                        entry["mean_M_gradient"] = gradient[best.cluster].mean_m
                 entry.update(self.circle_check(c, best.cluster, category, classes, W_dec))
+                if category in CC.VERDICT_CATEGORIES:
+                    if best.cluster in by_id:
+                        entry["calibration"] = self.calibration(c, best.cluster)
+                    entry["verdict"] = CC.verdict(entry)
                 found[c.method][category] = entry
         return {"class_tokens": classes.totals(), "found": found}
 
@@ -124,14 +137,30 @@ class CalendarAnalysis:
             entry.update(CC.circle_report(points.pca.coords, labels, CC.PERIODS[category]))
         return entry
 
+    def calibration(self, c: Clustering, index: int) -> dict[str, Any]:
+        """M and S of the cluster's planes against their Gaussian nulls: the scan of this one cluster with
+        --calibrate (a stage of its own, under <run>/calendar_scan/<clustering>/), summed up as its plane with
+        the largest z-score of S."""
+        config = ScanConfig(base_dir=str(self.base_dir), model_name=self.model, layer=self.layer,
+                            run_dir=str(self.run), clusters_file=str(c.path), cluster=index,
+                            cluster_convention="all", sample_limit=self.sample_limit, calibrate=True,
+                            null_draws=NULL_DRAWS, no_figures=True,
+                            save_dir=str(self.run / "calendar_scan" / c.path.stem))
+        planes = run_scan(config).metrics()[index]
+        key, best = max(planes.items(), key=lambda kv: kv[1]["s_z"])
+        keep = ("mixture_index", "mixture_index_exact", "separability_index", "s_p", "s_z", "m_p", "m_z",
+                "s_null_p95", "m_null_p95", "sample_n")
+        return {"null_draws": NULL_DRAWS, "best_plane": key, **{k: best[k] for k in keep if k in best}}
+
     def cluster_points(self, c: Clustering, index: int, W_dec: np.ndarray) -> ClusterPoints:
         name = f"{c.path.stem}-all-cluster{index}-everypoint"  # the figure scripts' stage is sample-limited
         return cluster_points_stage(self.run, name, c.clusters[index], W_dec, k=min(5, len(c.clusters[index])),
                                     sample_limit=None, decoder_id=file_fingerprint(run_layout.decoder_path(self.run)))
 
     def calendar_figure(self, c: Clustering, entries: dict[str, dict], figs: Path) -> Path:
-        """Figure 1 style: the days, months and years clusters' reconstructions (all of them), coloured by class,
-        in the paper's PC planes where the cluster has that many PCs, else in PCs 1-2."""
+        """Figure 1 style: the weekday, month and years clusters' reconstructions (all of them), coloured by class
+        (weekdays and months in either form), each in its best PC plane for the calendar order (years: the
+        paper's PCs 3-4 where the cluster has them, else PCs 1-2)."""
         data = self.run_classes()
         panels, planes, titles = {}, [], []
         for category, paper_plane in zip(CC.FIGURE_CATEGORIES, P.FIGURE1_PLANES):
@@ -141,13 +170,29 @@ class CalendarAnalysis:
             if category == "years":
                 labels = np.where((labels >= 1900) & (labels <= 1999), labels - 1900, OTHER)
             panels[category] = P.Panel(points.pca.coords, labels)
-            plane = paper_plane if max(paper_plane) < points.pca.coords.shape[1] else (0, 1)
+            plane = best_plane(entry) or (paper_plane if max(paper_plane) < points.pca.coords.shape[1] else (0, 1))
             planes.append(plane)
-            titles.append(f"{category.capitalize()}: cluster {entry['cluster']}, PCs {plane[0] + 1}-{plane[1] + 1}")
-        fig = P.figure1(panels["days"], panels["months"], panels["years"], planes=planes, titles=titles)
-        path = save_figure(fig, figs / f"{self.model}_layer{self.layer}_{c.path.stem}_days_months_years.png", dpi=200)
+            name = {"weekday": "Weekdays", "month": "Months", "years": "Years"}[category]
+            titles.append(f"{name}: cluster {entry['cluster']}, PCs {plane[0] + 1}-{plane[1] + 1}")
+        fig = P.figure1(panels["weekday"], panels["month"], panels["years"], planes=planes, titles=titles)
+        path = save_figure(fig, figs / f"{self.model}_layer{self.layer}_{c.path.stem}_weekdays_months_years.png",
+                           dpi=200)
         plt.close(fig)
         return path
+
+
+def best_plane(entry: dict[str, Any]) -> tuple[int, int] | None:
+    """The PC plane (0-based) where the class means are most in calendar order (None for years)."""
+    best = CC.best_of(entry.get("circle_by_plane", {}))
+    if best is None:
+        return None
+    first, second = best[0].split("-")
+    return int(first), int(second)
+
+
+def has_gradient(c: Clustering) -> bool:
+    """Whether the scan recorded the gradient M beside the exact one (a scan with --mixture exact has not)."""
+    return all("mixture_index" in plane for planes in c.metrics.values() for plane in planes.values())
 
 
 def print_named(found: dict[str, dict[str, dict]]) -> None:
@@ -167,3 +212,52 @@ def print_named(found: dict[str, dict[str, dict]]) -> None:
                   f"{circle.get('adjacent_fraction', float('nan')):>10.2f}{best_text:>11}{own:>9.2f}")
     print("adj = share of calendar neighbours that are neighbours in angle (1 = calendar order; random order: "
           "about 0.33 for 7 days, 0.18 for 12 months); own PCA = top-2 PCs of the class's points alone")
+
+
+def verdict_rows(found: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
+    """One row per clustering and verdict class (weekday, month): the numbers issue 33 asks for."""
+    rows = []
+    for method, entries in found.items():
+        for category in CC.VERDICT_CATEGORIES:
+            e = entries.get(category)
+            if e is None:
+                rows.append({"clustering": method, "class": category, "cluster": None})
+                continue
+            v, cal = e["verdict"], e.get("calibration", {})
+            rows.append({"clustering": method, "class": category, "cluster": e["cluster"], "size": e["size"],
+                         "purity": e["purity"], "coverage": e["coverage"], "cos": e["mean_decoder_cosine"],
+                         "view": v["best_view"], "adjacent": v["adjacent_fraction"], "chance": v["adjacent_chance"],
+                         "classes": v["classes_present"], "p": v["adjacent_p_corrected"],
+                         "M_exact": e.get("mean_M"), "M_gradient": e.get("mean_M_gradient"), "S": e.get("mean_S"),
+                         "S_z": cal.get("s_z"), "S_p": cal.get("s_p"), "M_z": cal.get("m_z"),
+                         "rank": e.get("rank"), "ranked": e.get("ranked_clusters"), "found": v["found"],
+                         "missed": [k for k, ok in v["checks"].items() if not ok]})
+    return rows
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_verdict(found: dict[str, dict[str, dict]]) -> str:
+    t = CC.TARGETS
+    lines = [f"verdict (targets: purity and coverage >= {t.purity}, calendar order >= {t.adjacent} with >= "
+             f"{t.min_classes} classes in the best view, rank in the top {t.top_share:.0%}):",
+             f"{'clustering':<10}{'class':<8}{'cluster':>8}{'size':>5}{'purity':>7}{'cover':>6}{'cos':>6}"
+             f"{'order (chance, classes, p)':>30}{'view':>10}{'M ex':>6}{'M gr':>6}{'S':>6}{'S z':>7}{'rank':>9}"
+             f"  found"]
+    for r in verdict_rows(found):
+        if r["cluster"] is None:
+            lines.append(f"{r['clustering']:<10}{r['class']:<8}{'none':>8}")
+            continue
+        order = f"{fmt(r['adjacent'], '.2f')} ({fmt(r['chance'], '.2f')}, {fmt(r['classes'], 'd')}, {fmt(r['p'], '.3f')})"
+        rank = f"{r['rank']}/{r['ranked']}" if r["rank"] else "-"
+        found_text = "yes" if r["found"] else "no: " + ", ".join(r["missed"])
+        lines.append(f"{r['clustering']:<10}{r['class']:<8}{r['cluster']:>8}{r['size']:>5}{r['purity']:>7.2f}"
+                     f"{r['coverage']:>6.2f}{r['cos']:>6.2f}{order:>30}{fmt(r['view'], 's'):>10}"
+                     f"{fmt(r['M_exact'], '.2f'):>6}{fmt(r['M_gradient'], '.2f'):>6}{fmt(r['S'], '.2f'):>6}"
+                     f"{fmt(r['S_z'], '.1f'):>7}{rank:>9}  {found_text}")
+    lines.append("order = share of calendar neighbours that are neighbours in angle (chance 2 / (classes - 1); p: "
+                 "random orders, Bonferroni over the views tried); M ex / M gr: exact and gradient M; S z: S against "
+                 "its Gaussian null (z-score, best plane)")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Issue 33: the calendar order's chance level, the layer profile of the corpus's calendar tokens and its
+criterion, and the verdict of the named weekday and month clusters on planted data (it passes when the planted
+features go round in calendar order and fails when that order is scrambled)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from multid.sae.analysis import calendar_metrics as CC
+from multid.sae.analysis import layer_profile as LP
+from multid.sae.data.token_labels import OTHER
+
+
+def ring(labels: np.ndarray, period: int, order: np.ndarray | None = None, noise: float = 0.05, seed: int = 0
+         ) -> np.ndarray:
+    """2-D points of each class at angle 2 pi position / period, position = order[class] (identity: in order)."""
+    position = labels if order is None else order[labels]
+    angle = 2 * np.pi * position / period
+    return np.c_[np.cos(angle), np.sin(angle)] + noise * np.random.default_rng(seed).normal(size=(len(labels), 2))
+
+
+# ----------------------------------------------------------------------------------------- chance of the order
+
+
+@pytest.mark.unit
+def test_adjacent_chance_is_two_over_m_minus_one_and_three_classes_say_nothing():
+    assert CC.adjacent_chance(7) == pytest.approx(1 / 3)
+    assert CC.adjacent_chance(12) == pytest.approx(2 / 11)
+    assert CC.adjacent_chance(3) == 1.0
+    labels = np.repeat(np.arange(7), 10)
+    # the Monte Carlo mean of the share over random orders matches the formula
+    rng = np.random.default_rng(1)
+    shares = [CC.circle_order(ring(labels, 7, rng.permutation(7)), labels, 7).adjacent_fraction for _ in range(300)]
+    assert np.mean(shares) == pytest.approx(1 / 3, abs=0.03)
+
+
+@pytest.mark.unit
+def test_adjacent_p_is_small_for_a_calendar_cycle_and_one_for_three_classes():
+    labels = np.repeat(np.arange(7), 10)
+    good = CC.circle_order(ring(labels, 7), labels, 7)
+    # one cycle of the 360 undirected cycles of 7 classes: p = 1/360 up to the draws
+    assert good.adjacent_fraction == 1.0 and good.adjacent_p < 0.006
+    three = CC.circle_order(ring(labels[labels < 3], 7), labels[labels < 3], 7)
+    assert three.adjacent_fraction == 1.0 and three.adjacent_chance == 1.0 and three.adjacent_p == 1.0
+    scrambled = CC.circle_order(ring(labels, 7, np.array([0, 3, 6, 2, 5, 1, 4])), labels, 7)
+    assert scrambled.adjacent_fraction == 0.0 and scrambled.adjacent_p == 1.0
+
+
+# ----------------------------------------------------------------------------------------- the layer profile
+
+
+def planted_layers(labels: dict[str, np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Four layers of 32-d residuals: 0 and 1 with no class structure, 2 with both circles in calendar order
+    (radius 2), 3 with both circles scrambled (radius 3: more variance, wrong order)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels["weekday"])
+    layers = []
+    for layer in range(4):
+        x = rng.normal(size=(n, 32))
+        for kind, (a, b), period in (("weekday", (0, 1), 7), ("month", (2, 3), 12)):
+            lab = labels[kind]
+            on = lab != OTHER
+            if layer >= 2:
+                order = None if layer == 2 else rng.permutation(period)
+                radius = 2.0 if layer == 2 else 3.0
+                x[np.ix_(on, [a, b])] += radius * ring(lab[on], period, order, noise=0.0)
+        layers.append(x)
+    return layers
+
+
+@pytest.mark.unit
+def test_layer_profile_measures_the_circle_and_the_criterion_skips_a_scrambled_layer():
+    day = np.r_[np.repeat(np.arange(7), 30), np.full(360, OTHER)]
+    month = np.r_[np.full(210, OTHER), np.repeat(np.arange(12), 30)]
+    sample = LP.Sample(np.arange(len(day)), {"weekday": day, "month": month})
+    rows = LP.profile(planted_layers(sample.labels), sample)
+    weekday = [row["weekday"] for row in rows]
+    # noise only: the class explains about (classes - 1) / points of the variance
+    assert weekday[0]["circle_share"] < 0.05 and weekday[1]["circle_share"] < 0.05
+    # radius 2 in a plane of 32 unit dimensions: 2 * 2^2 / 2 / (32 + 4) of the variance, about 0.11
+    assert weekday[2]["circle_share"] == pytest.approx(4 / 36, abs=0.02)
+    assert weekday[2]["adjacent_fraction"] == 1.0 and rows[2]["month"]["adjacent_fraction"] == 1.0
+    assert weekday[3]["circle_share"] > weekday[2]["circle_share"]  # more variance, but out of order
+    assert weekday[3]["adjacent_fraction"] < 0.8
+    assert LP.choose_layer(rows) == 2
+    rows[2]["month"]["adjacent_fraction"] = 0.5  # both kinds must be in order
+    assert LP.choose_layer(rows) is None
+
+
+@pytest.mark.unit
+def test_layer_zero_is_scored_but_never_chosen():
+    day = np.repeat(np.arange(7), 30)
+    month = np.full(len(day), OTHER)
+    month[:120] = np.repeat(np.arange(12), 10)
+    sample = LP.Sample(np.arange(len(day)), {"weekday": day, "month": month})
+    layers = planted_layers(sample.labels)
+    rows = LP.profile([layers[2], layers[0], layers[1]], sample)
+    assert rows[0]["weekday"]["adjacent_fraction"] == 1.0
+    assert LP.choose_layer(rows) is None
+
+
+@pytest.mark.unit
+def test_residuals_are_read_from_contexts_cut_after_their_last_wanted_token():
+    ctx_len = 8
+    token_ids = np.arange(5 * ctx_len).reshape(5, ctx_len)
+    positions = np.array([0 * 8 + 2, 0 * 8 + 5, 3 * 8 + 1, 4 * 8 + 7])
+    lengths = []
+
+    def run_model(tokens):
+        lengths.append(tokens.shape[1])
+        return [tokens[..., None].astype(np.float32) * [1, 1], tokens[..., None].astype(np.float32) * [2, -1]]
+
+    out = LP.residuals_at(run_model, token_ids, positions, batch_size=2)
+    assert out[0][:, 0].tolist() == positions.tolist()  # the token id is its flat position here
+    assert out[1][:, 1].tolist() == (-positions).tolist()
+    assert sorted(lengths) == [6, 8]  # contexts 3 and 0 cut at 2 and 6 tokens, batched; context 4 whole
+
+
+@pytest.mark.unit
+def test_draw_sample_takes_both_forms_of_every_class():
+    from multid.sae.data.calendar_tokens import TokenClasses
+
+    n = 400
+    day = np.full(n, OTHER)
+    day_abbr = np.full(n, OTHER)
+    day[:140] = np.repeat(np.arange(7), 20)
+    day_abbr[200:270] = np.repeat(np.arange(7), 10)
+    none = np.full(n, OTHER)
+    classes = TokenClasses(day, none.copy(), none.copy(), day_abbr, none.copy())
+    sample = LP.draw_sample(classes, per_class_form=5, seed=0)
+    kept = sample.labels["weekday"]
+    assert len(sample.positions) == 70 and (kept != OTHER).all()
+    assert np.bincount(kept, minlength=7).tolist() == [10] * 7
+    assert ((sample.positions >= 200) & (sample.positions < 270)).sum() == 35
+    assert (sample.labels["month"] == OTHER).all()
+    assert math.isclose(len(np.unique(sample.positions)), len(sample.positions))
