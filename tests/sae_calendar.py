@@ -79,8 +79,11 @@ def decoder(seed: int = 0) -> np.ndarray:
     return (W / np.linalg.norm(W, axis=1, keepdims=True)).astype(np.float32)
 
 
-def corpus(n_ctx: int, seed: int = 1):
-    """token ids [n_ctx, CTX_LEN] (BOS first) and the triples (token, feature, value), unsorted."""
+def corpus(n_ctx: int, seed: int = 1, day_names: tuple[str, ...] = DAY_NAMES):
+    """token ids [n_ctx, CTX_LEN] (BOS first) and the triples (token, feature, value), unsorted. day_names[i] is
+    the word written where day feature i fires (a permutation of DAY_NAMES puts the circle out of calendar
+    order: its features, their co-firing neighbours and so the reconstructions go round as before, the names
+    on them do not)."""
     rng = np.random.default_rng(seed)
     vocab = vocabulary()
     index = {w.removeprefix(WORD_START): i for i, w in enumerate(vocab)}
@@ -98,7 +101,7 @@ def corpus(n_ctx: int, seed: int = 1):
                 u = rng.random()
                 if u < 0.2:
                     day = int(rng.integers(7))
-                    word = DAY_NAMES[day]
+                    word = day_names[day]
                     fired[DAYS[day]] = 1.0 + 0.05 * rng.random()
                     fired[DAYS[(day - 1) % 7]] = 0.3
                     fired[DAYS[(day + 1) % 7]] = 0.3
@@ -137,12 +140,13 @@ def save_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def make_calendar_run(root: Path, n_ctx: int = 40, num_shards: int = 1, seed: int = 1) -> CalendarRun:
+def make_calendar_run(root: Path, n_ctx: int = 40, num_shards: int = 1, seed: int = 1,
+                      day_names: tuple[str, ...] = DAY_NAMES) -> CalendarRun:
     """Write the run under root/sae/tiny_layer1_calendar (occurrences + decoder), tokenizer and cluster file."""
     from multid.sae.data.occurrence_store import write_occurrence_run
 
     W = decoder()
-    ids, tok, feat, val = corpus(n_ctx, seed)
+    ids, tok, feat, val = corpus(n_ctx, seed, day_names)
     run = Path(root) / "sae" / "tiny_layer1_calendar"
     write_occurrence_run(run, ids, tok, feat, val, W_dec=W, num_shards=num_shards, contexts_per_part=16,
                          meta={"model": "tiny", "layer": 1, "sae_tag": "calendar"})

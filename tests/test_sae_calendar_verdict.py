@@ -137,3 +137,40 @@ def test_draw_sample_takes_both_forms_of_every_class():
     assert ((sample.positions >= 200) & (sample.positions < 270)).sum() == 35
     assert (sample.labels["month"] == OTHER).all()
     assert math.isclose(len(np.unique(sample.positions)), len(sample.positions))
+
+
+# ----------------------------------------------------------------------------------------- the verdict, planted
+
+
+def planted_verdict(root, day_order: tuple[int, ...]):
+    """The named weekday cluster of the planted calendar run (tests/sae_calendar.py) and its verdict, with a scan
+    result for each of its clusters that ranks the days first."""
+    from multid.sae.data.cluster_files import load_clusters
+    from multid.sae.runners.calendar_analysis import CalendarAnalysis, Clustering
+    from tests import sae_calendar as SC
+
+    names = tuple(SC.DAY_NAMES[k] for k in day_order)  # the name written where day feature i fires
+    cal = SC.make_calendar_run(root, n_ctx=30, day_names=names)
+    clusters = load_clusters(cal.clusters_file)
+    metrics = {index: {"0-1": {"mixture_index": 0.2, "mixture_index_exact": 0.25,
+                               "separability_index": 1.0 if members == SC.DAYS else 0.1}}
+               for index, members in enumerate(clusters) if len(members) > 1}
+    clustering = Clustering("planted", cal.clusters_file, clusters, root / "scan", metrics=metrics)
+    analysis = CalendarAnalysis(cal.run, model="tiny", layer=1, base_dir=root, sample_limit=500, mixture="exact",
+                                tokenizer_path=cal.tokenizer_path)
+    return analysis.find_named([clustering])["found"]["planted"]["weekday"]
+
+
+@pytest.mark.integration
+def test_the_verdict_finds_a_planted_weekday_circle_and_rejects_it_when_its_order_is_scrambled(tmp_path):
+    good = planted_verdict(tmp_path / "good", tuple(range(7)))
+    assert good["cluster"] == 1 and good["purity"] == 1.0 and good["coverage"] == 1.0
+    v = good["verdict"]
+    assert v["checks"]["order"] and v["adjacent_fraction"] == 1.0 and v["classes_present"] == 7
+    assert v["adjacent_p_corrected"] < 0.05 and v["checks"]["purity"] and v["checks"]["coverage"]
+    assert good["rank"] == 1 and good["calibration"]["null_draws"] > 0 and math.isfinite(good["calibration"]["s_z"])
+    # the same features, the names written on them out of calendar order (day feature i fires on day 3i mod 7)
+    bad = planted_verdict(tmp_path / "bad", (0, 3, 6, 2, 5, 1, 4))
+    assert bad["cluster"] == 1 and bad["purity"] == 1.0  # the same cluster, as pure
+    assert not bad["verdict"]["checks"]["order"] and not bad["verdict"]["found"]
+    assert bad["verdict"]["adjacent_fraction"] < 0.5

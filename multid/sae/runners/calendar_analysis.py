@@ -54,8 +54,10 @@ class RunClasses:
 class CalendarAnalysis:
     """The calendar clusters of one run (its occurrences, decoder and token classes are read once)."""
 
-    def __init__(self, run: Path, *, model: str, layer: int, base_dir: Path, sample_limit: int, mixture: str):
+    def __init__(self, run: Path, *, model: str, layer: int, base_dir: Path, sample_limit: int, mixture: str,
+                 tokenizer_path: Path | None = None):
         self.run = run
+        self.tokenizer_path = tokenizer_path  # the model's own tokenizer where None
         self.model = model
         self.layer = layer
         self.base_dir = base_dir
@@ -86,7 +88,7 @@ class CalendarAnalysis:
 
     def read_classes(self) -> RunClasses:
         occ = open_occurrences(self.run)
-        tokenizer = load_tokenizer(self.model, base_dir=self.base_dir)
+        tokenizer = load_tokenizer(self.model, tokenizer_path=self.tokenizer_path, base_dir=self.base_dir)
         strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         ids = occ.token_ids(np.arange(occ.num_tokens, dtype=np.int64)).astype(np.int64)
         return RunClasses(occ, occ.decoder(), CC.token_classes(ids, occ.ctx_len, strings))
