@@ -174,3 +174,21 @@ def test_the_verdict_finds_a_planted_weekday_circle_and_rejects_it_when_its_orde
     assert bad["cluster"] == 1 and bad["purity"] == 1.0  # the same cluster, as pure
     assert not bad["verdict"]["checks"]["order"] and not bad["verdict"]["found"]
     assert bad["verdict"]["adjacent_fraction"] < 0.5
+
+
+# ----------------------------------------------------------------------------------------- the scaling prefixes
+
+
+@pytest.mark.unit
+def test_scaling_prefixes_are_the_fewest_leading_contexts_that_hold_the_target():
+    from multid.discover_scaling import prefix_contexts
+    from multid.errors import UserError
+
+    per_context = np.array([0, 2, 0, 1, 3, 0, 4])  # cumulative 0 2 2 3 6 6 10
+    assert prefix_contexts(per_context, "2") == 2
+    assert prefix_contexts(per_context, "3") == 4
+    assert prefix_contexts(per_context, "4") == 5
+    assert prefix_contexts(per_context, "10") == 7
+    assert prefix_contexts(per_context, "all") is None
+    with pytest.raises(UserError, match="holds 10 weekday tokens"):
+        prefix_contexts(per_context, "11")
