@@ -11,7 +11,7 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning (spinning made steps 5-20x slower on a busy machine)
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup demo demo-arith discover test test-fast lint-imports bench clean-artifacts
+.PHONY: setup demo demo-arith discover discover-seeds discover-scaling test test-fast lint-imports bench clean-artifacts
 
 setup: $(STAMP)
 
@@ -35,9 +35,18 @@ demo-arith: setup
 	$(OFFLINE_ENV) $(PY) -m multid.demo_arith
 
 # The paper's SAE discovery on SmolLM2, offline: local corpus, SAE trained with SAELens, occurrences, both
-# clusterings, the reducibility scan of every cluster, the days/months/years clusters and figures (docs/discover.md)
+# clusterings, the reducibility scan of every cluster, the weekday/month/year clusters, their verdict and figures
+# (docs/discover.md)
 discover: setup
 	$(OFFLINE_ENV) $(PY) -m multid.discover
+
+# The same over three SAE seeds (corpus, layer profile and residual cache shared) and the verdict over them
+discover-seeds: setup
+	$(OFFLINE_ENV) $(PY) -m multid.discover --seed 0 1 2
+
+# How the weekday and month clusters grow with the calendar text, at two dictionary sizes (docs/discover.md)
+discover-scaling: setup
+	$(OFFLINE_ENV) $(PY) -m multid.discover_scaling
 
 # Two pytest workers, one thread each: torch's own two threads per worker would oversubscribe the cores,
 # and spinning OpenMP threads on a busy core run many times slower.
