@@ -158,19 +158,27 @@ def planted_verdict(root, day_order: tuple[int, ...]):
     clustering = Clustering("planted", cal.clusters_file, clusters, root / "scan", metrics=metrics)
     analysis = CalendarAnalysis(cal.run, model="tiny", layer=1, base_dir=root, sample_limit=500, mixture="exact",
                                 tokenizer_path=cal.tokenizer_path)
-    return analysis.find_named([clustering])["found"]["planted"]["weekday"]
+    result = analysis.find_named([clustering])
+    return result["found"]["planted"]["weekday"], result["class_features"]["weekday"]
 
 
 @pytest.mark.integration
 def test_the_verdict_finds_a_planted_weekday_circle_and_rejects_it_when_its_order_is_scrambled(tmp_path):
-    good = planted_verdict(tmp_path / "good", tuple(range(7)))
+    from tests import sae_calendar as SC
+
+    good, features = planted_verdict(tmp_path / "good", tuple(range(7)))
+    # one feature per weekday, the planted ones, their decoder rows on a circle in calendar order
+    assert [r["feature"] for r in features["per_class"]] == SC.DAYS and features["distinct_features"] == 7
+    assert features["neighbour_cosine"] == pytest.approx(math.cos(2 * math.pi / 7), abs=0.02)
+    assert features["other_cosine"] < 0 and features["decoder_order"]["adjacent_fraction"] == 1.0
     assert good["cluster"] == 1 and good["purity"] == 1.0 and good["coverage"] == 1.0
     v = good["verdict"]
     assert v["checks"]["order"] and v["adjacent_fraction"] == 1.0 and v["classes_present"] == 7
     assert v["adjacent_p_corrected"] < 0.05 and v["checks"]["purity"] and v["checks"]["coverage"]
     assert good["rank"] == 1 and good["calibration"]["null_draws"] > 0 and math.isfinite(good["calibration"]["s_z"])
     # the same features, the names written on them out of calendar order (day feature i fires on day 3i mod 7)
-    bad = planted_verdict(tmp_path / "bad", (0, 3, 6, 2, 5, 1, 4))
+    bad, features = planted_verdict(tmp_path / "bad", (0, 3, 6, 2, 5, 1, 4))
+    assert features["decoder_order"]["adjacent_fraction"] == 0.0  # the names' features go round 0, 5, 3, 1, 6, 4, 2
     assert bad["cluster"] == 1 and bad["purity"] == 1.0  # the same cluster, as pure
     assert not bad["verdict"]["checks"]["order"] and not bad["verdict"]["found"]
     assert bad["verdict"]["adjacent_fraction"] < 0.5

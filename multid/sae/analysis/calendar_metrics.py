@@ -236,3 +236,52 @@ def verdict(entry: dict[str, Any], targets: Targets = TARGETS) -> dict[str, Any]
             "adjacent_chance": order.get("adjacent_chance"), "classes_present": order.get("classes_present"),
             "adjacent_p_corrected": min(1.0, order["adjacent_p"] * views) if best else None,
             "checks": checks, "found": all(checks.values())}
+
+
+# ----------------------------------------------------------------------------------------- one feature per class
+
+
+def class_features(token: np.ndarray, feature: np.ndarray, value: np.ndarray, labels: np.ndarray, period: int,
+                   W_dec: np.ndarray) -> dict[str, Any]:
+    """Does the SAE have a feature per weekday (month), and do their decoder rows form a circle a clustering of
+    decoder directions could find? Per class: the feature that best marks it (highest F1 of precision, the share
+    of its activation that falls on the class's tokens, and recall, the share of the class's tokens where it
+    fires); then the mean decoder cosine of those features, of calendar neighbours apart, and the calendar order
+    of the rows in their top-2 PCs."""
+    num = W_dec.shape[0]
+    value = np.asarray(value, dtype=np.float64)
+    mass = np.bincount(feature, weights=value, minlength=num)
+    rows = []
+    for k in range(period):
+        on = labels[token] == k
+        n_k = int((labels == k).sum())
+        if n_k == 0:
+            rows.append({"class": k, "tokens": 0})
+            continue
+        hits = np.bincount(feature[on], minlength=num)
+        precision = np.bincount(feature[on], weights=value[on], minlength=num) / np.maximum(mass, 1e-12)
+        recall = hits / n_k
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1))
+        rows.append({"class": k, "tokens": n_k, "feature": best, "precision": round(float(precision[best]), 4),
+                     "recall": round(float(recall[best]), 4)})
+    present = [r for r in rows if "feature" in r]
+    out: dict[str, Any] = {"per_class": rows, "distinct_features": len({r["feature"] for r in present})}
+    if len(present) < 3:
+        return out
+    unit = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
+    rows_w = unit[[r["feature"] for r in present]]
+    cos = rows_w @ rows_w.T
+    classes = [r["class"] for r in present]
+    neighbours = {(a, b) for a in classes for b in classes if (b - a) % period in (1, period - 1)}
+    pairs = [(i, j) for i in range(len(classes)) for j in range(i + 1, len(classes))]
+    near = [cos[i, j] for i, j in pairs if (classes[i], classes[j]) in neighbours]
+    far = [cos[i, j] for i, j in pairs if (classes[i], classes[j]) not in neighbours]
+    centred = rows_w - rows_w.mean(0)
+    _u, _s, vt = np.linalg.svd(centred, full_matrices=False)
+    order = circle_order(centred @ vt[:2].T, np.array(classes), period, min_points=1)
+    out.update({"mean_cosine": round(float(np.mean([cos[i, j] for i, j in pairs])), 4),
+                "neighbour_cosine": round(float(np.mean(near)), 4) if near else None,
+                "other_cosine": round(float(np.mean(far)), 4) if far else None,
+                "decoder_order": order.record() if order else None})
+    return out

@@ -71,13 +71,14 @@ class CalendarAnalysis:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 5}  # 4: abbreviation classes; 5: verdict
+                                    for c in clusterings], "version": 6}  # 4: abbreviation classes; 5: verdict; 6: class features
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))
         saved = load_json(path)
         print_named(saved["found"])
         print(format_verdict(saved["found"]))
+        print(format_class_features(saved["class_features"]))
         return saved
 
     def run_classes(self) -> RunClasses:
@@ -96,7 +97,7 @@ class CalendarAnalysis:
     def find_named(self, clusterings: list[Clustering]) -> dict[str, Any]:
         data = self.run_classes()
         W_dec, classes = data.W_dec, data.classes
-        token, feature, _value = data.occ.triples()
+        token, feature, value = data.occ.triples()
         found: dict[str, dict[str, dict]] = {}
         for c in clusterings:
             counts = CC.cluster_counts(token, feature, c.clusters, W_dec.shape[0], classes)
@@ -126,7 +127,9 @@ class CalendarAnalysis:
                         entry["calibration"] = self.calibration(c, best.cluster)
                     entry["verdict"] = CC.verdict(entry)
                 found[c.method][category] = entry
-        return {"class_tokens": classes.totals(), "found": found}
+        features = {kind: CC.class_features(token, feature, value, classes.of(kind), CC.PERIODS[kind], W_dec)
+                    for kind in CC.VERDICT_CATEGORIES}
+        return {"class_tokens": classes.totals(), "found": found, "class_features": features}
 
     def circle_check(self, c: Clustering, index: int, category: str, classes: CC.TokenClasses,
                      W_dec: np.ndarray) -> dict[str, Any]:
@@ -245,21 +248,37 @@ def format_verdict(found: dict[str, dict[str, dict]]) -> str:
     t = CC.TARGETS
     lines = [f"verdict (targets: purity and coverage >= {t.purity}, calendar order >= {t.adjacent} with >= "
              f"{t.min_classes} classes in the best view, rank in the top {t.top_share:.0%}):",
-             f"{'clustering':<10}{'class':<8}{'cluster':>8}{'size':>5}{'purity':>7}{'cover':>6}{'cos':>6}"
+             f"{'clustering':<11}{'class':<8}{'cluster':>8}{'size':>5}{'purity':>7}{'cover':>6}{'cos':>6}"
              f"{'order (chance, classes, p)':>30}{'view':>10}{'M ex':>6}{'M gr':>6}{'S':>6}{'S z':>7}{'rank':>9}"
              f"  found"]
     for r in verdict_rows(found):
         if r["cluster"] is None:
-            lines.append(f"{r['clustering']:<10}{r['class']:<8}{'none':>8}")
+            lines.append(f"{r['clustering']:<11}{r['class']:<8}{'none':>8}")
             continue
         order = f"{fmt(r['adjacent'], '.2f')} ({fmt(r['chance'], '.2f')}, {fmt(r['classes'], 'd')}, {fmt(r['p'], '.3f')})"
         rank = f"{r['rank']}/{r['ranked']}" if r["rank"] else "-"
         found_text = "yes" if r["found"] else "no: " + ", ".join(r["missed"])
-        lines.append(f"{r['clustering']:<10}{r['class']:<8}{r['cluster']:>8}{r['size']:>5}{r['purity']:>7.2f}"
+        lines.append(f"{r['clustering']:<11}{r['class']:<8}{r['cluster']:>8}{r['size']:>5}{r['purity']:>7.2f}"
                      f"{r['coverage']:>6.2f}{r['cos']:>6.2f}{order:>30}{fmt(r['view'], 's'):>10}"
                      f"{fmt(r['M_exact'], '.2f'):>6}{fmt(r['M_gradient'], '.2f'):>6}{fmt(r['S'], '.2f'):>6}"
                      f"{fmt(r['S_z'], '.1f'):>7}{rank:>9}  {found_text}")
     lines.append("order = share of calendar neighbours that are neighbours in angle (chance 2 / (classes - 1); p: "
                  "random orders, Bonferroni over the views tried); M ex / M gr: exact and gradient M; S z: S against "
                  "its Gaussian null (z-score, best plane)")
+    return "\n".join(lines)
+
+
+def format_class_features(features: dict[str, dict[str, Any]]) -> str:
+    """The best feature of each weekday and month, and whether their decoder rows could cluster into a circle."""
+    lines = ["one feature per class (the feature with the best F1 for the class; activation precision / recall):"]
+    for kind, f in features.items():
+        cells = [f"{r['class']}: {r['feature']} ({r['precision']:.2f}/{r['recall']:.2f}, {r['tokens']} tokens)"
+                 if "feature" in r else f"{r['class']}: no tokens" for r in f["per_class"]]
+        lines.append(f"  {kind}: " + "; ".join(cells))
+        if "mean_cosine" in f:
+            order = f.get("decoder_order") or {}
+            lines.append(f"  {kind}: {f['distinct_features']} distinct features; decoder cosine mean "
+                         f"{f['mean_cosine']:.2f}, calendar neighbours {fmt(f['neighbour_cosine'], '.2f')}, others "
+                         f"{fmt(f['other_cosine'], '.2f')}; rows in their top-2 PCs: order "
+                         f"{fmt(order.get('adjacent_fraction'), '.2f')} (chance {fmt(order.get('adjacent_chance'), '.2f')})")
     return "\n".join(lines)
