@@ -349,16 +349,18 @@ def seeds_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_seeds(summary: dict[str, Any]) -> str:
-    lines = [f"{'seed':>4} {'clustering':<10}{'class':<8}{'cluster':>8}{'purity':>7}{'cover':>6}{'order':>6}"
+    lines = [f"{'seed':>4} {'clustering':<11}{'class':<8}{'cluster':>8}{'purity':>7}{'cover':>6}{'order':>6}"
              f"{'chance':>7}{'classes':>8}{'rank':>9}  found"]
     for r in summary["rows"]:
+        head = f"{r['seed']:>4} {r['clustering']:<11}{r['class']:<8}"
         if r["cluster"] is None:
-            lines.append(f"{r['seed']:>4} {r['clustering']:<10}{r['class']:<8}{'none':>8}")
+            lines.append(head + f"{'none':>8}")
             continue
         rank = f"{r['rank']}/{r['ranked']}" if r.get("rank") else "-"
-        lines.append(f"{r['seed']:>4} {r['clustering']:<10}{r['class']:<8}{r['cluster']:>8}{r['purity']:>7.2f}"
-                     f"{r['coverage']:>6.2f}{r['adjacent'] or 0:>6.2f}{r['chance'] or 0:>7.2f}"
-                     f"{r['classes'] or 0:>8}{rank:>9}  {'yes' if r['found'] else 'no: ' + ', '.join(r['missed'])}")
+        order = (f"{r['adjacent']:>6.2f}{r['chance']:>7.2f}{r['classes']:>8}" if r.get("adjacent") is not None
+                 else f"{'-':>6}{'-':>7}{'-':>8}")
+        lines.append(head + f"{r['cluster']:>8}{r['purity']:>7.2f}{r['coverage']:>6.2f}" + order
+                     + f"{rank:>9}  {'yes' if r['found'] else 'no: ' + ', '.join(r['missed'])}")
     n = len(summary["seeds"])
     for method, classes in summary["found_in_seeds"].items():
         lines.append(f"{method}: " + ", ".join(f"{cls} found in {k} of {n} seeds" for cls, k in classes.items()))
