@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from multid import discover as D
 from multid.config import add_base_dir_arg, positive_int
@@ -103,27 +104,30 @@ def run_point(args: argparse.Namespace, corpus: D.Corpus, contexts: int | None, 
 def scaling_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.5), sharex="col")
     for r, kind in enumerate(CC.VERDICT_CATEGORIES):
-        for c, (key, label) in enumerate((("adjacent", "calendar order (best view)"), ("purity", "purity"),
+        for c, (key, label) in enumerate((("adjacent", f"calendar order (>= {CC.TARGETS.min_classes} classes)"), ("purity", "purity"),
                                           ("coverage", "coverage"))):
             ax = axes[r, c]
-            for expansion in sorted({row["expansion"] for row in rows}):
+            for index, expansion in enumerate(sorted({row["expansion"] for row in rows})):
                 for method, style in (("graph", "-o"), ("spectral", "--s")):
                     pts = sorted((row["tokens_per_class_mean"], row.get(key)) for row in rows
                                  if row["class"] == kind and row["clustering"] == method
-                                 and row["expansion"] == expansion and row.get(key) is not None)
+                                 and row["expansion"] == expansion and row.get(key) is not None
+                                 and (key != "adjacent" or row["classes"] >= CC.TARGETS.min_classes))
                     if pts:
-                        ax.plot(*zip(*pts), style, ms=4, label=f"x{expansion} {method}")
+                        ax.plot(*zip(*pts), style, ms=4, color=f"C{index}", alpha=1.0 if method == "graph" else 0.7,
+                                label=f"x{expansion} {method}")
             if key == "adjacent":
                 ax.axhline(CC.TARGETS.adjacent, color="grey", lw=0.8, ls=":")
             else:
                 ax.axhline(0.5, color="grey", lw=0.8, ls=":")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylim(-0.05, 1.05)
             ax.set_title(f"{kind}s: {label}", fontsize=9)
             if r == 1:
                 ax.set_xlabel("tokens per class in the SAE's text")
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=7)
+    if axes[0, 1].get_legend_handles_labels()[0]:
+        axes[0, 1].legend(fontsize=7)  # purity: every curve is drawn there
     fig.tight_layout()
     out = save_figure(fig, path, dpi=150)
     plt.close(fig)
