@@ -27,11 +27,9 @@ from multid.config import add_base_dir_arg, positive_int
 from multid.errors import UserError, cli_entry
 from multid.io import save_figure, save_json
 from multid.sae.analysis import calendar_metrics as CC
-from multid.sae.analysis.sae_trainer import cache_contexts
-from multid.sae.data.calendar_tokens import token_classes
 from multid.sae.data.text_sources import make_text_source
-from multid.sae.data.tokenizers import load_tokenizer
 from multid.sae.runners.calendar_analysis import CalendarAnalysis
+from multid.sae.runners.layer_choice import corpus_classes
 from multid.sae.runners.sae_training import TRAINING_OPTIONS, add_training_args
 
 TARGETS = ("150", "1000", "2000", "all")  # weekday tokens in the SAE's text
@@ -68,12 +66,10 @@ def point_row(found: dict[str, dict[str, dict]], counts: dict[str, np.ndarray], 
                                    "tokens_per_class_mean": float(per_class.mean())}
             e = entries.get(kind)
             if e is not None:
-                best = CC.best_view(e)
+                v = e["verdict"]  # its best view of the calendar order
                 row.update({"cluster": e["cluster"], "size": e["size"], "purity": e["purity"],
-                            "coverage": e["coverage"], "view": best[0] if best else None,
-                            "adjacent": best[1]["adjacent_fraction"] if best else None,
-                            "chance": best[1]["adjacent_chance"] if best else None,
-                            "classes": best[1]["classes_present"] if best else None})
+                            "coverage": e["coverage"], "view": v["best_view"], "adjacent": v["adjacent_fraction"],
+                            "chance": v["adjacent_chance"], "classes": v["classes_present"]})
             rows.append(row)
     return rows
 
@@ -162,12 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     first = D.Discovery(D.build_parser().parse_args(argv), args.seed, args.layer)
     args.base_dir = first.base_dir
     corpus = first.corpus()
-    model = first.get_model()
-    token_ids = np.asarray(cache_contexts(make_text_source(dataset_path=corpus.folder / "dataset"), model, D.CTX_LEN,
-                                          None), dtype=np.int64)
-    tokenizer = load_tokenizer(D.MODEL, base_dir=first.base_dir)
-    strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    counts = calendar_counts(token_classes(token_ids.reshape(-1), D.CTX_LEN, strings), token_ids.shape)
+    token_ids, classes = corpus_classes(make_text_source(dataset_path=corpus.folder / "dataset"), first.get_model(),
+                                        model_name=D.MODEL, base_dir=first.base_dir, ctx_len=D.CTX_LEN)
+    counts = calendar_counts(classes, token_ids.shape)
     stem = first.base_dir / "sae" / f"{D.MODEL}_layer{args.layer}_scaling_seed{args.seed}"
     result: dict[str, Any] = {"rows": [], "points": [], "seed": args.seed, "layer": args.layer}
     for expansion in args.expansions:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from multid.io import load_json, save_figure, save_json
 from multid.sae.analysis import layer_profile as LP
 from multid.sae.analysis.sae_trainer import cache_contexts
-from multid.sae.data.calendar_tokens import token_classes
+from multid.sae.data.calendar_tokens import TokenClasses, token_classes
 from multid.sae.data.text_sources import make_text_source
 from multid.sae.data.tokenizers import load_tokenizer
 from multid.stage import Stage, run_stage
@@ -49,14 +49,20 @@ def hooked_runner(model: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
     return run
 
 
-def build_profile(corpus_folder: Path, *, model_name: str, base_dir: Path, get_model: Callable[[], Any],
-                  ctx_len: int, seed: int, max_contexts: int | None) -> dict[str, Any]:
-    model = get_model()
-    source = make_text_source(dataset_path=corpus_folder / "dataset")
+def corpus_classes(source: Any, model: Any, *, model_name: str, base_dir: Path, ctx_len: int,
+                   max_contexts: int | None = None) -> tuple[np.ndarray, TokenClasses]:
+    """The corpus's contexts [C, ctx_len] (cut as every stage cuts them) and the calendar class of each token."""
     token_ids = np.asarray(cache_contexts(source, model, ctx_len, max_contexts), dtype=np.int64)
     tokenizer = load_tokenizer(model_name, base_dir=base_dir)
     strings = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    classes = token_classes(token_ids.reshape(-1), ctx_len, strings)
+    return token_ids, token_classes(token_ids.reshape(-1), ctx_len, strings)
+
+
+def build_profile(source: Any, *, model_name: str, base_dir: Path, get_model: Callable[[], Any],
+                  ctx_len: int, seed: int, max_contexts: int | None) -> dict[str, Any]:
+    model = get_model()
+    token_ids, classes = corpus_classes(source, model, model_name=model_name, base_dir=base_dir, ctx_len=ctx_len,
+                                        max_contexts=max_contexts)
     sample = LP.draw_sample(classes, seed=seed)
     contexts = len(np.unique(sample.positions // ctx_len))
     with tqdm(total=contexts, unit="ctx", desc="residuals at every layer") as bar:
@@ -78,7 +84,7 @@ def run_layer_profile(corpus_folder: Path, *, model_name: str, model_info: dict[
                 "per_class_form": LP.PER_CLASS_FORM, "version": VERSION}
 
     def build(tmp: Path) -> None:
-        save_json(tmp, build_profile(corpus_folder, model_name=model_name, base_dir=base_dir, get_model=get_model,
+        save_json(tmp, build_profile(source, model_name=model_name, base_dir=base_dir, get_model=get_model,
                                      ctx_len=ctx_len, seed=seed, max_contexts=max_contexts))
 
     run_stage(Stage("layer profile of the calendar tokens", path, settings, command=command), build)
