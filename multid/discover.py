@@ -43,7 +43,7 @@ from multid.sae.analysis import calendar_metrics as CC
 from multid.sae.data import local_corpus, mail_corpus, run_layout
 from multid.sae.analysis import sae_trainer as T
 from multid.sae.analysis.occurrence_generator import portable_model_fingerprint
-from multid.sae.runners.calendar_analysis import CalendarAnalysis, Clustering, verdict_rows
+from multid.sae.runners.calendar_analysis import ORDER_HEADER, CalendarAnalysis, Clustering, order_cells, verdict_rows
 from multid.sae.runners.layer_choice import run_layer_profile
 from multid.sae.runners.decoder_clustering import run_clustering
 from multid.sae.runners.interactive_figure import run_interactive
@@ -349,17 +349,15 @@ def seeds_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_seeds(summary: dict[str, Any]) -> str:
-    lines = [f"{'seed':>4} {'clustering':<11}{'class':<8}{'cluster':>8}{'purity':>7}{'cover':>6}{'order':>6}"
-             f"{'chance':>7}{'classes':>8}{'rank':>9}  found"]
+    lines = [f"{'seed':>4} {'clustering':<11}{'class':<8}{'cluster':>8}{'purity':>7}{'cover':>6}{ORDER_HEADER}"
+             f"{'rank':>9}  found"]
     for r in summary["rows"]:
         head = f"{r['seed']:>4} {r['clustering']:<11}{r['class']:<8}"
         if r["cluster"] is None:
             lines.append(head + f"{'none':>8}")
             continue
         rank = f"{r['rank']}/{r['ranked']}" if r.get("rank") else "-"
-        order = (f"{r['adjacent']:>6.2f}{r['chance']:>7.2f}{r['classes']:>8}" if r.get("adjacent") is not None
-                 else f"{'-':>6}{'-':>7}{'-':>8}")
-        lines.append(head + f"{r['cluster']:>8}{r['purity']:>7.2f}{r['coverage']:>6.2f}" + order
+        lines.append(head + f"{r['cluster']:>8}{r['purity']:>7.2f}{r['coverage']:>6.2f}" + order_cells(r)
                      + f"{rank:>9}  {'yes' if r['found'] else 'no: ' + ', '.join(r['missed'])}")
     n = len(summary["seeds"])
     for method, classes in summary["found_in_seeds"].items():

@@ -25,10 +25,10 @@ from matplotlib.ticker import NullFormatter
 from multid import discover as D
 from multid.config import add_base_dir_arg, positive_int
 from multid.errors import UserError, cli_entry
-from multid.io import save_figure, save_json
+from multid.io import load_json, save_figure, save_json
 from multid.sae.analysis import calendar_metrics as CC
 from multid.sae.data.text_sources import make_text_source
-from multid.sae.runners.calendar_analysis import CalendarAnalysis
+from multid.sae.runners.calendar_analysis import ORDER_HEADER, CalendarAnalysis, order_cells
 from multid.sae.runners.layer_choice import corpus_classes
 from multid.sae.runners.sae_training import TRAINING_OPTIONS, add_training_args
 
@@ -97,6 +97,39 @@ def run_point(args: argparse.Namespace, corpus: D.Corpus, contexts: int | None, 
                                                 "dead_fraction_train", "train_contexts")}}
 
 
+def sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What every point of one sweep file shares: the layer, the seed, the corpus and the training options but the
+    dictionary size (a point of its own)."""
+    return {"layer": args.layer, "seed": args.seed, "calendar_text": args.calendar_text,
+            **{name: getattr(args, name) for name in TRAINING_OPTIONS if name != "expansion"}}
+
+
+def earlier_points(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The sweep file's points when they were run with these settings (a later invocation adds to them), else an
+    empty sweep (the old file is replaced; said on screen)."""
+    empty = {"settings": settings, "rows": [], "points": []}
+    if not path.exists():
+        return empty
+    old = load_json(path)
+    if old.get("settings") != settings:
+        print(f"{path} holds a sweep with other settings ({old.get('settings')}); it is replaced")
+        return empty
+    print(f"{path}: {len(old['points'])} earlier points kept (a point run again replaces its own)")
+    return {**empty, "rows": old["rows"], "points": old["points"]}
+
+
+def add_point(result: dict[str, Any], point: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Put a point and its rows into the sweep, in place of an earlier run of the same prefix and dictionary size;
+    points in order of dictionary size, then text."""
+    key = (point["contexts"], point["expansion"])
+    result["points"] = [p for p in result["points"] if (p["contexts"], p["expansion"]) != key] + [point]
+    result["rows"] = [r for r in result["rows"] if (r["contexts"], r["expansion"]) != key] + [
+        {"target": point["target"], "contexts": point["contexts"], "expansion": point["expansion"], **row}
+        for row in rows]
+    result["points"].sort(key=lambda p: (p["expansion"], p["contexts"]))
+    result["rows"].sort(key=lambda r: (r["expansion"], r["contexts"]))
+
+
 def scaling_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.5), sharex="col")
     for r, kind in enumerate(CC.VERDICT_CATEGORIES):
@@ -162,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                         model_name=D.MODEL, base_dir=first.base_dir, ctx_len=D.CTX_LEN)
     counts = calendar_counts(classes, token_ids.shape)
     stem = first.base_dir / "sae" / f"{D.MODEL}_layer{args.layer}_scaling_seed{args.seed}"
-    result: dict[str, Any] = {"rows": [], "points": [], "seed": args.seed, "layer": args.layer}
+    result = earlier_points(stem.with_suffix(".json"), sweep_settings(args))
     for expansion in args.expansions:
         for target in args.targets:
             contexts = prefix_contexts(counts["weekday"].sum(1), target)
@@ -170,10 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"\n=== x{expansion}, {target} weekday tokens ({used} contexts) ({time.time() - started:.0f} s) ===",
                   flush=True)
             point = run_point(args, corpus, contexts, expansion, first.get_model)
-            result["rows"] += [{"target": target, "contexts": used, "expansion": expansion, **row}
-                               for row in point_row(point["found"], counts, used)]
-            result["points"].append({"target": target, "contexts": used, "expansion": expansion,
-                                     "run": point["run"], "sae": point["sae"]})
+            add_point(result, {"target": target, "contexts": used, "expansion": expansion, "run": point["run"],
+                               "sae": point["sae"]}, point_row(point["found"], counts, used))
             result["figure"] = str(scaling_figure(result["rows"], stem.with_suffix(".png")))
             save_json(stem.with_suffix(".json"), result)  # after every point: a long sweep keeps what it did
     print(format_rows(result["rows"]))
@@ -183,16 +214,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'target':>7}{'ctx':>6}{'x':>3} {'clustering':<11}{'class':<8}{'per class':>10}{'cluster':>8}"
-             f"{'purity':>7}{'cover':>6}{'order':>6}{'chance':>7}{'classes':>8}"]
+             f"{'purity':>7}{'cover':>6}{ORDER_HEADER}"]
     for r in rows:
         head = (f"{r['target']:>7}{r['contexts']:>6}{r['expansion']:>3} {r['clustering']:<11}{r['class']:<8}"
                 f"{r['tokens_per_class_mean']:>10.0f}")
         if "purity" not in r:
             lines.append(head + f"{'none':>8}")
             continue
-        order = (f"{r['adjacent']:>6.2f}{r['chance']:>7.2f}{r['classes']:>8}" if r["adjacent"] is not None
-                 else f"{'-':>6}{'-':>7}{'-':>8}")
-        lines.append(head + f"{r['cluster']:>8}{r['purity']:>7.2f}{r['coverage']:>6.2f}" + order)
+        lines.append(head + f"{r['cluster']:>8}{r['purity']:>7.2f}{r['coverage']:>6.2f}" + order_cells(r))
     return "\n".join(lines)
 
 

@@ -200,3 +200,30 @@ def test_scaling_prefixes_are_the_fewest_leading_contexts_that_hold_the_target()
     assert prefix_contexts(per_context, "all") is None
     with pytest.raises(UserError, match="holds 10 weekday tokens"):
         prefix_contexts(per_context, "11")
+
+
+@pytest.mark.unit
+def test_a_later_scaling_invocation_adds_its_points_and_replaces_a_point_run_again(tmp_path, capsys):
+    from multid.discover_scaling import add_point, earlier_points
+    from multid.io import save_json
+
+    def point(contexts: int, expansion: int, purity: float) -> tuple[dict, list[dict]]:
+        rows = [{"clustering": "graph", "class": kind, "purity": purity} for kind in ("weekday", "month")]
+        return {"target": str(contexts), "contexts": contexts, "expansion": expansion, "run": f"r{contexts}"}, rows
+
+    path, settings = tmp_path / "sweep.json", {"layer": 8, "seed": 0, "training_tokens": 100}
+    first = earlier_points(path, settings)
+    for contexts, expansion in ((300, 8), (100, 8), (100, 4)):
+        add_point(first, *point(contexts, expansion, 0.1))
+    save_json(path, first)
+
+    second = earlier_points(path, settings)  # a second invocation: one point again, one new
+    add_point(second, *point(100, 8, 0.9))
+    add_point(second, *point(200, 8, 0.5))
+    assert [(p["expansion"], p["contexts"]) for p in second["points"]] == [(4, 100), (8, 100), (8, 200), (8, 300)]
+    assert [(r["expansion"], r["contexts"], r["purity"]) for r in second["rows"][::2]] == [
+        (4, 100, 0.1), (8, 100, 0.9), (8, 200, 0.5), (8, 300, 0.1)]
+    assert len(second["rows"]) == 8
+
+    other = earlier_points(path, {**settings, "training_tokens": 200})  # other training: nothing kept
+    assert other["points"] == [] and "other settings" in capsys.readouterr().out

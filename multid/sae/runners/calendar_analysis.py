@@ -149,11 +149,11 @@ class CalendarAnalysis:
         config = ScanConfig(base_dir=str(self.base_dir), model_name=self.model, layer=self.layer,
                             run_dir=str(self.run), clusters_file=str(c.path), cluster=index,
                             cluster_convention="all", sample_limit=self.sample_limit, calibrate=True,
-                            null_draws=NULL_DRAWS, no_figures=True,
+                            null_draws=NULL_DRAWS, no_figures=True, mixture="exact",  # the null is of exact M
                             save_dir=str(self.run / "calendar_scan" / c.path.stem))
         planes = run_scan(config).metrics()[index]
         key, best = max(planes.items(), key=lambda kv: kv[1]["s_z"])
-        keep = ("mixture_index", "mixture_index_exact", "separability_index", "s_p", "s_z", "m_p", "m_z",
+        keep = ("mixture_index_exact", "separability_index", "s_p", "s_z", "m_p", "m_z",
                 "s_null_p95", "m_null_p95", "sample_n")
         return {"null_draws": NULL_DRAWS, "best_plane": key, **{k: best[k] for k in keep if k in best}}
 
@@ -242,6 +242,16 @@ def verdict_rows(found: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
 
 def fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+ORDER_HEADER = f"{'order':>6}{'chance':>7}{'classes':>8}"
+
+
+def order_cells(row: dict[str, Any]) -> str:
+    """A verdict row's calendar order, its chance level and the classes present, under ORDER_HEADER."""
+    if row.get("adjacent") is None:
+        return f"{'-':>6}{'-':>7}{'-':>8}"
+    return f"{row['adjacent']:>6.2f}{row['chance']:>7.2f}{row['classes']:>8}"
 
 
 def format_verdict(found: dict[str, dict[str, dict]]) -> str:
