@@ -391,3 +391,28 @@ def test_a_prefix_of_a_cached_corpus_is_copied_from_the_whole_cache_not_recomput
     direct = T.activation_cache_stage(tmp_path / "direct", get_model=lambda: model, max_contexts=5, **common)
     np.testing.assert_allclose(direct.acts, prefix.acts, atol=1e-5)
     assert T.open_activation_cache(whole_folder).num_contexts == 12
+
+
+@pytest.mark.unit
+def test_calendar_words_are_whole_words_labelled_at_their_last_token():
+    """SmolLM2 spells " Tue" as " T" + "ue": the weekday is labelled at "ue"; a name that another word goes on
+    from (" March" + "ing") or that starts inside one ("x" + "Mon") is not a calendar word."""
+    from multid.sae.data.calendar_tokens import token_classes
+
+    vocab = [" T", "ue", ",", " March", "ing", " Th", "u", " Mon", "x", "Mon", " Sat", "urday", " 5", " Wed", "mb"]
+    v = {t: i for i, t in enumerate(vocab)}
+    words = [" T", "ue", ",", " March", "ing", " Th", "u", " 5",  # two contexts of 8 tokens
+             " Mon", "x", "x", "Mon", " Sat", "urday", " T", "ue"]
+    ids = np.array([v[w] for w in words])
+    classes = token_classes(ids, 8, vocab)
+    weekday, month = classes.of("weekday"), classes.of("month")
+    #                 T  ue  ,  March ing  Th  u  5 | Mon  x  x  Mon  Sat urday  T  ue
+    assert weekday.tolist() == [-1, 1, -1, -1, -1, -1, 3, -1, -1, -1, -1, -1, -1, 5, -1, 1]
+    assert month.tolist() == [-1] * 16
+    assert classes.day_abbr.tolist()[:8] == [-1, 1, -1, -1, -1, -1, 3, -1]  # " T" + "ue" is the abbreviation
+    assert classes.day.tolist()[13] == 5  # " Sat" + "urday": the full name, at "urday"
+    # a split word is not looked for across a context's start: " T" ends context 0, "ue" starts context 1
+    # and " Th" + "u" + "mb" is no Thursday
+    cut = token_classes(np.array([v[" Wed"]] * 7 + [v[" T"], v["ue"]] + [v[" Th"], v["u"], v["mb"]] + [v[","]] * 4),
+                        8, vocab)
+    assert cut.of("weekday").tolist() == [2] * 7 + [-1] * 9

@@ -71,7 +71,9 @@ class CalendarAnalysis:
         settings = {"occurrences": occurrences_fingerprint(self.run), "sample_limit": self.sample_limit,
                     "clusterings": [[c.method, c.path.name, settings_id({"clusters": c.clusters}),
                                      settings_id({"metrics": {str(k): v for k, v in c.metrics.items()}})]
-                                    for c in clusterings], "version": 6}  # 4: abbreviation classes; 5: verdict; 6: class features
+                                    for c in clusterings],
+                    "version": 6,  # 4: abbreviation classes; 5: verdict; 6: class features
+                    "labels": CC.LABELS_VERSION}
         path = self.run / "calendar_clusters.json"
         run_stage(Stage("days / months / years clusters", path, settings, command="make discover"),
                   lambda tmp: save_json(tmp, self.find_named(clusterings)))

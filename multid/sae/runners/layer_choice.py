@@ -16,7 +16,7 @@ from tqdm import tqdm
 from multid.io import load_json, save_figure, save_json
 from multid.sae.analysis import layer_profile as LP
 from multid.sae.analysis.sae_trainer import cache_contexts
-from multid.sae.data.calendar_tokens import TokenClasses, token_classes
+from multid.sae.data.calendar_tokens import LABELS_VERSION, TokenClasses, token_classes
 from multid.sae.data.text_sources import make_text_source
 from multid.sae.data.tokenizers import load_tokenizer
 from multid.stage import Stage, run_stage
@@ -80,8 +80,8 @@ def run_layer_profile(corpus_folder: Path, *, model_name: str, model_info: dict[
     path = profile_path(base_dir, model_name, corpus_folder, max_contexts)
     source = make_text_source(dataset_path=corpus_folder / "dataset")
     settings = {"model": model_info, "source": source.fingerprint(), "ctx_len": ctx_len, "seed": seed,
-                "max_contexts": max_contexts,
-                "per_class_form": LP.PER_CLASS_FORM, "version": VERSION}
+                "max_contexts": max_contexts, "per_class_form": LP.PER_CLASS_FORM, "version": VERSION,
+                "labels": LABELS_VERSION}
 
     def build(tmp: Path) -> None:
         save_json(tmp, build_profile(source, model_name=model_name, base_dir=base_dir, get_model=get_model,
