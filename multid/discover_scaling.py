@@ -69,7 +69,8 @@ def point_row(found: dict[str, dict[str, dict]], counts: dict[str, np.ndarray], 
                 v = e["verdict"]  # its best view of the calendar order
                 row.update({"cluster": e["cluster"], "size": e["size"], "purity": e["purity"],
                             "coverage": e["coverage"], "view": v["best_view"], "adjacent": v["adjacent_fraction"],
-                            "chance": v["adjacent_chance"], "classes": v["classes_present"]})
+                            "chance": v["adjacent_chance"], "classes": v["classes_present"],
+                            "p": v["adjacent_p_corrected"]})
             rows.append(row)
     return rows
 

@@ -246,14 +246,15 @@ def fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-ORDER_HEADER = f"{'order':>6}{'chance':>7}{'classes':>8}"
+ORDER_HEADER = f"{'order':>6}{'chance':>7}{'classes':>8}{'p':>7}"
 
 
 def order_cells(row: dict[str, Any]) -> str:
-    """A verdict row's calendar order, its chance level and the classes present, under ORDER_HEADER."""
+    """A verdict row's calendar order, its chance level, the classes present and the order's p-value (corrected
+    for the views tried), under ORDER_HEADER."""
     if row.get("adjacent") is None:
-        return f"{'-':>6}{'-':>7}{'-':>8}"
-    return f"{row['adjacent']:>6.2f}{row['chance']:>7.2f}{row['classes']:>8}"
+        return f"{'-':>6}{'-':>7}{'-':>8}{'-':>7}"
+    return f"{row['adjacent']:>6.2f}{row['chance']:>7.2f}{row['classes']:>8}{fmt(row.get('p'), '.3f'):>7}"
 
 
 def format_verdict(found: dict[str, dict[str, dict]]) -> str:
