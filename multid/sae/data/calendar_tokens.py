@@ -3,8 +3,9 @@
 "Jan"; docs/corpus.md), the verdict's classes "weekday" and "month" a weekday or month in either form
 (issue 33: "Mon" in a mail's Date line and " Monday" in its body are the same weekday). A name is a whole word,
 labelled at its last token where the tokenizer splits it (SmolLM2: " T" + "ue"). A year digit is a digit token
-inside a four-digit number 1500..2099 that stands alone (tokenizers that split numbers into digits, such as SmolLM2's, give years as four
-one-digit tokens; a tokenizer with whole-number tokens gives one token of four digits, also counted).
+inside a four-digit number 1500..2099 that stands alone (tokenizers that split numbers into digits, such as
+SmolLM2's, give years as four one-digit tokens; a tokenizer with whole-number tokens gives one token of four
+digits, also counted).
 """
 
 from __future__ import annotations
