@@ -4,6 +4,7 @@ features go round in calendar order and fails when that order is scrambled)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -176,6 +177,9 @@ def test_the_verdict_finds_a_planted_weekday_circle_and_rejects_it_when_its_orde
     assert v["checks"]["order"] and v["adjacent_fraction"] == 1.0 and v["classes_present"] == 7
     assert v["adjacent_p_corrected"] < 0.05 and v["checks"]["purity"] and v["checks"]["coverage"]
     assert good["rank"] == 1 and good["calibration"]["null_draws"] > 0 and math.isfinite(good["calibration"]["s_z"])
+    scanned = [json.loads(f.read_text()) for f in (tmp_path / "good").rglob("calendar_scan/**/*metrics.json")]
+    assert scanned and all("mixture_index_exact" in plane and "mixture_index" not in plane  # exact M alone
+                           for planes in scanned for plane in planes.values())
     # the same features, the names written on them out of calendar order (day feature i fires on day 3i mod 7)
     bad, features = planted_verdict(tmp_path / "bad", (0, 3, 6, 2, 5, 1, 4))
     assert features["decoder_order"]["adjacent_fraction"] == 0.0  # the names' features go round 0, 5, 3, 1, 6, 4, 2
