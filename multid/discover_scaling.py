@@ -134,8 +134,9 @@ def add_point(result: dict[str, Any], point: dict[str, Any], rows: list[dict[str
 def scaling_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.5), sharex="col")
     for r, kind in enumerate(CC.VERDICT_CATEGORIES):
-        for c, (key, label) in enumerate((("adjacent", f"calendar order (>= {CC.TARGETS.min_classes} classes)"), ("purity", "purity"),
-                                          ("coverage", "coverage"))):
+        panels = (("adjacent", f"calendar order (>= {CC.TARGETS.min_classes} classes)"), ("purity", "purity"),
+                  ("coverage", "coverage"))
+        for c, (key, label) in enumerate(panels):
             ax = axes[r, c]
             for index, expansion in enumerate(sorted({row["expansion"] for row in rows})):
                 for method, style in (("graph", "-o"), ("spectral", "--s")):

@@ -23,13 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from multid.sae.data.calendar_tokens import (CATEGORIES, FIGURE_CATEGORIES, LABELS_VERSION, PERIODS,
-                                             VERDICT_CATEGORIES, YEAR_RANGE, TokenClasses, strict_classes, token_classes, vocabulary_tables,
-                                             year_of_tokens)
+                                             VERDICT_CATEGORIES, YEAR_RANGE, TokenClasses, strict_classes,
+                                             token_classes, vocabulary_tables, year_of_tokens)
 from multid.sae.data.token_labels import OTHER
 
 # with the token classes the metrics are computed on
-__all__ = ["CATEGORIES", "FIGURE_CATEGORIES", "LABELS_VERSION", "PERIODS", "VERDICT_CATEGORIES", "YEAR_RANGE", "TokenClasses",
-           "strict_classes", "token_classes", "vocabulary_tables", "year_of_tokens", "ClusterCounts", "cluster_counts",
+__all__ = ["CATEGORIES", "FIGURE_CATEGORIES", "LABELS_VERSION", "PERIODS", "VERDICT_CATEGORIES", "YEAR_RANGE",
+           "TokenClasses", "strict_classes", "token_classes", "vocabulary_tables", "year_of_tokens", "ClusterCounts",
+           "cluster_counts",
            "f1_score", "best_cluster", "CircleOrder", "circle_order", "adjacent_chance", "adjacent_p_value",
            "is_cyclic", "circle_report", "MIN_CLASS_POINTS"]
 

@@ -68,15 +68,14 @@ def abbreviation_classes(token_strings: Sequence[str]) -> tuple[np.ndarray, np.n
     return classes_by_word(token_strings, ABBREVIATED_DAYS, ABBREVIATED_MONTHS)
 
 
-def run_word_classes(ids: np.ndarray, ctx_len: int, token_strings: Sequence[str], single: np.ndarray,
+def run_word_classes(ids: np.ndarray, ctx_len: int, texts: Sequence[str], single: np.ndarray,
                      words: dict[str, int]) -> np.ndarray:
     """The class of each token of the run (token order, contexts of ctx_len) that ends a word of `words`:
     a one-token word (`single`, the vocabulary's classes) or a word spelled over up to MAX_PIECES tokens of
     one context, labelled at its last token, where the whole word is known to the model (SmolLM2 spells
     " Tue" as " T" + "ue"; the original Mistral figure labelled "ue" Tuesday too). Either way only a whole
     word: not where the next token goes on with a letter (" March" + "ing", " June" + "au"), nor where the word
-    starts right after a letter ("x" + "Mon")."""
-    texts = [spaced(t) for t in token_strings]
+    starts right after a letter ("x" + "Mon"). `texts`: the vocabulary strings, spaced()."""
     n = len(ids)
     pos = np.arange(n) % ctx_len
 
@@ -187,9 +186,10 @@ def token_classes(ids: np.ndarray, ctx_len: int, token_strings: Sequence[str]) -
     day_v, month_v = strict_classes(token_strings)
     day_a, month_a = abbreviation_classes(token_strings)
     digit, number = vocabulary_tables(token_strings)
+    texts = [spaced(t) for t in token_strings]
 
     def of(single: np.ndarray, words: dict[str, int]) -> np.ndarray:
-        return run_word_classes(ids, ctx_len, token_strings, single, words)
+        return run_word_classes(ids, ctx_len, texts, single, words)
 
     return TokenClasses(of(day_v, FULL_DAYS), of(month_v, FULL_MONTHS), year_of_tokens(ids, ctx_len, digit, number),
                         of(day_a, ABBREVIATED_DAYS), of(month_a, ABBREVIATED_MONTHS))
